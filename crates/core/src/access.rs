@@ -1,0 +1,366 @@
+//! Access tokens: ES256 JWTs, issued and verified against the key ring.
+//!
+//! Verification pins ES256 (no `none`, no HMAC with a public key), looks the key up by `kid`,
+//! and checks signature, `exp` (no leeway), `iss` and `aud`. One ES256 verification costs tens
+//! of microseconds, so tokens that verified once are remembered in a bounded cache keyed by the
+//! SHA-256 of the whole token (never by a part of it, which would let a forged payload ride on a
+//! good signature); a hit still checks `exp`. Whether the token's session has ended is not this
+//! module's concern: the caller checks `sid` against the revocation view on every request.
+
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use aws_lc_rs::digest;
+use jsonwebtoken::{Algorithm, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::ids::{SessionId, UserId};
+use crate::keys::KeySet;
+use crate::random;
+
+/// The claims of a tessera access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub email: String,
+    pub sid: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+}
+
+impl AccessClaims {
+    pub fn user_id(&self) -> Option<UserId> {
+        self.sub.parse().ok()
+    }
+
+    pub fn session_id(&self) -> Option<SessionId> {
+        self.sid.parse().ok()
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AccessError {
+    #[error("the token is malformed, forged, expired or not for this audience")]
+    Invalid,
+    #[error("no signing key is loaded")]
+    NoKey,
+}
+
+/// A token and the lifetime it was minted with.
+#[derive(Clone)]
+pub struct IssuedAccess {
+    pub token: String,
+    pub expires_in: Duration,
+}
+
+impl std::fmt::Debug for IssuedAccess {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedAccess")
+            .field("expires_in", &self.expires_in)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Whose token to mint.
+#[derive(Debug, Clone, Copy)]
+pub struct Subject<'a> {
+    pub user_id: UserId,
+    pub email: &'a str,
+    pub session_id: SessionId,
+}
+
+const CACHE_CAPACITY: usize = 16_384;
+
+/// Mints and verifies access tokens for one issuer and audience.
+pub struct AccessTokens {
+    keys: RwLock<Arc<KeySet>>,
+    issuer: String,
+    audience: String,
+    ttl: Duration,
+    validation: Validation,
+    verified: quick_cache::sync::Cache<[u8; 32], Arc<AccessClaims>>,
+}
+
+impl AccessTokens {
+    pub fn new(keys: KeySet, issuer: String, audience: String, ttl: Duration) -> Self {
+        let mut validation = Validation::new(Algorithm::ES256);
+        validation.algorithms = vec![Algorithm::ES256];
+        validation.leeway = 0;
+        validation.set_issuer(&[&issuer]);
+        validation.set_audience(&[&audience]);
+        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+        Self {
+            keys: RwLock::new(Arc::new(keys)),
+            issuer,
+            audience,
+            ttl,
+            validation,
+            verified: quick_cache::sync::Cache::new(CACHE_CAPACITY),
+        }
+    }
+
+    pub fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    pub fn keys(&self) -> Arc<KeySet> {
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Swaps in a reloaded key set (after `tessera keys rotate`, possibly by another instance).
+    pub fn replace_keys(&self, keys: KeySet) {
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+    }
+
+    pub fn issue(&self, subject: Subject<'_>, now: Timestamp) -> Result<IssuedAccess, AccessError> {
+        let keys = self.keys();
+        let key = keys.signer(now).ok_or(AccessError::NoKey)?;
+        let iat = now.as_secs();
+        let ttl = i64::try_from(self.ttl.as_secs()).unwrap_or(i64::MAX);
+        let claims = AccessClaims {
+            iss: self.issuer.clone(),
+            aud: self.audience.clone(),
+            sub: subject.user_id.to_string(),
+            email: subject.email.to_owned(),
+            sid: subject.session_id.to_string(),
+            jti: crate::encode_id(&random::bytes::<16>()),
+            iat,
+            exp: iat.saturating_add(ttl),
+        };
+        let mut header = Header::new(Algorithm::ES256);
+        header.kid = Some(key.kid.clone());
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
+            .map_err(|_| AccessError::NoKey)?;
+        Ok(IssuedAccess {
+            token,
+            expires_in: self.ttl,
+        })
+    }
+
+    /// The claims of a token this server minted that has not expired at `now`.
+    pub fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<AccessClaims>, AccessError> {
+        // Anything far longer than a real token is rejected before hashing or parsing it.
+        if token.len() > 4096 {
+            return Err(AccessError::Invalid);
+        }
+        let cache_key: [u8; 32] = digest::digest(&digest::SHA256, token.as_bytes())
+            .as_ref()
+            .try_into()
+            .map_err(|_| AccessError::Invalid)?;
+        if let Some(claims) = self.verified.get(&cache_key) {
+            return if claims.exp < now.as_secs() {
+                Err(AccessError::Invalid)
+            } else {
+                Ok(claims)
+            };
+        }
+        let claims = Arc::new(self.verify_uncached(token, now)?);
+        self.verified.insert(cache_key, claims.clone());
+        Ok(claims)
+    }
+
+    fn verify_uncached(&self, token: &str, now: Timestamp) -> Result<AccessClaims, AccessError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|_| AccessError::Invalid)?;
+        if header.alg != Algorithm::ES256 {
+            return Err(AccessError::Invalid);
+        }
+        let keys = self.keys();
+        let key = header
+            .kid
+            .as_deref()
+            .and_then(|kid| keys.by_kid(kid))
+            .ok_or(AccessError::Invalid)?;
+        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
+            .map_err(|_| AccessError::Invalid)?;
+        // jsonwebtoken compares `exp` with its own clock; ours decides (tests move it).
+        if data.claims.exp < now.as_secs() {
+            return Err(AccessError::Invalid);
+        }
+        Ok(data.claims)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    use super::*;
+    use crate::keys::KeyDir;
+
+    fn tokens_in(dir: &std::path::Path, ttl: Duration) -> AccessTokens {
+        let keys = KeyDir::new(dir);
+        keys.init(Timestamp::from_millis(0)).unwrap();
+        AccessTokens::new(
+            keys.load_keys().unwrap(),
+            "https://auth.test".into(),
+            "tessera".into(),
+            ttl,
+        )
+    }
+
+    fn subject() -> Subject<'static> {
+        Subject {
+            user_id: UserId::generate(),
+            email: "ada@example.com",
+            session_id: SessionId::generate(),
+        }
+    }
+
+    fn segments(token: &str) -> Vec<serde_json::Value> {
+        token
+            .split('.')
+            .take(2)
+            .map(|s| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn issued_tokens_carry_every_claim_and_verify() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(dir.path(), Duration::from_secs(900));
+        let now = Timestamp::now();
+        let s = subject();
+        let issued = tokens.issue(s, now).unwrap();
+        let parts = segments(&issued.token);
+        assert_eq!(parts[0]["alg"], "ES256");
+        assert_eq!(
+            parts[0]["kid"],
+            tokens.keys().signer(now).unwrap().kid.as_str()
+        );
+        let claims = tokens.verify(&issued.token, now).unwrap();
+        assert_eq!(claims.sub, s.user_id.to_string());
+        assert_eq!(claims.sid, s.session_id.to_string());
+        assert_eq!(claims.email, "ada@example.com");
+        assert_eq!(
+            (claims.iss.as_str(), claims.aud.as_str()),
+            ("https://auth.test", "tessera")
+        );
+        assert_eq!(claims.exp - claims.iat, 900);
+        assert_eq!(claims.jti.len(), 22);
+    }
+
+    #[test]
+    fn an_expired_token_is_rejected_even_from_the_cache() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(dir.path(), Duration::from_secs(60));
+        let now = Timestamp::now();
+        let issued = tokens.issue(subject(), now).unwrap();
+        assert!(tokens.verify(&issued.token, now).is_ok());
+        let later = now.saturating_add(Duration::from_secs(61));
+        assert_eq!(
+            tokens.verify(&issued.token, later),
+            Err(AccessError::Invalid)
+        );
+    }
+
+    #[test]
+    fn tokens_of_another_key_issuer_or_audience_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let other_dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(dir.path(), Duration::from_secs(60));
+        let now = Timestamp::now();
+
+        let foreign = tokens_in(other_dir.path(), Duration::from_secs(60))
+            .issue(subject(), now)
+            .unwrap();
+        assert_eq!(
+            tokens.verify(&foreign.token, now),
+            Err(AccessError::Invalid),
+            "unknown kid"
+        );
+
+        let keys = KeyDir::new(dir.path()).load_keys().unwrap();
+        let other_iss = AccessTokens::new(
+            keys,
+            "https://evil.test".into(),
+            "tessera".into(),
+            Duration::from_secs(60),
+        );
+        let token = other_iss.issue(subject(), now).unwrap().token;
+        assert_eq!(
+            tokens.verify(&token, now),
+            Err(AccessError::Invalid),
+            "issuer"
+        );
+
+        let keys = KeyDir::new(dir.path()).load_keys().unwrap();
+        let other_aud = AccessTokens::new(
+            keys,
+            "https://auth.test".into(),
+            "billing".into(),
+            Duration::from_secs(60),
+        );
+        let token = other_aud.issue(subject(), now).unwrap().token;
+        assert_eq!(
+            tokens.verify(&token, now),
+            Err(AccessError::Invalid),
+            "audience"
+        );
+    }
+
+    #[test]
+    fn alg_none_and_hmac_confusion_are_rejected() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(dir.path(), Duration::from_secs(60));
+        let now = Timestamp::now();
+        let good = tokens.issue(subject(), now).unwrap().token;
+        let payload = good.split('.').nth(1).unwrap();
+        let kid = tokens.keys().signer(now).unwrap().kid.clone();
+        for alg in ["none", "HS256", "ES384", "RS256"] {
+            let header =
+                URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#));
+            for sig in ["", "AAAA", good.split('.').nth(2).unwrap()] {
+                let forged = format!("{header}.{payload}.{sig}");
+                assert_eq!(
+                    tokens.verify(&forged, now),
+                    Err(AccessError::Invalid),
+                    "{alg} {sig}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_tampered_payload_is_rejected_even_after_the_original_was_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(dir.path(), Duration::from_secs(60));
+        let now = Timestamp::now();
+        let good = tokens.issue(subject(), now).unwrap().token;
+        tokens.verify(&good, now).unwrap();
+        let mut parts: Vec<String> = good.split('.').map(str::to_owned).collect();
+        let mut claims = segments(&good)[1].clone();
+        claims["sub"] = serde_json::json!(UserId::generate().to_string());
+        parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
+        assert_eq!(
+            tokens.verify(&parts.join("."), now),
+            Err(AccessError::Invalid)
+        );
+    }
+
+    #[test]
+    fn garbage_is_rejected_without_panicking() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(dir.path(), Duration::from_secs(60));
+        let now = Timestamp::now();
+        for text in [
+            "",
+            ".",
+            "..",
+            "a.b.c",
+            "eyJ.eyJ.sig",
+            &"A".repeat(10_000),
+            "é.é.é",
+        ] {
+            assert_eq!(
+                tokens.verify(text, now),
+                Err(AccessError::Invalid),
+                "{text}"
+            );
+        }
+    }
+}

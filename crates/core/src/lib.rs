@@ -1,0 +1,34 @@
+//! tessera's domain: everything about tokens, sessions and accounts that holds whatever the
+//! transport (HTTP) and whatever the store (SQLite, PostgreSQL, Redis).
+//!
+//! - [`refresh`]: opaque refresh tokens derived from `(session, generation)` under a MAC key.
+//! - [`session`]: sessions and the rotation rule (strict by default, optional grace window).
+//! - [`access`]: ES256 access tokens, verified with a bounded cache.
+//! - [`keys`]: the signing-key ring on disk and the JWKS.
+//! - [`password`]: argon2id on a bounded, low-priority thread pool.
+//! - [`store`]: the traits every backend implements.
+//! - [`revocation`]: the in-memory view of ended sessions.
+//! - [`service`]: the operations of the API (register, login, refresh, logout, …).
+
+pub mod access;
+pub mod account;
+pub mod clock;
+pub mod duration;
+pub mod ids;
+pub mod keys;
+pub mod password;
+pub mod random;
+pub mod refresh;
+pub mod revocation;
+pub mod service;
+pub mod session;
+pub mod store;
+
+pub use clock::Timestamp;
+pub use ids::{SessionId, UserId};
+
+/// Short URL-safe text for random ids (`jti`).
+pub(crate) fn encode_id(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}

@@ -1,0 +1,452 @@
+//! The operations of the API, free of HTTP and of any particular store.
+//!
+//! Audit events are `tracing` events with target `audit` and an `event` field
+//! (`login_succeeded`, `login_failed`, `token_refreshed`, `refresh_token_reused`, `logged_out`,
+//! `session_revoked`, `user_registered`). They carry ids, never a token or a password.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::access::{AccessClaims, AccessTokens, IssuedAccess, Subject};
+use crate::account::{self, User};
+use crate::clock::Timestamp;
+use crate::ids::{SessionId, UserId};
+use crate::password::{HashError, PasswordHasher};
+use crate::refresh::{RefreshClaims, RefreshToken, RefreshTokenCodec};
+use crate::revocation::RevokedSessions;
+use crate::session::{self, Rotation, Session, StaleVerdict};
+use crate::store::{SessionStore, StoreError, UserStore};
+
+/// Lifetimes of tokens and sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Lifetimes {
+    pub access_ttl: Duration,
+    pub refresh_ttl: Duration,
+    pub session_max_lifetime: Duration,
+    /// How long a rotated refresh token still gets its unused successor (0: strict).
+    pub refresh_grace: Duration,
+}
+
+impl Default for Lifetimes {
+    fn default() -> Self {
+        Self {
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(30 * 86_400),
+            session_max_lifetime: Duration::from_secs(90 * 86_400),
+            refresh_grace: Duration::ZERO,
+        }
+    }
+}
+
+/// Where a login comes from, shown in the session list.
+#[derive(Debug, Clone, Default)]
+pub struct ClientInfo {
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    #[error("{0}")]
+    InvalidEmail(String),
+    #[error("{0}")]
+    WeakPassword(String),
+    #[error("email already registered")]
+    EmailTaken,
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    #[error("invalid or expired refresh token")]
+    InvalidRefreshToken,
+    #[error("invalid or expired token")]
+    Unauthorized,
+    #[error("session not found")]
+    SessionNotFound,
+    #[error("too many requests are waiting")]
+    Busy,
+    #[error("store unavailable")]
+    Unavailable(#[source] StoreError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl From<StoreError> for AuthError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::Unavailable(_) => Self::Unavailable(e),
+            StoreError::Other(cause) => Self::Internal(anyhow::Error::from_boxed(cause)),
+        }
+    }
+}
+
+impl From<HashError> for AuthError {
+    fn from(e: HashError) -> Self {
+        match e {
+            HashError::Busy => Self::Busy,
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+/// A freshly issued token pair.
+#[derive(Debug)]
+pub struct Issued {
+    pub access: IssuedAccess,
+    pub refresh: RefreshToken,
+    /// When `refresh` expires (for a cookie's `Max-Age`).
+    pub refresh_expires_at: Timestamp,
+    pub session_id: SessionId,
+    pub user: Arc<Profile>,
+}
+
+/// What the API shows of a user.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Profile {
+    pub id: UserId,
+    pub email: String,
+    pub created_at: Timestamp,
+}
+
+impl From<&User> for Profile {
+    fn from(u: &User) -> Self {
+        Self {
+            id: u.id,
+            email: u.email.clone(),
+            created_at: u.created_at,
+        }
+    }
+}
+
+/// The caller of an authenticated request: verified claims of a live session.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: UserId,
+    pub session_id: SessionId,
+    pub claims: Arc<AccessClaims>,
+}
+
+const PROFILE_CACHE_CAPACITY: usize = 32_768;
+const MAX_USER_AGENT_CHARS: usize = 256;
+
+pub struct AuthService {
+    users: Arc<dyn UserStore>,
+    sessions: Arc<dyn SessionStore>,
+    access: AccessTokens,
+    refresh: RefreshTokenCodec,
+    hasher: PasswordHasher,
+    revoked: RevokedSessions,
+    /// Users never change after registration, so their profiles can be cached without expiry.
+    profiles: quick_cache::sync::Cache<UserId, Arc<Profile>>,
+    lifetimes: Lifetimes,
+}
+
+impl AuthService {
+    pub fn new(
+        users: Arc<dyn UserStore>,
+        sessions: Arc<dyn SessionStore>,
+        access: AccessTokens,
+        refresh: RefreshTokenCodec,
+        hasher: PasswordHasher,
+        lifetimes: Lifetimes,
+    ) -> Self {
+        // A session's access tokens outlive its end by at most their lifetime; the minute on
+        // top covers clocks of several instances that disagree a little.
+        let revoked = RevokedSessions::new(lifetimes.access_ttl + Duration::from_secs(60));
+        Self {
+            users,
+            sessions,
+            access,
+            refresh,
+            hasher,
+            revoked,
+            profiles: quick_cache::sync::Cache::new(PROFILE_CACHE_CAPACITY),
+            lifetimes,
+        }
+    }
+
+    pub fn lifetimes(&self) -> &Lifetimes {
+        &self.lifetimes
+    }
+
+    pub fn access_tokens(&self) -> &AccessTokens {
+        &self.access
+    }
+
+    pub fn revoked(&self) -> &RevokedSessions {
+        &self.revoked
+    }
+
+    pub async fn register(
+        &self,
+        email: &str,
+        password: &str,
+        now: Timestamp,
+    ) -> Result<Profile, AuthError> {
+        let (email, email_key) =
+            account::normalize_email(email).map_err(AuthError::InvalidEmail)?;
+        account::check_password(password).map_err(AuthError::WeakPassword)?;
+        let password_hash = self.hasher.hash(password.to_owned()).await?;
+        let user = User {
+            id: UserId::generate(),
+            email,
+            email_key,
+            password_hash,
+            created_at: now,
+        };
+        self.users.create_user(&user).await?;
+        tracing::info!(target: "audit", event = "user_registered", user_id = %user.id);
+        Ok(Profile::from(&user))
+    }
+
+    pub async fn login(
+        &self,
+        email: &str,
+        password: &str,
+        client: ClientInfo,
+        now: Timestamp,
+    ) -> Result<Issued, AuthError> {
+        let user = match account::normalize_email(email) {
+            Ok((_, key)) => self.users.find_user_by_email(&key).await?,
+            Err(_) => None,
+        };
+        let hash = user.as_ref().map(|u| u.password_hash.clone());
+        let valid = self.hasher.verify(password.to_owned(), hash).await?;
+        let user = match user {
+            Some(user) if valid => user,
+            _ => {
+                tracing::info!(target: "audit", event = "login_failed", known_user = user.is_some());
+                return Err(AuthError::InvalidCredentials);
+            }
+        };
+        let profile = Arc::new(Profile::from(&user));
+        self.profiles.insert(user.id, profile.clone());
+
+        let absolute = now.saturating_add(self.lifetimes.session_max_lifetime);
+        let session = Session {
+            id: SessionId::generate(),
+            user_id: user.id,
+            generation: 0,
+            created_at: now,
+            last_used_at: now,
+            expires_at: session::idle_expiry(now, self.lifetimes.refresh_ttl, absolute),
+            absolute_expires_at: absolute,
+            ended_at: None,
+            user_agent: client
+                .user_agent
+                .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+            ip: client.ip,
+        };
+        self.sessions.create_session(&session).await?;
+        tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.id, session_id = %session.id);
+        self.issue(&session, profile, now)
+    }
+
+    /// Rotates a refresh token (SPEC §2): the new pair, the grace successor, or
+    /// `InvalidRefreshToken` — after ending the session when the token was already rotated.
+    pub async fn refresh(&self, token: &str, now: Timestamp) -> Result<Issued, AuthError> {
+        let RefreshClaims {
+            session_id,
+            generation,
+        } = self
+            .refresh
+            .decode(token)
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        let idle = now.saturating_add(self.lifetimes.refresh_ttl);
+        let session = match self
+            .sessions
+            .rotate(session_id, generation, now, idle)
+            .await?
+        {
+            Rotation::Rotated(session) => session,
+            Rotation::Stale(current) => match session::judge_stale(
+                current.as_ref(),
+                generation,
+                now,
+                self.lifetimes.refresh_grace,
+            ) {
+                StaleVerdict::Grace { successor } => {
+                    tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = successor, grace = true);
+                    let session = current.ok_or(AuthError::InvalidRefreshToken)?;
+                    let profile = self
+                        .profile(session.user_id)
+                        .await?
+                        .ok_or(AuthError::InvalidRefreshToken)?;
+                    return self.issue(&session, profile, now);
+                }
+                StaleVerdict::Reused => {
+                    self.end_session(session_id, now).await?;
+                    tracing::warn!(target: "audit", event = "refresh_token_reused", session_id = %session_id, presented_generation = generation);
+                    return Err(AuthError::InvalidRefreshToken);
+                }
+                StaleVerdict::Dead => return Err(AuthError::InvalidRefreshToken),
+            },
+        };
+        tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = session.generation);
+        let profile = self
+            .profile(session.user_id)
+            .await?
+            .ok_or(AuthError::InvalidRefreshToken)?;
+        self.issue(&session, profile, now)
+    }
+
+    /// The caller behind an access token, if the token is valid and its session has not ended.
+    pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Caller, AuthError> {
+        let claims = self
+            .access
+            .verify(token, now)
+            .map_err(|_| AuthError::Unauthorized)?;
+        let (Some(user_id), Some(session_id)) = (claims.user_id(), claims.session_id()) else {
+            return Err(AuthError::Unauthorized);
+        };
+        if self.revoked.contains(session_id) {
+            return Err(AuthError::Unauthorized);
+        }
+        Ok(Caller {
+            user_id,
+            session_id,
+            claims,
+        })
+    }
+
+    pub async fn me(&self, caller: &Caller) -> Result<Arc<Profile>, AuthError> {
+        self.profile(caller.user_id)
+            .await?
+            .ok_or(AuthError::Unauthorized)
+    }
+
+    /// Ends the caller's session, and the session of `refresh_token` too when it is another of
+    /// the caller's own.
+    pub async fn logout(
+        &self,
+        caller: &Caller,
+        refresh_token: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), AuthError> {
+        self.end_session(caller.session_id, now).await?;
+        tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id);
+        let other = refresh_token
+            .and_then(|t| self.refresh.decode(t))
+            .map(|c| c.session_id)
+            .filter(|id| *id != caller.session_id);
+        if let Some(id) = other {
+            if self
+                .sessions
+                .get_session(id)
+                .await?
+                .is_some_and(|s| s.user_id == caller.user_id)
+            {
+                self.end_session(id, now).await?;
+                tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %id);
+            }
+        }
+        Ok(())
+    }
+
+    pub async fn logout_all(&self, caller: &Caller, now: Timestamp) -> Result<u64, AuthError> {
+        let ended = self.sessions.end_user_sessions(caller.user_id, now).await?;
+        self.revoked.extend(ended.iter().map(|id| (*id, now)));
+        // The caller's own session may have expired for refresh but its token is still live.
+        self.revoked.insert(caller.session_id, now);
+        tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id, all = true, sessions_ended = ended.len());
+        Ok(ended.len() as u64)
+    }
+
+    pub async fn list_sessions(
+        &self,
+        caller: &Caller,
+        now: Timestamp,
+    ) -> Result<Vec<Session>, AuthError> {
+        Ok(self.sessions.list_sessions(caller.user_id, now).await?)
+    }
+
+    /// Ends one of the caller's active sessions; `SessionNotFound` for anyone else's.
+    pub async fn revoke_session(
+        &self,
+        caller: &Caller,
+        id: SessionId,
+        now: Timestamp,
+    ) -> Result<(), AuthError> {
+        let session = self.sessions.get_session(id).await?;
+        if !session.is_some_and(|s| s.user_id == caller.user_id && s.is_active(now)) {
+            return Err(AuthError::SessionNotFound);
+        }
+        self.end_session(id, now).await?;
+        tracing::info!(target: "audit", event = "session_revoked", user_id = %caller.user_id, session_id = %id, by_session = %caller.session_id);
+        Ok(())
+    }
+
+    /// Pulls sessions ended since `since` (by any instance) into the revocation view and forgets
+    /// those whose tokens have all expired. Returns the newest end seen, the next cursor.
+    pub async fn catch_up_revocations(
+        &self,
+        since: Timestamp,
+        now: Timestamp,
+    ) -> Result<Timestamp, StoreError> {
+        let ended = self.sessions.ended_since(since).await?;
+        let newest = ended.iter().map(|(_, at)| *at).max().unwrap_or(since);
+        self.revoked.extend(ended);
+        self.revoked.prune(now);
+        Ok(newest)
+    }
+
+    /// Deletes sessions nobody can use any more (kept a day for the record).
+    pub async fn purge_sessions(&self, now: Timestamp) -> Result<u64, StoreError> {
+        let day = Duration::from_secs(86_400);
+        let horizon = now.saturating_sub(day);
+        self.sessions
+            .purge(horizon, horizon.saturating_sub(self.revoked.retention()))
+            .await
+    }
+
+    /// Whether both stores answer.
+    pub async fn ready(&self) -> Result<(), StoreError> {
+        self.users.ping().await?;
+        self.sessions.ping().await
+    }
+
+    async fn end_session(&self, id: SessionId, now: Timestamp) -> Result<(), AuthError> {
+        self.sessions.end_session(id, now).await?;
+        self.revoked.insert(id, now);
+        Ok(())
+    }
+
+    async fn profile(&self, id: UserId) -> Result<Option<Arc<Profile>>, AuthError> {
+        if let Some(p) = self.profiles.get(&id) {
+            return Ok(Some(p));
+        }
+        let Some(user) = self.users.find_user(id).await? else {
+            return Ok(None);
+        };
+        let profile = Arc::new(Profile::from(&user));
+        self.profiles.insert(id, profile.clone());
+        Ok(Some(profile))
+    }
+
+    fn issue(
+        &self,
+        session: &Session,
+        user: Arc<Profile>,
+        now: Timestamp,
+    ) -> Result<Issued, AuthError> {
+        let subject = Subject {
+            user_id: user.id,
+            email: &user.email,
+            session_id: session.id,
+        };
+        let access = self
+            .access
+            .issue(subject, now)
+            .map_err(|e| AuthError::Internal(e.into()))?;
+        let refresh = self.refresh.encode(RefreshClaims {
+            session_id: session.id,
+            generation: session.generation,
+        });
+        Ok(Issued {
+            access,
+            refresh,
+            refresh_expires_at: session.expires_at,
+            session_id: session.id,
+            user,
+        })
+    }
+}

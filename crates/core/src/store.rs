@@ -1,0 +1,100 @@
+//! The store traits: what tessera needs from a database, split by capability so users and
+//! sessions can live in different backends (e.g. users in PostgreSQL, sessions in Redis).
+//!
+//! Every backend must pass the shared contract suite in `tessera-store` (feature `contract`).
+//! Timestamps are passed in, never read from the store's clock, so several server instances
+//! and the tests agree on time.
+
+use async_trait::async_trait;
+
+use crate::account::User;
+use crate::clock::Timestamp;
+use crate::ids::{SessionId, UserId};
+use crate::session::{Rotation, Session};
+
+type Cause = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A user with that email key exists already.
+    #[error("email already registered")]
+    EmailTaken,
+    /// The backend cannot be reached or timed out: the request may succeed later.
+    #[error("store unavailable")]
+    Unavailable(#[source] Cause),
+    /// Anything else: corrupt data, a bug.
+    #[error("store failure")]
+    Other(#[source] Cause),
+}
+
+impl StoreError {
+    pub fn unavailable(e: impl Into<Cause>) -> Self {
+        Self::Unavailable(e.into())
+    }
+
+    pub fn other(e: impl Into<Cause>) -> Self {
+        Self::Other(e.into())
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[async_trait]
+pub trait UserStore: Send + Sync + 'static {
+    /// Stores a new user; [`StoreError::EmailTaken`] if its `email_key` is taken.
+    async fn create_user(&self, user: &User) -> StoreResult<()>;
+
+    /// The user whose `email_key` equals `email_key` exactly.
+    async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>>;
+
+    async fn find_user(&self, id: UserId) -> StoreResult<Option<User>>;
+
+    /// Answers when the backend is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+}
+
+#[async_trait]
+pub trait SessionStore: Send + Sync + 'static {
+    /// Stores a new session (its id is fresh; collisions are the caller's bug).
+    async fn create_session(&self, session: &Session) -> StoreResult<()>;
+
+    /// The session, ended or expired ones included, until they are purged.
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>>;
+
+    /// Atomically: if the session is at generation `from`, not ended and `now < expires_at`,
+    /// move it to `from + 1`, set `last_used_at = now` and
+    /// `expires_at = min(idle_expires_at, absolute_expires_at)`, and return it as
+    /// [`Rotation::Rotated`]. Otherwise change nothing and return it as it is as
+    /// [`Rotation::Stale`]. However many callers race with the same `from`, at most one rotates.
+    async fn rotate(
+        &self,
+        id: SessionId,
+        from: u64,
+        now: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<Rotation>;
+
+    /// Ends the session at `now` unless it has ended already; `true` if this call ended it.
+    async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool>;
+
+    /// Ends every active session of the user; returns the ids of those this call ended.
+    async fn end_user_sessions(
+        &self,
+        user_id: UserId,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SessionId>>;
+
+    /// The user's active sessions at `now` (not ended, not expired), oldest first.
+    async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
+
+    /// Sessions that ended at or after `since`, with when: the feed that keeps every
+    /// instance's in-memory revocation view fresh.
+    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>>;
+
+    /// Deletes sessions that expired before `expired_before` or ended before `ended_before`;
+    /// returns how many.
+    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64>;
+
+    /// Answers when the backend is reachable.
+    async fn ping(&self) -> StoreResult<()>;
+}

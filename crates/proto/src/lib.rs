@@ -1,0 +1,269 @@
+//! Wire types of tessera's HTTP API v1, shared by the server, the CLI and the client library.
+//!
+//! Every `/api/auth/*` response is an [`Envelope`]: `{"success": true, "data": ...}` or
+//! `{"success": false, "error": {"code", "message"}}`. Requests reject unknown fields so a typo
+//! in a client is an `INVALID_REQUEST` naming the field, not a silently ignored value.
+//!
+//! Passwords and tokens travel in [`Secret`], whose `Debug` never prints the value, so a request
+//! or response can be logged with `?` without leaking a credential.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A credential (password, access or refresh token). Serialises as a plain string; `Debug`
+/// prints `Secret(…)` so it cannot end up in a log line by accident.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    /// The credential itself: call only where it is sent, verified or stored.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(…)")
+    }
+}
+
+/// The error codes of the API (SPEC §1), serialised in `UPPER_SNAKE_CASE`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidRequest,
+    MissingToken,
+    InvalidEmail,
+    WeakPassword,
+    InvalidCredentials,
+    InvalidToken,
+    Unauthorized,
+    CsrfRejected,
+    NotFound,
+    MethodNotAllowed,
+    EmailTaken,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimited,
+    Unavailable,
+    Internal,
+}
+
+impl ErrorCode {
+    /// The HTTP status that carries this code.
+    pub fn status(self) -> u16 {
+        match self {
+            Self::InvalidRequest | Self::MissingToken | Self::InvalidEmail | Self::WeakPassword => {
+                400
+            }
+            Self::InvalidCredentials | Self::InvalidToken | Self::Unauthorized => 401,
+            Self::CsrfRejected => 403,
+            Self::NotFound => 404,
+            Self::MethodNotAllowed => 405,
+            Self::EmailTaken => 409,
+            Self::PayloadTooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RateLimited => 429,
+            Self::Internal => 500,
+            Self::Unavailable => 503,
+        }
+    }
+}
+
+/// The `error` member of a failed response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: ErrorCode,
+    pub message: String,
+    /// Present on `INTERNAL` errors: the id under which the cause was logged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+}
+
+/// The one response shape of `/api/auth/*`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope<T> {
+    pub success: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<T>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorBody>,
+}
+
+impl<T> Envelope<T> {
+    pub fn ok(data: T) -> Self {
+        Self {
+            success: true,
+            data: Some(data),
+            error: None,
+        }
+    }
+
+    pub fn err(error: ErrorBody) -> Self {
+        Self {
+            success: false,
+            data: None,
+            error: Some(error),
+        }
+    }
+
+    /// The data of a successful response, or its error.
+    pub fn into_result(self) -> Result<T, ErrorBody> {
+        match (self.data, self.error) {
+            (Some(data), None) if self.success => Ok(data),
+            (_, Some(error)) => Err(error),
+            _ => Err(ErrorBody {
+                code: ErrorCode::Internal,
+                message: "malformed envelope".into(),
+                request_id: None,
+            }),
+        }
+    }
+}
+
+/// How a login wants its refresh token delivered (SPEC §4).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefreshTransport {
+    /// In the response body (CLI, programs).
+    #[default]
+    Body,
+    /// Only in an `HttpOnly` cookie (browsers).
+    Cookie,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub email: String,
+    pub password: Secret,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    pub email: String,
+    pub password: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_transport: Option<RefreshTransport>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefreshRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogoutRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+}
+
+/// A user as the API shows it. Timestamps are RFC 3339 in UTC.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UserView {
+    pub id: String,
+    pub email: String,
+    pub created_at: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    pub user: UserView,
+}
+
+/// The answer of login and refresh. `refresh_token` is absent when it went into a cookie;
+/// `user` is present on login only.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    pub token: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    /// Lifetime of `token` in seconds.
+    pub expires_in: u64,
+    pub token_type: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<UserView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutResponse {
+    pub logged_out: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogoutAllResponse {
+    pub sessions_ended: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeResponse {
+    pub id: String,
+    pub email: String,
+    pub created_at: String,
+    pub session_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionView {
+    pub id: String,
+    pub created_at: String,
+    pub last_used_at: String,
+    pub expires_at: String,
+    pub user_agent: Option<String>,
+    pub ip: Option<String>,
+    pub current: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionsResponse {
+    pub sessions: Vec<SessionView>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RevokeResponse {
+    pub revoked: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_never_show_in_debug_output() {
+        let req = LoginRequest {
+            email: "a@example.com".into(),
+            password: Secret::new("hunter2hunter2"),
+            refresh_transport: None,
+        };
+        let printed = format!("{req:?}");
+        assert!(!printed.contains("hunter2"), "{printed}");
+    }
+
+    #[test]
+    fn error_codes_serialise_in_upper_snake_case() {
+        let json = serde_json::to_string(&ErrorCode::UnsupportedMediaType).unwrap();
+        assert_eq!(json, "\"UNSUPPORTED_MEDIA_TYPE\"");
+        assert_eq!(ErrorCode::UnsupportedMediaType.status(), 415);
+    }
+
+    #[test]
+    fn requests_reject_unknown_fields() {
+        let err = serde_json::from_str::<RefreshRequest>(r#"{"refresh":"x"}"#).unwrap_err();
+        assert!(err.to_string().contains("unknown field `refresh`"), "{err}");
+    }
+}
