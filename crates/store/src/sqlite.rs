@@ -1,0 +1,386 @@
+//! The embedded default: users and sessions in one SQLite file, in WAL mode.
+//!
+//! SQLite lets one connection write at a time, and writers that collide wait in `busy_timeout`
+//! sleeps, so all writes go through a single writer connection while reads use a small pool of
+//! their own (WAL lets them run beside the writer). `synchronous = NORMAL` in WAL mode makes a
+//! commit durable against a crash of the process (`kill -9`): the WAL is in the kernel's hands
+//! when the commit returns. Only a power loss or kernel crash can lose the last commits; set
+//! `sqlite_synchronous = "full"` to fsync every commit if that matters more than throughput.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+use tessera_core::account::User;
+use tessera_core::session::{Rotation, Session};
+use tessera_core::store::{SessionStore, StoreError, StoreResult, UserStore};
+use tessera_core::{SessionId, Timestamp, UserId};
+
+/// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE users (
+    id            BLOB PRIMARY KEY,
+    email         TEXT NOT NULL,
+    email_key     TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at    INTEGER NOT NULL
+) STRICT;
+CREATE TABLE sessions (
+    id                  BLOB PRIMARY KEY,
+    user_id             BLOB NOT NULL,
+    generation          INTEGER NOT NULL,
+    created_at          INTEGER NOT NULL,
+    last_used_at        INTEGER NOT NULL,
+    expires_at          INTEGER NOT NULL,
+    absolute_expires_at INTEGER NOT NULL,
+    ended_at            INTEGER,
+    user_agent          TEXT,
+    ip                  TEXT
+) STRICT;
+CREATE INDEX sessions_by_user ON sessions (user_id);
+CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX sessions_by_expiry ON sessions (expires_at);
+"#];
+
+const SESSION_COLUMNS: &str = "id, user_id, generation, created_at, last_used_at, expires_at, absolute_expires_at, ended_at, user_agent, ip";
+
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    readers: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and brings its schema up to date.
+    /// `synchronous_full` trades commit throughput for durability across power loss.
+    pub async fn open(path: &Path, synchronous_full: bool) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(if synchronous_full {
+                SqliteSynchronous::Full
+            } else {
+                SqliteSynchronous::Normal
+            })
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("temp_store", "memory")
+            .statement_cache_capacity(64);
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.clone())
+            .await
+            .map_err(classify)?;
+        {
+            let mut conn = writer.acquire().await.map_err(classify)?;
+            migrate(&mut conn).await?;
+        }
+        let readers = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(classify)?;
+        restrict_permissions(path);
+        Ok(Self { writer, readers })
+    }
+
+    /// Opens the store from a `sqlite://PATH` URL or a plain path.
+    pub async fn open_url(url: &str, synchronous_full: bool) -> StoreResult<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .unwrap_or(url);
+        let path = path.split('?').next().unwrap_or(path);
+        Self::open(Path::new(path), synchronous_full).await
+    }
+}
+
+/// The database holds password hashes: keep it (and its WAL) private to the owner.
+fn restrict_permissions(path: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut files = vec![path.to_path_buf()];
+    for suffix in ["-wal", "-shm"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        files.push(p.into());
+    }
+    for file in files {
+        if file.exists() {
+            let _ = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600));
+        }
+    }
+}
+
+async fn migrate(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(classify)?;
+    let applied = usize::try_from(version).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::other(format!(
+            "the database schema (version {version}) is newer than this tessera knows ({}); upgrade tessera",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let mut tx = sqlx::Connection::begin(&mut *conn)
+            .await
+            .map_err(classify)?;
+        sqlx::raw_sql(sql)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        tracing::info!(version = i + 1, "applied SQLite migration");
+    }
+    Ok(())
+}
+
+fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::EmailTaken,
+        sqlx::Error::Io(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => StoreError::unavailable(e),
+        // SQLITE_BUSY, SQLITE_FULL, SQLITE_CANTOPEN: may pass.
+        sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "13" | "14")) => {
+            StoreError::unavailable(e)
+        }
+        _ => StoreError::other(e),
+    }
+}
+
+fn uuid_bytes(bytes: &[u8]) -> Result<[u8; 16], StoreError> {
+    bytes
+        .try_into()
+        .map_err(|_| StoreError::other("stored id is not 16 bytes"))
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: UserId::from_bytes(uuid_bytes(row.try_get("id").map_err(classify)?)?),
+        email: row.try_get("email").map_err(classify)?,
+        email_key: row.try_get("email_key").map_err(classify)?,
+        password_hash: row.try_get("password_hash").map_err(classify)?,
+        created_at: Timestamp::from_millis(row.try_get("created_at").map_err(classify)?),
+    })
+}
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
+    let millis = |col: &str| {
+        row.try_get::<i64, _>(col)
+            .map(Timestamp::from_millis)
+            .map_err(classify)
+    };
+    Ok(Session {
+        id: SessionId::from_bytes(uuid_bytes(row.try_get("id").map_err(classify)?)?),
+        user_id: UserId::from_bytes(uuid_bytes(row.try_get("user_id").map_err(classify)?)?),
+        generation: u64::try_from(row.try_get::<i64, _>("generation").map_err(classify)?)
+            .map_err(StoreError::other)?,
+        created_at: millis("created_at")?,
+        last_used_at: millis("last_used_at")?,
+        expires_at: millis("expires_at")?,
+        absolute_expires_at: millis("absolute_expires_at")?,
+        ended_at: row
+            .try_get::<Option<i64>, _>("ended_at")
+            .map_err(classify)?
+            .map(Timestamp::from_millis),
+        user_agent: row.try_get("user_agent").map_err(classify)?,
+        ip: row.try_get("ip").map_err(classify)?,
+    })
+}
+
+fn generation(g: u64) -> StoreResult<i64> {
+    i64::try_from(g).map_err(StoreError::other)
+}
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query("INSERT INTO users (id, email, email_key, password_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+            .bind(&user.id.as_bytes()[..])
+            .bind(&user.email)
+            .bind(&user.email_key)
+            .bind(&user.password_hash)
+            .bind(user.created_at.as_millis())
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE email_key = ?")
+            .bind(email_key)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(&id.as_bytes()[..])
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.readers)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqliteStore {
+    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(&s.id.as_bytes()[..])
+        .bind(&s.user_id.as_bytes()[..])
+        .bind(generation(s.generation)?)
+        .bind(s.created_at.as_millis())
+        .bind(s.last_used_at.as_millis())
+        .bind(s.expires_at.as_millis())
+        .bind(s.absolute_expires_at.as_millis())
+        .bind(s.ended_at.map(Timestamp::as_millis))
+        .bind(&s.user_agent)
+        .bind(&s.ip)
+        .execute(&self.writer)
+        .await
+        .map_err(|e| match classify(e) {
+            StoreError::EmailTaken => StoreError::other("session id collision"),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
+        ))
+        .bind(&id.as_bytes()[..])
+        .fetch_optional(&self.readers)
+        .await
+        .map_err(classify)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn rotate(
+        &self,
+        id: SessionId,
+        from: u64,
+        now: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<Rotation> {
+        let row = sqlx::query(&format!(
+            "UPDATE sessions SET generation = generation + 1, last_used_at = ?1, expires_at = MIN(?2, absolute_expires_at) \
+             WHERE id = ?3 AND generation = ?4 AND ended_at IS NULL AND expires_at > ?1 RETURNING {SESSION_COLUMNS}"
+        ))
+        .bind(now.as_millis())
+        .bind(idle_expires_at.as_millis())
+        .bind(&id.as_bytes()[..])
+        .bind(generation(from)?)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(classify)?;
+        match row {
+            Some(row) => Ok(Rotation::Rotated(session_from_row(&row)?)),
+            None => Ok(Rotation::Stale(self.get_session(id).await?)),
+        }
+    }
+
+    async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+        let done =
+            sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
+                .bind(now.as_millis())
+                .bind(&id.as_bytes()[..])
+                .execute(&self.writer)
+                .await
+                .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn end_user_sessions(
+        &self,
+        user_id: UserId,
+        now: Timestamp,
+    ) -> StoreResult<Vec<SessionId>> {
+        let rows = sqlx::query("UPDATE sessions SET ended_at = ?1 WHERE user_id = ?2 AND ended_at IS NULL AND expires_at > ?1 RETURNING id")
+            .bind(now.as_millis())
+            .bind(&user_id.as_bytes()[..])
+            .fetch_all(&self.writer)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                Ok(SessionId::from_bytes(uuid_bytes(
+                    r.try_get("id").map_err(classify)?,
+                )?))
+            })
+            .collect()
+    }
+
+    async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND ended_at IS NULL AND expires_at > ? ORDER BY created_at, id"
+        ))
+        .bind(&user_id.as_bytes()[..])
+        .bind(now.as_millis())
+        .fetch_all(&self.readers)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>> {
+        let rows = sqlx::query("SELECT id, ended_at FROM sessions WHERE ended_at >= ?")
+            .bind(since.as_millis())
+            .fetch_all(&self.readers)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| {
+                let id = SessionId::from_bytes(uuid_bytes(r.try_get("id").map_err(classify)?)?);
+                Ok((
+                    id,
+                    Timestamp::from_millis(r.try_get("ended_at").map_err(classify)?),
+                ))
+            })
+            .collect()
+    }
+
+    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM sessions WHERE expires_at < ? OR ended_at < ?")
+            .bind(expired_before.as_millis())
+            .bind(ended_before.as_millis())
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        UserStore::ping(self).await
+    }
+}
