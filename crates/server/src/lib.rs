@@ -1,1 +1,265 @@
-//! placeholder
+//! tessera's HTTP server: configuration, start-up, routes, extractors and error mapping.
+//!
+//! [`app`] builds the router from an [`AppState`] (tests can drive it without a socket);
+//! [`serve`] resolves stores and keys from [`Settings`], starts the background work (revocation
+//! catch-up, key reload, purge) and serves until the shutdown signal, finishing in-flight
+//! requests.
+
+pub mod config;
+pub mod cookies;
+pub mod error;
+pub mod extract;
+pub mod middleware;
+pub mod ratelimit;
+pub mod routes;
+pub mod state;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use axum::Router;
+use axum::http::{HeaderValue, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use tessera_core::Timestamp;
+use tessera_core::access::AccessTokens;
+use tessera_core::keys::KeyDir;
+use tessera_core::password::PasswordHasher;
+use tessera_core::refresh::RefreshTokenCodec;
+use tessera_core::service::AuthService;
+use tessera_core::store::{SessionStore, UserStore};
+use tessera_proto::ErrorCode;
+use tokio::net::TcpListener;
+use tower_http::catch_panic::CatchPanicLayer;
+
+use crate::config::{Settings, StoreUrl, redact_url};
+use crate::cookies::CookiePolicy;
+use crate::error::AppError;
+use crate::ratelimit::RateLimiter;
+pub use crate::state::AppState;
+
+/// The whole HTTP surface.
+pub fn app(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/register", post(routes::auth::register))
+        .route("/login", post(routes::auth::login))
+        .route("/refresh", post(routes::auth::refresh))
+        .route("/logout", post(routes::auth::logout))
+        .route("/logout-all", post(routes::auth::logout_all))
+        .route("/me", get(routes::auth::me))
+        .route("/sessions", get(routes::sessions::list))
+        .route("/sessions/{id}", delete(routes::sessions::revoke))
+        .layer(axum::middleware::map_response(never_cache));
+    Router::new()
+        .nest("/api/auth", api)
+        .route("/.well-known/jwks.json", get(routes::meta::jwks))
+        .route("/healthz", get(routes::meta::healthz))
+        .route("/readyz", get(routes::meta::readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(CatchPanicLayer::custom(
+            |_: Box<dyn std::any::Any + Send>| {
+                AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
+            },
+        ))
+        .layer(axum::middleware::from_fn(middleware::request_context))
+        .with_state(state)
+}
+
+/// Token responses must not be stored by any cache (RFC 6749 §5.1); nor should anything else
+/// of the auth API.
+async fn never_cache(mut response: Response) -> Response {
+    let headers = response.headers_mut();
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+async fn not_found(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        ErrorCode::NotFound,
+        format!("No route for {method} {}", uri.path()),
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
+    AppError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{method} is not allowed on {}", uri.path()),
+    )
+}
+
+/// Builds the service and the state from settings; `bound` is the address actually listened on.
+pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Result<AppState> {
+    create_private_dir(&settings.data_dir)?;
+    let now = Timestamp::now();
+    let key_dir = KeyDir::new(settings.data_dir.join("keys"));
+    key_dir.init(now)?;
+    let keys = key_dir.load_keys()?;
+    let refresh = RefreshTokenCodec::new(&key_dir.refresh_secret()?);
+
+    let (users, sessions) = open_stores(settings).await?;
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let hasher = PasswordHasher::start(settings.hash_params, threads, 64 * threads)?;
+    let issuer = settings
+        .issuer
+        .clone()
+        .unwrap_or_else(|| format!("http://{bound}"));
+    let access = AccessTokens::new(
+        keys,
+        issuer,
+        settings.audience.clone(),
+        settings.lifetimes.access_ttl,
+    );
+    let auth = AuthService::new(users, sessions, access, refresh, hasher, settings.lifetimes);
+    let cookies = CookiePolicy {
+        secure: !settings.insecure_cookies,
+        allowed_origins: settings.allowed_origins.clone(),
+    };
+    let limiter = settings.login_rate_limit.map(RateLimiter::new);
+    Ok(AppState::new(auth, cookies, limiter, settings.body_limit))
+}
+
+async fn open_stores(
+    settings: &Settings,
+) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
+    match (&settings.database, &settings.session_store) {
+        (StoreUrl::Sqlite(db), StoreUrl::Sqlite(sessions)) if db == sessions => {
+            let store =
+                tessera_store::sqlite::SqliteStore::open(db, settings.sqlite_synchronous_full)
+                    .await
+                    .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
+            let store = Arc::new(store);
+            Ok((store.clone(), store))
+        }
+        (StoreUrl::Sqlite(_), StoreUrl::Sqlite(_)) => {
+            bail!("users and sessions in two different SQLite files are not supported")
+        }
+        (StoreUrl::Postgres(url) | StoreUrl::Redis(url), _)
+        | (_, StoreUrl::Postgres(url) | StoreUrl::Redis(url)) => {
+            bail!(
+                "the store {} is not supported by this build yet",
+                redact_url(url)
+            )
+        }
+    }
+}
+
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// Runs the server until `shutdown` resolves, then finishes in-flight requests.
+pub async fn serve(
+    settings: Settings,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let listener = TcpListener::bind(settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let bound = listener.local_addr()?;
+    let state = build_state(&settings, bound).await?;
+    let background =
+        spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
+    tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
+    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, service)
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("server failed")?;
+    background.abort();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {},
+        _ = terminate => {},
+    }
+    tracing::info!("shutting down: finishing in-flight requests");
+}
+
+const REVOCATION_POLL: Duration = Duration::from_secs(1);
+/// Ends written by other instances may carry a clock a little behind ours.
+const REVOCATION_OVERLAP: Duration = Duration::from_secs(5);
+const KEY_RELOAD: Duration = Duration::from_secs(5);
+const PURGE_EVERY: Duration = Duration::from_secs(3600);
+
+/// Loads the sessions ended within the retention window, then keeps the revocation view, the
+/// key set and the session table fresh in the background.
+async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::JoinHandle<()> {
+    let now = Timestamp::now();
+    let mut cursor = now.saturating_sub(state.auth().revoked().retention());
+    match state.auth().catch_up_revocations(cursor, now).await {
+        Ok(newest) => cursor = newest,
+        Err(e) => {
+            tracing::warn!(error = %e, "could not load ended sessions; retrying in the background")
+        }
+    }
+    tokio::spawn(async move {
+        let mut known_keys = key_dir.signing_key_files().unwrap_or_default();
+        let mut revocation_tick = tokio::time::interval(REVOCATION_POLL);
+        let mut key_tick = tokio::time::interval(KEY_RELOAD);
+        let mut purge_tick = tokio::time::interval(PURGE_EVERY);
+        loop {
+            tokio::select! {
+                _ = revocation_tick.tick() => {
+                    match state.auth().catch_up_revocations(cursor.saturating_sub(REVOCATION_OVERLAP), Timestamp::now()).await {
+                        Ok(newest) => cursor = cursor.max(newest),
+                        Err(e) => tracing::warn!(error = %e, "revocation catch-up failed"),
+                    }
+                }
+                _ = key_tick.tick() => reload_keys(&state, &key_dir, &mut known_keys),
+                _ = purge_tick.tick() => match state.auth().purge_sessions(Timestamp::now()).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(purged = n, "purged dead sessions"),
+                    Err(e) => tracing::warn!(error = %e, "session purge failed"),
+                },
+            }
+        }
+    })
+}
+
+fn reload_keys(state: &AppState, key_dir: &KeyDir, known: &mut Vec<String>) {
+    let Ok(files) = key_dir.signing_key_files() else {
+        return;
+    };
+    if files == *known {
+        return;
+    }
+    match key_dir.load_keys() {
+        Ok(keys) => {
+            tracing::info!(kids = ?keys.kids(), "signing keys reloaded");
+            state.auth().access_tokens().replace_keys(keys);
+            *known = files;
+        }
+        Err(e) => tracing::warn!(
+            error = format!("{e:#}"),
+            "could not reload signing keys; keeping the current ones"
+        ),
+    }
+}

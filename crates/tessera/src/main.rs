@@ -1,1 +1,117 @@
-fn main() {}
+//! The `tessera` binary: `tessera serve` runs the server; `tessera keys rotate` adds a signing key.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use tessera_core::Timestamp;
+use tessera_core::duration::parse_duration;
+use tessera_core::keys::{JWKS_MAX_AGE, KeyDir};
+use tessera_server::config::{ServeArgs, Settings};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "tessera",
+    version,
+    about = "Self-hosted authentication: short-lived access tokens, rotating refresh tokens"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the authentication server.
+    Serve(Box<ServeArgs>),
+    /// Manage signing keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Add a new signing key. It is published in the JWKS at once and starts signing after
+    /// `--activate-in`, so verifiers that cache the JWKS never meet an unknown `kid`; keys whose
+    /// tokens have all expired are deleted.
+    Rotate {
+        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+        data_dir: PathBuf,
+        /// Delay before the new key signs [default: the JWKS cache lifetime, 5m].
+        #[arg(long, value_name = "DURATION")]
+        activate_in: Option<String>,
+        /// The access-token lifetime the server runs with: how long a replaced key stays published.
+        #[arg(
+            long,
+            env = "TESSERA_ACCESS_TTL",
+            default_value = "15m",
+            value_name = "DURATION"
+        )]
+        access_ttl: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Serve(args) => serve(*args),
+        Command::Keys {
+            command:
+                KeysCommand::Rotate {
+                    data_dir,
+                    activate_in,
+                    access_ttl,
+                },
+        } => rotate_keys(&data_dir, activate_in, &access_ttl),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tessera: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let settings = Settings::resolve(args)?;
+    tessera_server::telemetry::init(settings.log_format);
+    for name in tessera_server::config::unknown_variables() {
+        tracing::warn!(variable = %name, "unknown TESSERA_* variable ignored; check its spelling");
+    }
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(tessera_server::serve(
+        settings,
+        tessera_server::shutdown_signal(),
+    ))
+}
+
+fn rotate_keys(
+    data_dir: &std::path::Path,
+    activate_in: Option<String>,
+    access_ttl: &str,
+) -> anyhow::Result<()> {
+    let delay = activate_in
+        .as_deref()
+        .map(parse_duration)
+        .transpose()?
+        .unwrap_or(JWKS_MAX_AGE);
+    let retention = parse_duration(access_ttl)? + Duration::from_secs(60);
+    let keys = KeyDir::new(data_dir.join("keys"));
+    let now = Timestamp::now();
+    keys.init(now)?;
+    let kid = keys.add_key(now, now.saturating_add(delay))?;
+    println!(
+        "new signing key {kid}: published now, signs from {}",
+        now.saturating_add(delay).to_rfc3339()
+    );
+    for old in keys.prune(now, retention)? {
+        println!("removed retired key {old}");
+    }
+    Ok(())
+}

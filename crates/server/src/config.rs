@@ -1,0 +1,485 @@
+//! Configuration of `tessera serve`: defaults, then a TOML file (`--config`), then `TESSERA_*`
+//! variables, then flags — each later source overriding the earlier ones.
+//!
+//! Flags and variables come from [`ServeArgs`] (clap reads both, flag first); the TOML file
+//! uses the flag names with underscores (`access_ttl = "15m"`). Unknown TOML keys and unknown
+//! `TESSERA_*` variables are reported, so a typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+use tessera_core::duration::parse_duration;
+use tessera_core::password::HashParams;
+use tessera_core::service::Lifetimes;
+
+/// Flags of `tessera serve`, each also readable from its `TESSERA_*` variable.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TESSERA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on [default: 127.0.0.1:8080].
+    #[arg(long, env = "TESSERA_LISTEN", value_name = "ADDR")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the SQLite file and the signing keys [default: ./tessera-data].
+    #[arg(long, env = "TESSERA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where users (and, by default, sessions) live [default: the SQLite file in the data dir].
+    #[arg(long, env = "TESSERA_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<String>,
+    /// Where sessions live [default: the database].
+    #[arg(long, env = "TESSERA_SESSION_STORE_URL", value_name = "URL")]
+    pub session_store_url: Option<String>,
+    /// Access-token lifetime, e.g. 3600, 90s, 15m, 1h [default: 15m].
+    #[arg(long, env = "TESSERA_ACCESS_TTL", value_name = "DURATION")]
+    pub access_ttl: Option<String>,
+    /// Refresh-token lifetime, renewed by each rotation [default: 30d].
+    #[arg(long, env = "TESSERA_REFRESH_TTL", value_name = "DURATION")]
+    pub refresh_ttl: Option<String>,
+    /// Absolute session lifetime, after which the user signs in again [default: 90d].
+    #[arg(long, env = "TESSERA_SESSION_MAX_LIFETIME", value_name = "DURATION")]
+    pub session_max_lifetime: Option<String>,
+    /// Window in which a just-rotated refresh token gets its unused successor again [default: 0s].
+    #[arg(long, env = "TESSERA_REFRESH_GRACE", value_name = "DURATION")]
+    pub refresh_grace: Option<String>,
+    /// `iss` of access tokens [default: http://<listen address>].
+    #[arg(long, env = "TESSERA_ISSUER", value_name = "URL")]
+    pub issuer: Option<String>,
+    /// `aud` of access tokens [default: tessera].
+    #[arg(long, env = "TESSERA_AUDIENCE")]
+    pub audience: Option<String>,
+    /// Comma-separated origins allowed to use the refresh cookie [default: same origin only].
+    #[arg(long, env = "TESSERA_ALLOWED_ORIGINS", value_name = "ORIGINS")]
+    pub allowed_origins: Option<String>,
+    /// Drop `Secure` from the refresh cookie: development over plain http only.
+    #[arg(long, env = "TESSERA_INSECURE_COOKIES", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub insecure_cookies: Option<bool>,
+    /// Login and registration attempts per client IP, e.g. 30/min, 5/s, or off [default: 30/min].
+    #[arg(long, env = "TESSERA_LOGIN_RATE_LIMIT", value_name = "RATE")]
+    pub login_rate_limit: Option<String>,
+    /// Largest accepted request body in bytes [default: 16384].
+    #[arg(long, env = "TESSERA_BODY_LIMIT", value_name = "BYTES")]
+    pub body_limit: Option<usize>,
+    /// argon2id memory cost in KiB [default: 19456].
+    #[arg(long, env = "TESSERA_ARGON2_MEMORY_KIB", value_name = "KIB")]
+    pub argon2_memory_kib: Option<u32>,
+    /// argon2id iterations [default: 2].
+    #[arg(long, env = "TESSERA_ARGON2_ITERATIONS", value_name = "N")]
+    pub argon2_iterations: Option<u32>,
+    /// argon2id parallelism [default: 1].
+    #[arg(long, env = "TESSERA_ARGON2_PARALLELISM", value_name = "N")]
+    pub argon2_parallelism: Option<u32>,
+    /// SQLite durability: `normal` survives a crash of tessera, `full` also a power loss [default: normal].
+    #[arg(long, env = "TESSERA_SQLITE_SYNCHRONOUS", value_name = "MODE")]
+    pub sqlite_synchronous: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "TESSERA_LOG_FORMAT", value_name = "FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file: the same settings, named like the flags.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    listen: Option<SocketAddr>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    session_store_url: Option<String>,
+    access_ttl: Option<DurationValue>,
+    refresh_ttl: Option<DurationValue>,
+    session_max_lifetime: Option<DurationValue>,
+    refresh_grace: Option<DurationValue>,
+    issuer: Option<String>,
+    audience: Option<String>,
+    allowed_origins: Option<Vec<String>>,
+    insecure_cookies: Option<bool>,
+    login_rate_limit: Option<String>,
+    body_limit: Option<usize>,
+    argon2_memory_kib: Option<u32>,
+    argon2_iterations: Option<u32>,
+    argon2_parallelism: Option<u32>,
+    sqlite_synchronous: Option<String>,
+    log_format: Option<String>,
+}
+
+/// A duration in TOML: a number of seconds or a string such as "15m".
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum DurationValue {
+    Seconds(u64),
+    Text(String),
+}
+
+impl DurationValue {
+    fn into_text(self) -> String {
+        match self {
+            Self::Seconds(s) => s.to_string(),
+            Self::Text(t) => t,
+        }
+    }
+}
+
+/// A limit of `count` events per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where a store lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreUrl {
+    Sqlite(PathBuf),
+    Postgres(String),
+    Redis(String),
+}
+
+/// Resolved settings of a server.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database: StoreUrl,
+    pub session_store: StoreUrl,
+    pub lifetimes: Lifetimes,
+    /// `None`: derived from the bound address at start.
+    pub issuer: Option<String>,
+    pub audience: String,
+    pub allowed_origins: Vec<String>,
+    pub insecure_cookies: bool,
+    pub login_rate_limit: Option<Rate>,
+    pub body_limit: usize,
+    pub hash_params: HashParams,
+    pub sqlite_synchronous_full: bool,
+    pub log_format: LogFormat,
+}
+
+impl Settings {
+    /// Resolves the settings from the file named by `--config` (if any), the environment
+    /// (already folded into `args` by clap) and the flags.
+    pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
+        let file = match &args.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        let database = match args.database_url.or(file.database_url) {
+            Some(url) => parse_store_url(&url).context("--database-url")?,
+            None => StoreUrl::Sqlite(data_dir.join("tessera.db")),
+        };
+        let session_store = match args.session_store_url.or(file.session_store_url) {
+            Some(url) => parse_store_url(&url).context("--session-store-url")?,
+            None => database.clone(),
+        };
+        let duration =
+            |flag: Option<String>, file: Option<DurationValue>, default: &str, name: &str| {
+                let text = flag
+                    .or(file.map(DurationValue::into_text))
+                    .unwrap_or_else(|| default.to_owned());
+                parse_duration(&text).with_context(|| format!("--{name}"))
+            };
+        let lifetimes = Lifetimes {
+            access_ttl: duration(args.access_ttl, file.access_ttl, "15m", "access-ttl")?,
+            refresh_ttl: duration(args.refresh_ttl, file.refresh_ttl, "30d", "refresh-ttl")?,
+            session_max_lifetime: duration(
+                args.session_max_lifetime,
+                file.session_max_lifetime,
+                "90d",
+                "session-max-lifetime",
+            )?,
+            refresh_grace: duration(
+                args.refresh_grace,
+                file.refresh_grace,
+                "0s",
+                "refresh-grace",
+            )?,
+        };
+        if lifetimes.access_ttl.is_zero()
+            || lifetimes.refresh_ttl.is_zero()
+            || lifetimes.session_max_lifetime.is_zero()
+        {
+            bail!("--access-ttl, --refresh-ttl and --session-max-lifetime must be longer than 0s");
+        }
+        if lifetimes.refresh_grace > Duration::from_secs(300) {
+            bail!(
+                "--refresh-grace must be at most 5m: a longer window gives a thief time to use a rotated token"
+            );
+        }
+        let allowed_origins = match args.allowed_origins {
+            Some(list) => list
+                .split(',')
+                .map(|o| o.trim().trim_end_matches('/').to_owned())
+                .filter(|o| !o.is_empty())
+                .collect(),
+            None => file.allowed_origins.unwrap_or_default(),
+        };
+        let rate = args
+            .login_rate_limit
+            .or(file.login_rate_limit)
+            .unwrap_or_else(|| "30/min".into());
+        let defaults = HashParams::default();
+        let hash_params = HashParams {
+            memory_kib: args
+                .argon2_memory_kib
+                .or(file.argon2_memory_kib)
+                .unwrap_or(defaults.memory_kib),
+            iterations: args
+                .argon2_iterations
+                .or(file.argon2_iterations)
+                .unwrap_or(defaults.iterations),
+            parallelism: args
+                .argon2_parallelism
+                .or(file.argon2_parallelism)
+                .unwrap_or(defaults.parallelism),
+        };
+        let sqlite_synchronous_full = match args
+            .sqlite_synchronous
+            .or(file.sqlite_synchronous)
+            .as_deref()
+        {
+            None | Some("normal" | "NORMAL") => false,
+            Some("full" | "FULL") => true,
+            Some(other) => bail!("--sqlite-synchronous must be normal or full, not `{other}`"),
+        };
+        let log_format = match args.log_format.or(file.log_format).as_deref() {
+            None | Some("text") => LogFormat::Text,
+            Some("json") => LogFormat::Json,
+            Some(other) => bail!("--log-format must be text or json, not `{other}`"),
+        };
+        Ok(Self {
+            listen: args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir,
+            database,
+            session_store,
+            lifetimes,
+            issuer: args.issuer.or(file.issuer),
+            audience: args
+                .audience
+                .or(file.audience)
+                .unwrap_or_else(|| "tessera".into()),
+            allowed_origins,
+            insecure_cookies: args
+                .insecure_cookies
+                .or(file.insecure_cookies)
+                .unwrap_or(false),
+            login_rate_limit: parse_rate(&rate).context("--login-rate-limit")?,
+            body_limit: args.body_limit.or(file.body_limit).unwrap_or(16 * 1024),
+            hash_params,
+            sqlite_synchronous_full,
+            log_format,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
+    if let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    {
+        return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(StoreUrl::Postgres(url.to_owned()));
+    }
+    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("valkey://") {
+        return Ok(StoreUrl::Redis(url.to_owned()));
+    }
+    bail!(
+        "unsupported store URL `{}`: use sqlite://PATH, postgres://… or redis://…",
+        redact_url(url)
+    )
+}
+
+/// A URL with any password replaced, for messages.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let userinfo = &url[scheme_end + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// `N/s`, `N/min`, `N/h` or `off`.
+fn parse_rate(text: &str) -> anyhow::Result<Option<Rate>> {
+    if text.trim() == "off" {
+        return Ok(None);
+    }
+    let invalid = || anyhow::anyhow!("invalid rate `{text}`: use N/s, N/min, N/h or off");
+    let (count, unit) = text.trim().split_once('/').ok_or_else(invalid)?;
+    let count: u32 = count.trim().parse().map_err(|_| invalid())?;
+    let per = match unit.trim() {
+        "s" | "sec" => Duration::from_secs(1),
+        "m" | "min" => Duration::from_secs(60),
+        "h" | "hour" => Duration::from_secs(3600),
+        _ => return Err(invalid()),
+    };
+    if count == 0 {
+        return Err(invalid());
+    }
+    Ok(Some(Rate { count, per }))
+}
+
+/// The `TESSERA_*` variables tessera reads; any other is reported as a likely typo.
+const KNOWN_VARIABLES: &[&str] = &[
+    "TESSERA_CONFIG",
+    "TESSERA_LISTEN",
+    "TESSERA_DATA_DIR",
+    "TESSERA_DATABASE_URL",
+    "TESSERA_SESSION_STORE_URL",
+    "TESSERA_ACCESS_TTL",
+    "TESSERA_REFRESH_TTL",
+    "TESSERA_SESSION_MAX_LIFETIME",
+    "TESSERA_REFRESH_GRACE",
+    "TESSERA_ISSUER",
+    "TESSERA_AUDIENCE",
+    "TESSERA_ALLOWED_ORIGINS",
+    "TESSERA_INSECURE_COOKIES",
+    "TESSERA_LOGIN_RATE_LIMIT",
+    "TESSERA_BODY_LIMIT",
+    "TESSERA_ARGON2_MEMORY_KIB",
+    "TESSERA_ARGON2_ITERATIONS",
+    "TESSERA_ARGON2_PARALLELISM",
+    "TESSERA_SQLITE_SYNCHRONOUS",
+    "TESSERA_LOG_FORMAT",
+    // Read by the CLI client.
+    "TESSERA_SERVER",
+];
+
+/// Names of `TESSERA_*` variables in the environment that tessera does not know.
+pub fn unknown_variables() -> Vec<String> {
+    std::env::vars_os()
+        .filter_map(|(k, _)| k.into_string().ok())
+        .filter(|k| k.starts_with("TESSERA_") && !KNOWN_VARIABLES.contains(&k.as_str()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let s = Settings::resolve(ServeArgs::default()).unwrap();
+        assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(s.data_dir, PathBuf::from("./tessera-data"));
+        assert_eq!(
+            s.database,
+            StoreUrl::Sqlite(PathBuf::from("./tessera-data/tessera.db"))
+        );
+        assert_eq!(s.session_store, s.database);
+        assert_eq!(s.lifetimes, Lifetimes::default());
+        assert_eq!(s.audience, "tessera");
+        assert!(!s.insecure_cookies);
+        assert_eq!(s.body_limit, 16 * 1024);
+        assert_eq!(
+            s.login_rate_limit,
+            Some(Rate {
+                count: 30,
+                per: Duration::from_secs(60)
+            })
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file_which_overrides_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "access_ttl = 3600\nrefresh_ttl = \"7d\"\naudience = \"file\"\nallowed_origins = [\"https://app.example\"]\n").unwrap();
+        let args = ServeArgs {
+            config: Some(path),
+            access_ttl: Some("90s".into()),
+            ..ServeArgs::default()
+        };
+        let s = Settings::resolve(args).unwrap();
+        assert_eq!(s.lifetimes.access_ttl, Duration::from_secs(90));
+        assert_eq!(s.lifetimes.refresh_ttl, Duration::from_secs(7 * 86_400));
+        assert_eq!(s.audience, "file");
+        assert_eq!(s.allowed_origins, vec!["https://app.example".to_owned()]);
+    }
+
+    #[test]
+    fn a_typo_in_the_file_fails_fast() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "acess_ttl = \"1h\"\n").unwrap();
+        let err = Settings::resolve(ServeArgs {
+            config: Some(path),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unknown field `acess_ttl`"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let err = Settings::resolve(ServeArgs {
+            access_ttl: Some("soon".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("--access-ttl"), "{err:#}");
+        let err = Settings::resolve(ServeArgs {
+            database_url: Some("mysql://x".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("unsupported store URL"),
+            "{err:#}"
+        );
+    }
+
+    #[test]
+    fn rates_parse() {
+        assert_eq!(
+            parse_rate("5/s").unwrap(),
+            Some(Rate {
+                count: 5,
+                per: Duration::from_secs(1)
+            })
+        );
+        assert_eq!(parse_rate("off").unwrap(), None);
+        assert!(
+            parse_rate("0/s").is_err() && parse_rate("5").is_err() && parse_rate("5/week").is_err()
+        );
+    }
+
+    #[test]
+    fn passwords_in_urls_are_redacted() {
+        assert_eq!(
+            redact_url("postgres://app:s3cret@db:5432/tessera"),
+            "postgres://app:***@db:5432/tessera"
+        );
+        assert_eq!(
+            redact_url("redis://localhost:6379"),
+            "redis://localhost:6379"
+        );
+    }
+}

@@ -1,0 +1,136 @@
+//! The one error type of the HTTP layer and its single mapping to status, code and envelope.
+//!
+//! 5xx answers never echo their cause: an `INTERNAL` error carries the cause as a response
+//! extension, and the request middleware logs it under the request id and puts that id (only)
+//! in the body.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use tessera_core::service::AuthError;
+use tessera_proto::{Envelope, ErrorBody, ErrorCode};
+
+/// The message of every `UNAUTHORIZED` (SPEC §1).
+pub const UNAUTHORIZED_MESSAGE: &str = "Invalid or expired token";
+/// The message of every `INVALID_TOKEN` (SPEC §1).
+pub const INVALID_TOKEN_MESSAGE: &str = "Invalid or expired refresh token";
+
+#[derive(Debug)]
+pub struct AppError {
+    pub code: ErrorCode,
+    pub message: Cow<'static, str>,
+    retry_after: Option<u64>,
+    cause: Option<anyhow::Error>,
+}
+
+/// Marks a response whose cause must be logged (and whose body gets the request id).
+#[derive(Clone)]
+pub struct InternalCause(pub Arc<anyhow::Error>);
+
+impl AppError {
+    pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            retry_after: None,
+            cause: None,
+        }
+    }
+
+    pub fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(ErrorCode::InvalidRequest, message)
+    }
+
+    pub fn unauthorized() -> Self {
+        Self::new(ErrorCode::Unauthorized, UNAUTHORIZED_MESSAGE)
+    }
+
+    pub fn invalid_token() -> Self {
+        Self::new(ErrorCode::InvalidToken, INVALID_TOKEN_MESSAGE)
+    }
+
+    pub fn rate_limited(retry_after_secs: u64) -> Self {
+        Self {
+            retry_after: Some(retry_after_secs.max(1)),
+            ..Self::new(ErrorCode::RateLimited, "Too many attempts; try again later")
+        }
+    }
+
+    pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(
+                ErrorCode::Unavailable,
+                "The service is temporarily unavailable; try again shortly",
+            )
+        }
+    }
+
+    pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
+        Self {
+            cause: Some(cause.into()),
+            ..Self::new(ErrorCode::Internal, "Internal server error")
+        }
+    }
+}
+
+impl From<AuthError> for AppError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidEmail(why) => Self::new(ErrorCode::InvalidEmail, why),
+            AuthError::WeakPassword(why) => Self::new(ErrorCode::WeakPassword, why),
+            AuthError::EmailTaken => Self::new(
+                ErrorCode::EmailTaken,
+                "An account with this email already exists",
+            ),
+            AuthError::InvalidCredentials => {
+                Self::new(ErrorCode::InvalidCredentials, "Invalid email or password")
+            }
+            AuthError::InvalidRefreshToken => Self::invalid_token(),
+            AuthError::Unauthorized => Self::unauthorized(),
+            AuthError::SessionNotFound => Self::new(ErrorCode::NotFound, "Session not found"),
+            AuthError::Busy => Self::rate_limited(1),
+            e @ AuthError::Unavailable(_) => Self::unavailable(e),
+            AuthError::Internal(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = Envelope::<()>::err(ErrorBody {
+            code: self.code,
+            message: self.message.into_owned(),
+            request_id: None,
+        });
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        if status == StatusCode::UNAUTHORIZED {
+            let challenge = match self.code {
+                ErrorCode::Unauthorized => r#"Bearer realm="tessera", error="invalid_token""#,
+                _ => r#"Bearer realm="tessera""#,
+            };
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(challenge),
+            );
+        }
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(cause) = self.cause {
+            if self.code == ErrorCode::Internal {
+                response
+                    .extensions_mut()
+                    .insert(InternalCause(Arc::new(cause)));
+            } else {
+                tracing::warn!(code = ?self.code, error = format!("{cause:#}"), "request failed");
+            }
+        }
+        response
+    }
+}

@@ -1,0 +1,168 @@
+//! Extractors that turn requests into typed input or into the spec's errors.
+//!
+//! - [`ApiJson`]: a JSON body. Not JSON → 415, too big → 413, malformed, wrong types, unknown
+//!   or missing fields → 400 `INVALID_REQUEST` naming the field.
+//! - [`OptionalJson`]: the same, but an empty body means `T::default()`.
+//! - [`AuthUser`]: the caller of a `Bearer` access token whose session is live, else 401.
+//! - [`ClientMeta`]: user agent and peer address, for the session list.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use serde::de::DeserializeOwned;
+use tessera_core::Timestamp;
+use tessera_core::service::{Caller, ClientInfo};
+use tessera_proto::ErrorCode;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub struct ApiJson<T>(pub T);
+
+pub struct OptionalJson<T>(pub T);
+
+impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        let bytes = read_body(req, state.body_limit()).await?;
+        if bytes.is_empty() {
+            return Err(AppError::invalid_request(
+                "The request body is empty; send a JSON object",
+            ));
+        }
+        parse(&bytes).map(Self)
+    }
+}
+
+impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+        let has_body = req.headers().contains_key(header::CONTENT_TYPE)
+            || req
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .is_some_and(|v| v.as_bytes() != b"0")
+            || req.headers().contains_key(header::TRANSFER_ENCODING);
+        if !has_body {
+            return Ok(Self(T::default()));
+        }
+        let bytes = read_body(req, state.body_limit()).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Self(T::default()));
+        }
+        parse(&bytes).map(Self)
+    }
+}
+
+fn is_json(headers: &HeaderMap) -> bool {
+    let Some(value) = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+    else {
+        return false;
+    };
+    let mime = value
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
+}
+
+async fn read_body(req: Request, limit: usize) -> Result<Bytes, AppError> {
+    let too_large = || {
+        AppError::new(
+            ErrorCode::PayloadTooLarge,
+            format!("The request body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    if !is_json(req.headers()) {
+        return Err(AppError::new(
+            ErrorCode::UnsupportedMediaType,
+            "Send the body as JSON with Content-Type: application/json",
+        ));
+    }
+    // The body stream fails only by exceeding the limit or by the client going away.
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|_| too_large())
+}
+
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let what = inner.to_string();
+        // serde_json appends " at line L column C"; the field name says more.
+        let what = what.split(" at line ").next().unwrap_or(&what).to_owned();
+        let message = if path == "." || path.is_empty() {
+            format!("Invalid JSON body: {what}")
+        } else {
+            format!("Invalid field `{path}`: {what}")
+        };
+        AppError::invalid_request(message)
+    })?;
+    de.end().map_err(|_| {
+        AppError::invalid_request("Invalid JSON body: trailing characters after the object")
+    })?;
+    Ok(value)
+}
+
+/// The authenticated caller.
+pub struct AuthUser(pub Caller);
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let token = bearer_token(&parts.headers).ok_or_else(AppError::unauthorized)?;
+        state
+            .auth()
+            .authenticate(token, Timestamp::now())
+            .map(AuthUser)
+            .map_err(AppError::from)
+    }
+}
+
+/// The token of an `Authorization: Bearer …` header (scheme case-insensitive, RFC 6750).
+pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Who is calling, as far as the connection tells.
+pub struct ClientMeta(pub ClientInfo);
+
+impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let user_agent = parts
+            .headers
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let ip = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        Ok(Self(ClientInfo { user_agent, ip }))
+    }
+}

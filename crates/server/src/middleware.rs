@@ -1,0 +1,59 @@
+//! Per-request context: a request id on every log line and on the response, a span, and the
+//! logging of internal errors under that id (their cause never reaches the client).
+
+use axum::extract::Request;
+use axum::http::{HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tessera_proto::{Envelope, ErrorBody, ErrorCode};
+use tracing::Instrument;
+
+use crate::error::InternalCause;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+pub async fn request_context(mut req: Request, next: Next) -> Response {
+    let request_id = incoming_id(&req).unwrap_or_else(new_request_id);
+    if let Ok(value) = HeaderValue::try_from(&request_id) {
+        req.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let started = std::time::Instant::now();
+    let mut response = next.run(req).instrument(span.clone()).await;
+    let _entered = span.enter();
+    if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
+        tracing::error!(error = format!("{cause:#}"), "internal error");
+        let body = Envelope::<()>::err(ErrorBody {
+            code: ErrorCode::Internal,
+            message: "Internal server error".into(),
+            request_id: Some(request_id.clone()),
+        });
+        response = (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+    }
+    tracing::debug!(
+        status = response.status().as_u16(),
+        micros = started.elapsed().as_micros() as u64,
+        "request completed"
+    );
+    if let Ok(value) = HeaderValue::try_from(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// A client's own request id, if it is short and plain enough to put in a log line.
+fn incoming_id(req: &Request) -> Option<String> {
+    let id = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
+    let plain = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    plain.then(|| id.to_owned())
+}
+
+fn new_request_id() -> String {
+    uuid::Builder::from_random_bytes(tessera_core::random::bytes())
+        .into_uuid()
+        .to_string()
+}

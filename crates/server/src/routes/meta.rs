@@ -1,0 +1,53 @@
+//! Health, readiness and the JWKS.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tessera_core::Timestamp;
+use tessera_core::keys::JWKS_MAX_AGE;
+
+use crate::state::AppState;
+
+pub async fn healthz() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// Ready when both stores answer within two seconds.
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match tokio::time::timeout(Duration::from_secs(2), state.auth().ready()).await {
+        Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "not ready: store does not answer");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+        Err(_) => {
+            tracing::warn!("not ready: store timed out");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(json!({"status": "unavailable"})),
+            )
+                .into_response()
+        }
+    }
+}
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let tokens = state.auth().access_tokens();
+    let set = tokens
+        .keys()
+        .jwks(Timestamp::now(), state.auth().revoked().retention());
+    let mut response = Json(set).into_response();
+    let cache = format!("public, max-age={}", JWKS_MAX_AGE.as_secs());
+    if let Ok(value) = HeaderValue::try_from(cache) {
+        response.headers_mut().insert(header::CACHE_CONTROL, value);
+    }
+    response
+}
