@@ -26,18 +26,6 @@ pub fn parse_duration(text: &str) -> Result<Duration, InvalidDuration> {
         .ok_or_else(invalid)
 }
 
-/// The inverse of [`parse_duration`] for whole units, used in messages and defaults.
-pub fn format_duration(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0 => "0s".into(),
-        _ if s % 86_400 == 0 => format!("{}d", s / 86_400),
-        _ if s % 3600 == 0 => format!("{}h", s / 3600),
-        _ if s % 60 == 0 => format!("{}m", s / 60),
-        _ => format!("{s}s"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -73,12 +61,5 @@ mod tests {
         ] {
             assert!(parse_duration(text).is_err(), "{text}");
         }
-    }
-
-    #[test]
-    fn formats_back_to_the_largest_whole_unit() {
-        assert_eq!(format_duration(Duration::from_secs(900)), "15m");
-        assert_eq!(format_duration(Duration::from_secs(2_592_000)), "30d");
-        assert_eq!(format_duration(Duration::from_secs(61)), "61s");
     }
 }

@@ -328,16 +328,15 @@ impl AuthService {
             .and_then(|t| self.refresh.decode(t))
             .map(|c| c.session_id)
             .filter(|id| *id != caller.session_id);
-        if let Some(id) = other {
-            if self
+        if let Some(id) = other
+            && self
                 .sessions
                 .get_session(id)
                 .await?
                 .is_some_and(|s| s.user_id == caller.user_id)
-            {
-                self.end_session(id, now).await?;
-                tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %id);
-            }
+        {
+            self.end_session(id, now).await?;
+            tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %id);
         }
         Ok(())
     }

@@ -206,7 +206,7 @@ pub async fn shutdown_signal() {
 const REVOCATION_POLL: Duration = Duration::from_secs(1);
 /// Ends written by other instances may carry a clock a little behind ours.
 const REVOCATION_OVERLAP: Duration = Duration::from_secs(5);
-const KEY_RELOAD: Duration = Duration::from_secs(5);
+const KEY_RELOAD: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
 /// Loads the sessions ended within the retention window, then keeps the revocation view, the

@@ -1,0 +1,336 @@
+//! The harness: every test starts the real `tessera serve` binary on a random loopback port with
+//! a fresh data directory, and speaks HTTP to it.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+
+pub const PASSWORD: &str = "correct horse battery";
+
+/// Flags every test server gets unless a test says otherwise: cheap argon2 (the default cost is
+/// checked by a unit test and by `default_argon2_cost_is_used`), no login rate limit.
+const BASE_ARGS: &[&str] = &[
+    "--argon2-memory-kib",
+    "1024",
+    "--argon2-iterations",
+    "1",
+    "--login-rate-limit",
+    "off",
+    "--log-format",
+    "json",
+];
+
+pub struct TestServer {
+    pub base: String,
+    pub client: reqwest::Client,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+    args: Vec<String>,
+    pub data_dir: Arc<TempDir>,
+}
+
+/// A response, already read.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn data(&self) -> &Value {
+        assert_eq!(
+            self.body["success"], true,
+            "expected success, got {} {}",
+            self.status, self.body
+        );
+        &self.body["data"]
+    }
+
+    /// Asserts the error envelope with this status and code.
+    pub fn assert_error(&self, status: u16, code: &str) {
+        assert_eq!(
+            (self.status.as_u16(), self.body["error"]["code"].as_str()),
+            (status, Some(code)),
+            "body: {}",
+            self.body
+        );
+        assert_eq!(self.body["success"], false);
+        assert!(
+            self.body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            self.body
+        );
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+
+    pub fn set_cookie(&self) -> Option<&str> {
+        self.header("set-cookie")
+    }
+}
+
+/// An access and refresh token of one session.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access: String,
+    pub refresh: String,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    pub async fn start_with(extra: &[&str]) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        // A flag given by the test replaces the base flag of the same name.
+        let overridden = |flag: &&str| extra.contains(flag);
+        let base = BASE_ARGS
+            .chunks(2)
+            .filter(|pair| !overridden(&pair[0]))
+            .flatten();
+        let args = base.chain(extra).map(|s| s.to_string()).collect();
+        Self::spawn(data_dir, args, "127.0.0.1:0").await
+    }
+
+    async fn spawn(data_dir: Arc<TempDir>, args: Vec<String>, listen: &str) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .arg("serve")
+            .args(["--listen", listen, "--data-dir"])
+            .arg(data_dir.path())
+            .args(&args)
+            .env("RUST_LOG", "info")
+            .env_remove("TESSERA_CONFIG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tessera serve");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout");
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line)
+                    && v["message"] == "listening"
+                {
+                    let _ = addr_tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr =
+            tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(20)))
+                .await
+                .unwrap()
+                .unwrap_or_else(|_| panic!("tessera serve did not start; args {args:?}"));
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .unwrap();
+        Self {
+            base: format!("http://{addr}"),
+            client,
+            child,
+            logs,
+            args,
+            data_dir,
+        }
+    }
+
+    /// Stops the server (SIGKILL when `hard`, else SIGTERM and wait) and starts it again on the
+    /// same address and data directory with the same flags, as an operator would.
+    pub async fn restart(mut self, hard: bool) -> Self {
+        self.stop(hard);
+        let data_dir = self.data_dir.clone();
+        let args = self.args.clone();
+        let listen = self.base.trim_start_matches("http://").to_owned();
+        drop(self);
+        Self::spawn(data_dir, args, &listen).await
+    }
+
+    pub fn stop(&mut self, hard: bool) {
+        let signal = if hard { libc::SIGKILL } else { libc::SIGTERM };
+        signal_process(self.child.id(), signal);
+        let _ = self.child.wait();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn wait_exit(&mut self) -> std::process::ExitStatus {
+        self.child.wait().expect("wait")
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    /// Audit events of this kind logged so far.
+    pub fn audit(&self, event: &str) -> Vec<Value> {
+        self.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["target"] == "audit" && v["event"] == event)
+            .collect()
+    }
+
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<Value>,
+        headers: &[(&str, &str)],
+    ) -> Reply {
+        let mut req = self.client.request(method, self.url(path));
+        if let Some(token) = bearer {
+            req = req.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        read(req.send().await.expect("request")).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.send(Method::POST, path, None, Some(body), &[]).await
+    }
+
+    pub async fn get(&self, path: &str, bearer: &str) -> Reply {
+        self.send(Method::GET, path, Some(bearer), None, &[]).await
+    }
+
+    pub async fn register(&self, email: &str) -> Reply {
+        let reply = self
+            .post(
+                "/api/auth/register",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
+        reply
+    }
+
+    pub async fn login(&self, email: &str) -> Tokens {
+        let reply = self
+            .post(
+                "/api/auth/login",
+                json!({"email": email, "password": PASSWORD}),
+            )
+            .await;
+        let data = reply.data();
+        Tokens {
+            access: data["token"].as_str().unwrap().to_owned(),
+            refresh: data["refresh_token"].as_str().unwrap().to_owned(),
+        }
+    }
+
+    /// A new user with one session.
+    pub async fn user(&self, email: &str) -> Tokens {
+        self.register(email).await;
+        self.login(email).await
+    }
+
+    pub async fn refresh(&self, refresh_token: &str) -> Reply {
+        self.post("/api/auth/refresh", json!({"refresh_token": refresh_token}))
+            .await
+    }
+
+    pub async fn me(&self, access: &str) -> Reply {
+        self.get("/api/auth/me", access).await
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        signal_process(self.child.id(), libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+pub async fn read(resp: reqwest::Response) -> Reply {
+    let status = resp.status();
+    let headers = resp.headers().clone();
+    let text = resp.text().await.unwrap_or_default();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    Reply {
+        status,
+        headers,
+        body,
+    }
+}
+
+pub fn tokens_of(reply: &Reply) -> Tokens {
+    let data = reply.data();
+    Tokens {
+        access: data["token"].as_str().unwrap().to_owned(),
+        refresh: data["refresh_token"].as_str().unwrap().to_owned(),
+    }
+}
+
+/// The decoded header and payload of a JWT.
+pub fn jwt_parts(token: &str) -> (Value, Value) {
+    let mut it = token
+        .split('.')
+        .map(|s| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap());
+    (it.next().unwrap(), it.next().unwrap())
+}
+
+pub fn unique_email() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    format!(
+        "user{}-{}@example.com",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    )
+}
+
+pub fn signal_term(pid: u32) {
+    signal_process(pid, libc::SIGTERM);
+}
+
+#[allow(unsafe_code)]
+fn signal_process(pid: u32, signal: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid as i32, signal);
+    }
+}
+
+/// Polls `check` until it holds or `within` passes.
+pub async fn eventually(within: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

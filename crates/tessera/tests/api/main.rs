@@ -1,0 +1,12 @@
+//! End-to-end tests of `tessera serve`: each test starts the real binary on a random loopback
+//! port with a fresh data directory and talks HTTP to it.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cookies;
+mod errors;
+mod helpers;
+mod operations;
+mod rotation;
+mod sessions;
+mod tokens;
