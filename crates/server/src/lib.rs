@@ -9,6 +9,7 @@ pub mod config;
 pub mod cookies;
 pub mod error;
 pub mod extract;
+pub mod metrics;
 pub mod middleware;
 pub mod ratelimit;
 pub mod routes;
@@ -59,6 +60,7 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/jwks.json", get(routes::meta::jwks))
         .route("/healthz", get(routes::meta::healthz))
         .route("/readyz", get(routes::meta::readyz))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(

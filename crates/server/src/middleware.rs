@@ -30,6 +30,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         });
         response = (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
     }
+    crate::metrics::count_response(response.status().as_u16());
     tracing::debug!(
         status = response.status().as_u16(),
         micros = started.elapsed().as_micros() as u64,

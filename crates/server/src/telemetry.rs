@@ -6,25 +6,36 @@
 
 use std::io::IsTerminal;
 
-use tracing_subscriber::EnvFilter;
+use tracing::Level;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::metrics::AuditCounter;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stdout)
         .with_ansi(std::io::stdout().is_terminal());
-    let result = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder
+    let fmt = match format {
+        LogFormat::Text => fmt.boxed(),
+        LogFormat::Json => fmt
             .json()
             .flatten_event(true)
             .with_current_span(true)
             .with_span_list(false)
-            .try_init(),
+            .boxed(),
     };
-    // Already initialised (tests that start several servers in one process): keep the first.
+    // Audit events are counted whatever the log filter lets through; the counter's own filter
+    // keeps every other callsite (sqlx logs each query at debug) off the hot path.
+    let audit_only = Targets::new().with_target("audit", Level::TRACE);
+    let result = tracing_subscriber::registry()
+        .with(fmt.with_filter(filter))
+        .with(AuditCounter.with_filter(audit_only))
+        .try_init();
+    // Already initialised (several servers in one process): keep the first.
     let _ = result;
 }

@@ -264,3 +264,43 @@ async fn logs_carry_request_ids_and_never_a_token_or_password() {
         );
     }
 }
+
+#[tokio::test]
+async fn metrics_count_responses_and_audit_events() {
+    let server = TestServer::start().await;
+    let tokens = server.user(&unique_email()).await;
+    server.refresh(&tokens.refresh).await.data();
+    server
+        .refresh(&tokens.refresh)
+        .await
+        .assert_error(401, "INVALID_TOKEN");
+    let resp = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        resp.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    let text = resp.text().await.unwrap();
+    for line in [
+        "tessera_audit_events_total{event=\"login_succeeded\"} 1",
+        "tessera_audit_events_total{event=\"token_refreshed\"} 1",
+        "tessera_audit_events_total{event=\"refresh_token_reused\"} 1",
+        "tessera_revoked_sessions 1",
+        "tessera_signing_keys 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} missing from\n{text}"
+        );
+    }
+    assert!(
+        text.contains("tessera_http_responses_total{class=\"4xx\"} 1"),
+        "{text}"
+    );
+}
