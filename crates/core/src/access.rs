@@ -59,9 +59,7 @@ pub struct IssuedAccess {
 
 impl std::fmt::Debug for IssuedAccess {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("IssuedAccess")
-            .field("expires_in", &self.expires_in)
-            .finish_non_exhaustive()
+        f.debug_struct("IssuedAccess").field("expires_in", &self.expires_in).finish_non_exhaustive()
     }
 }
 
@@ -133,12 +131,8 @@ impl AccessTokens {
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &key.encoding)
-            .map_err(|_| AccessError::NoKey)?;
-        Ok(IssuedAccess {
-            token,
-            expires_in: self.ttl,
-        })
+        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|_| AccessError::NoKey)?;
+        Ok(IssuedAccess { token, expires_in: self.ttl })
     }
 
     /// The claims of a token this server minted that has not expired at `now`.
@@ -147,16 +141,10 @@ impl AccessTokens {
         if token.len() > 4096 {
             return Err(AccessError::Invalid);
         }
-        let cache_key: [u8; 32] = digest::digest(&digest::SHA256, token.as_bytes())
-            .as_ref()
-            .try_into()
-            .map_err(|_| AccessError::Invalid)?;
+        let cache_key: [u8; 32] =
+            digest::digest(&digest::SHA256, token.as_bytes()).as_ref().try_into().map_err(|_| AccessError::Invalid)?;
         if let Some(claims) = self.verified.get(&cache_key) {
-            return if claims.exp < now.as_secs() {
-                Err(AccessError::Invalid)
-            } else {
-                Ok(claims)
-            };
+            return if claims.exp < now.as_secs() { Err(AccessError::Invalid) } else { Ok(claims) };
         }
         let claims = Arc::new(self.verify_uncached(token, now)?);
         self.verified.insert(cache_key, claims.clone());
@@ -169,11 +157,7 @@ impl AccessTokens {
             return Err(AccessError::Invalid);
         }
         let keys = self.keys();
-        let key = header
-            .kid
-            .as_deref()
-            .and_then(|kid| keys.by_kid(kid))
-            .ok_or(AccessError::Invalid)?;
+        let key = header.kid.as_deref().and_then(|kid| keys.by_kid(kid)).ok_or(AccessError::Invalid)?;
         let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
             .map_err(|_| AccessError::Invalid)?;
         // jsonwebtoken compares `exp` with its own clock; ours decides (tests move it).
@@ -195,28 +179,15 @@ mod tests {
     fn tokens_in(dir: &std::path::Path, ttl: Duration) -> AccessTokens {
         let keys = KeyDir::new(dir);
         keys.init(Timestamp::from_millis(0)).unwrap();
-        AccessTokens::new(
-            keys.load_keys().unwrap(),
-            "https://auth.test".into(),
-            "tessera".into(),
-            ttl,
-        )
+        AccessTokens::new(keys.load_keys().unwrap(), "https://auth.test".into(), "tessera".into(), ttl)
     }
 
     fn subject() -> Subject<'static> {
-        Subject {
-            user_id: UserId::generate(),
-            email: "ada@example.com",
-            session_id: SessionId::generate(),
-        }
+        Subject { user_id: UserId::generate(), email: "ada@example.com", session_id: SessionId::generate() }
     }
 
     fn segments(token: &str) -> Vec<serde_json::Value> {
-        token
-            .split('.')
-            .take(2)
-            .map(|s| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap())
-            .collect()
+        token.split('.').take(2).map(|s| serde_json::from_slice(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap()).collect()
     }
 
     #[test]
@@ -228,18 +199,12 @@ mod tests {
         let issued = tokens.issue(s, now).unwrap();
         let parts = segments(&issued.token);
         assert_eq!(parts[0]["alg"], "ES256");
-        assert_eq!(
-            parts[0]["kid"],
-            tokens.keys().signer(now).unwrap().kid.as_str()
-        );
+        assert_eq!(parts[0]["kid"], tokens.keys().signer(now).unwrap().kid.as_str());
         let claims = tokens.verify(&issued.token, now).unwrap();
         assert_eq!(claims.sub, s.user_id.to_string());
         assert_eq!(claims.sid, s.session_id.to_string());
         assert_eq!(claims.email, "ada@example.com");
-        assert_eq!(
-            (claims.iss.as_str(), claims.aud.as_str()),
-            ("https://auth.test", "tessera")
-        );
+        assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("https://auth.test", "tessera"));
         assert_eq!(claims.exp - claims.iat, 900);
         assert_eq!(claims.jti.len(), 22);
     }
@@ -252,10 +217,7 @@ mod tests {
         let issued = tokens.issue(subject(), now).unwrap();
         assert!(tokens.verify(&issued.token, now).is_ok());
         let later = now.saturating_add(Duration::from_secs(61));
-        assert_eq!(
-            tokens.verify(&issued.token, later),
-            Err(AccessError::Invalid)
-        );
+        assert_eq!(tokens.verify(&issued.token, later), Err(AccessError::Invalid));
     }
 
     #[test]
@@ -265,42 +227,18 @@ mod tests {
         let tokens = tokens_in(dir.path(), Duration::from_secs(60));
         let now = Timestamp::now();
 
-        let foreign = tokens_in(other_dir.path(), Duration::from_secs(60))
-            .issue(subject(), now)
-            .unwrap();
-        assert_eq!(
-            tokens.verify(&foreign.token, now),
-            Err(AccessError::Invalid),
-            "unknown kid"
-        );
+        let foreign = tokens_in(other_dir.path(), Duration::from_secs(60)).issue(subject(), now).unwrap();
+        assert_eq!(tokens.verify(&foreign.token, now), Err(AccessError::Invalid), "unknown kid");
 
         let keys = KeyDir::new(dir.path()).load_keys().unwrap();
-        let other_iss = AccessTokens::new(
-            keys,
-            "https://evil.test".into(),
-            "tessera".into(),
-            Duration::from_secs(60),
-        );
+        let other_iss = AccessTokens::new(keys, "https://evil.test".into(), "tessera".into(), Duration::from_secs(60));
         let token = other_iss.issue(subject(), now).unwrap().token;
-        assert_eq!(
-            tokens.verify(&token, now),
-            Err(AccessError::Invalid),
-            "issuer"
-        );
+        assert_eq!(tokens.verify(&token, now), Err(AccessError::Invalid), "issuer");
 
         let keys = KeyDir::new(dir.path()).load_keys().unwrap();
-        let other_aud = AccessTokens::new(
-            keys,
-            "https://auth.test".into(),
-            "billing".into(),
-            Duration::from_secs(60),
-        );
+        let other_aud = AccessTokens::new(keys, "https://auth.test".into(), "billing".into(), Duration::from_secs(60));
         let token = other_aud.issue(subject(), now).unwrap().token;
-        assert_eq!(
-            tokens.verify(&token, now),
-            Err(AccessError::Invalid),
-            "audience"
-        );
+        assert_eq!(tokens.verify(&token, now), Err(AccessError::Invalid), "audience");
     }
 
     #[test]
@@ -312,15 +250,10 @@ mod tests {
         let payload = good.split('.').nth(1).unwrap();
         let kid = tokens.keys().signer(now).unwrap().kid.clone();
         for alg in ["none", "HS256", "ES384", "RS256"] {
-            let header =
-                URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#));
+            let header = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}","typ":"JWT","kid":"{kid}"}}"#));
             for sig in ["", "AAAA", good.split('.').nth(2).unwrap()] {
                 let forged = format!("{header}.{payload}.{sig}");
-                assert_eq!(
-                    tokens.verify(&forged, now),
-                    Err(AccessError::Invalid),
-                    "{alg} {sig}"
-                );
+                assert_eq!(tokens.verify(&forged, now), Err(AccessError::Invalid), "{alg} {sig}");
             }
         }
     }
@@ -336,10 +269,7 @@ mod tests {
         let mut claims = segments(&good)[1].clone();
         claims["sub"] = serde_json::json!(UserId::generate().to_string());
         parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
-        assert_eq!(
-            tokens.verify(&parts.join("."), now),
-            Err(AccessError::Invalid)
-        );
+        assert_eq!(tokens.verify(&parts.join("."), now), Err(AccessError::Invalid));
     }
 
     #[test]
@@ -347,20 +277,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let tokens = tokens_in(dir.path(), Duration::from_secs(60));
         let now = Timestamp::now();
-        for text in [
-            "",
-            ".",
-            "..",
-            "a.b.c",
-            "eyJ.eyJ.sig",
-            &"A".repeat(10_000),
-            "é.é.é",
-        ] {
-            assert_eq!(
-                tokens.verify(text, now),
-                Err(AccessError::Invalid),
-                "{text}"
-            );
+        for text in ["", ".", "..", "a.b.c", "eyJ.eyJ.sig", &"A".repeat(10_000), "é.é.é"] {
+            assert_eq!(tokens.verify(text, now), Err(AccessError::Invalid), "{text}");
         }
     }
 }

@@ -46,9 +46,7 @@ pub fn normalize_email(raw: &str) -> Result<(String, String), String> {
     if local.is_empty() || local.contains('@') {
         return Err("email must have exactly one @ with a name before it".into());
     }
-    let labels_ok = domain
-        .split('.')
-        .all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
+    let labels_ok = domain.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
     if !domain.contains('.') || !labels_ok {
         return Err("email must end in a domain such as example.com".into());
     }
@@ -58,12 +56,8 @@ pub fn normalize_email(raw: &str) -> Result<(String, String), String> {
 /// `Ok` for an acceptable password, else why not.
 pub fn check_password(password: &str) -> Result<(), String> {
     match password.len() {
-        n if n < MIN_PASSWORD_BYTES => Err(format!(
-            "password must be at least {MIN_PASSWORD_BYTES} bytes"
-        )),
-        n if n > MAX_PASSWORD_BYTES => Err(format!(
-            "password must be at most {MAX_PASSWORD_BYTES} bytes"
-        )),
+        n if n < MIN_PASSWORD_BYTES => Err(format!("password must be at least {MIN_PASSWORD_BYTES} bytes")),
+        n if n > MAX_PASSWORD_BYTES => Err(format!("password must be at most {MAX_PASSWORD_BYTES} bytes")),
         _ => Ok(()),
     }
 }
@@ -74,10 +68,7 @@ mod tests {
 
     #[test]
     fn emails_are_trimmed_and_keyed_in_lower_case() {
-        assert_eq!(
-            normalize_email("  Ada@Example.COM \n"),
-            Ok(("Ada@Example.COM".into(), "ada@example.com".into()))
-        );
+        assert_eq!(normalize_email("  Ada@Example.COM \n"), Ok(("Ada@Example.COM".into(), "ada@example.com".into())));
     }
 
     #[test]
@@ -96,26 +87,14 @@ mod tests {
         ] {
             assert!(normalize_email(raw).is_err(), "{raw:?}");
         }
-        assert!(
-            normalize_email(&format!("{}@example.com", "a".repeat(250)))
-                .unwrap_err()
-                .contains("254")
-        );
+        assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).unwrap_err().contains("254"));
     }
 
     #[test]
     fn passwords_must_be_8_to_1024_bytes() {
-        assert!(
-            check_password("1234567")
-                .unwrap_err()
-                .contains("at least 8")
-        );
+        assert!(check_password("1234567").unwrap_err().contains("at least 8"));
         assert!(check_password("12345678").is_ok());
         assert!(check_password(&"x".repeat(1024)).is_ok());
-        assert!(
-            check_password(&"x".repeat(1025))
-                .unwrap_err()
-                .contains("at most 1024")
-        );
+        assert!(check_password(&"x".repeat(1025)).unwrap_err().contains("at most 1024"));
     }
 }

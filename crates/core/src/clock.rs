@@ -11,9 +11,7 @@ pub struct Timestamp(i64);
 
 impl Timestamp {
     pub fn now() -> Self {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Self(i64::try_from(since.as_millis()).unwrap_or(i64::MAX))
     }
 
@@ -31,17 +29,11 @@ impl Timestamp {
     }
 
     pub fn saturating_add(self, d: Duration) -> Self {
-        Self(
-            self.0
-                .saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        Self(self.0.saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
 
     pub fn saturating_sub(self, d: Duration) -> Self {
-        Self(
-            self.0
-                .saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)),
-        )
+        Self(self.0.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
     }
 
     /// How long after `earlier` this is (zero if it is not later).
@@ -64,19 +56,13 @@ mod tests {
 
     #[test]
     fn formats_as_rfc3339_utc() {
-        assert_eq!(
-            Timestamp::from_millis(1_700_000_000_123).to_rfc3339(),
-            "2023-11-14T22:13:20.123Z"
-        );
+        assert_eq!(Timestamp::from_millis(1_700_000_000_123).to_rfc3339(), "2023-11-14T22:13:20.123Z");
     }
 
     #[test]
     fn since_never_goes_negative() {
         let t = Timestamp::from_millis(1000);
         assert_eq!(t.since(Timestamp::from_millis(2000)), Duration::ZERO);
-        assert_eq!(
-            t.since(Timestamp::from_millis(400)),
-            Duration::from_millis(600)
-        );
+        assert_eq!(t.since(Timestamp::from_millis(400)), Duration::from_millis(600));
     }
 }

@@ -71,29 +71,21 @@ struct KeyFile {
 
 impl SigningKey {
     fn generate(now: Timestamp, not_before: Timestamp) -> anyhow::Result<(Self, KeyFile)> {
-        let pkcs8 =
-            EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
-                .map_err(|_| anyhow::anyhow!("could not generate a P-256 key"))?;
-        let file = KeyFile {
+        let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &SystemRandom::new())
+            .map_err(|_| anyhow::anyhow!("could not generate a P-256 key"))?;
+        let mut file = KeyFile {
             kid: String::new(),
             created_at: now.as_millis(),
             not_before: not_before.as_millis(),
             pkcs8: STANDARD.encode(pkcs8.as_ref()),
         };
-        let key = Self::from_file(file)?;
-        let file = KeyFile {
-            kid: key.kid.clone(),
-            created_at: now.as_millis(),
-            not_before: not_before.as_millis(),
-            pkcs8: STANDARD.encode(pkcs8.as_ref()),
-        };
+        let key = Self::from_file(&file)?;
+        file.kid.clone_from(&key.kid);
         Ok((key, file))
     }
 
-    fn from_file(file: KeyFile) -> anyhow::Result<Self> {
-        let der = STANDARD
-            .decode(&file.pkcs8)
-            .context("key material is not base64")?;
+    fn from_file(file: &KeyFile) -> anyhow::Result<Self> {
+        let der = STANDARD.decode(&file.pkcs8).context("key material is not base64")?;
         let pair = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &der)
             .map_err(|_| anyhow::anyhow!("key material is not a P-256 PKCS#8 key"))?;
         // Uncompressed point: 0x04 ‖ X ‖ Y.
@@ -160,11 +152,7 @@ impl KeySet {
     /// force (only possible right after a rotation with a clock gone backwards) the oldest key
     /// signs rather than nothing.
     pub fn signer(&self, now: Timestamp) -> Option<&Arc<SigningKey>> {
-        self.keys
-            .iter()
-            .rev()
-            .find(|k| k.not_before <= now)
-            .or_else(|| self.keys.first())
+        self.keys.iter().rev().find(|k| k.not_before <= now).or_else(|| self.keys.first())
     }
 
     pub fn by_kid(&self, kid: &str) -> Option<&Arc<SigningKey>> {
@@ -245,9 +233,7 @@ impl KeyDir {
     /// Adds a new signing key that starts signing at `not_before`.
     pub fn add_key(&self, now: Timestamp, not_before: Timestamp) -> anyhow::Result<String> {
         let (key, file) = SigningKey::generate(now, not_before)?;
-        let path = self
-            .path
-            .join(format!("{SIGNING_KEY_PREFIX}{}.json", key.kid));
+        let path = self.path.join(format!("{SIGNING_KEY_PREFIX}{}.json", key.kid));
         write_private(&path, &serde_json::to_vec_pretty(&file)?)?;
         Ok(key.kid)
     }
@@ -258,10 +244,7 @@ impl KeyDir {
         let mut removed = Vec::new();
         for key in &set.keys {
             if !set.is_published(key, now, retention) {
-                fs::remove_file(
-                    self.path
-                        .join(format!("{SIGNING_KEY_PREFIX}{}.json", key.kid)),
-                )?;
+                fs::remove_file(self.path.join(format!("{SIGNING_KEY_PREFIX}{}.json", key.kid)))?;
                 removed.push(key.kid.clone());
             }
         }
@@ -280,8 +263,8 @@ impl KeyDir {
     /// The names of the signing key files, sorted: cheap to compare for a reload.
     pub fn signing_key_files(&self) -> anyhow::Result<Vec<String>> {
         let mut names = Vec::new();
-        let entries = fs::read_dir(&self.path)
-            .with_context(|| format!("cannot read key directory {}", self.path.display()))?;
+        let entries =
+            fs::read_dir(&self.path).with_context(|| format!("cannot read key directory {}", self.path.display()))?;
         for entry in entries {
             let name = entry?.file_name().to_string_lossy().into_owned();
             if name.starts_with(SIGNING_KEY_PREFIX) && name.ends_with(".json") {
@@ -298,9 +281,9 @@ impl KeyDir {
             let path = self.path.join(&name);
             let file: KeyFile = serde_json::from_slice(&read_private(&path)?)
                 .with_context(|| format!("{} is not a key file", path.display()))?;
-            keys.push(Arc::new(SigningKey::from_file(file).with_context(
-                || format!("{} holds no usable key", path.display()),
-            )?));
+            keys.push(Arc::new(
+                SigningKey::from_file(&file).with_context(|| format!("{} holds no usable key", path.display()))?,
+            ));
         }
         if keys.is_empty() {
             bail!("no signing key in {}", self.path.display());
@@ -350,12 +333,7 @@ mod tests {
         keys.init(at(0)).unwrap();
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(keys.path()), 0o700);
-        for name in keys
-            .signing_key_files()
-            .unwrap()
-            .iter()
-            .chain([&REFRESH_KEY_FILE.to_string()])
-        {
+        for name in keys.signing_key_files().unwrap().iter().chain([&REFRESH_KEY_FILE.to_string()]) {
             assert_eq!(mode(&keys.path().join(name)), 0o600, "{name}");
         }
         let first = keys.load_keys().unwrap().signer(at(1)).unwrap().kid.clone();
@@ -372,26 +350,12 @@ mod tests {
         let old = keys.load_keys().unwrap().kids()[0].to_owned();
         let new = keys.add_key(at(100), at(400)).unwrap();
         let set = keys.load_keys().unwrap();
-        let published = |now| {
-            set.jwks(at(now), 15 * MIN)
-                .keys
-                .into_iter()
-                .map(|k| k.kid)
-                .collect::<Vec<_>>()
-        };
+        let published = |now| set.jwks(at(now), 15 * MIN).keys.into_iter().map(|k| k.kid).collect::<Vec<_>>();
 
-        assert_eq!(
-            set.signer(at(200)).unwrap().kid,
-            old,
-            "the new key waits for caches to expire"
-        );
+        assert_eq!(set.signer(at(200)).unwrap().kid, old, "the new key waits for caches to expire");
         assert_eq!(published(200), vec![old.clone(), new.clone()]);
         assert_eq!(set.signer(at(400)).unwrap().kid, new);
-        assert_eq!(
-            published(400 + 15 * 60 - 1),
-            vec![old.clone(), new.clone()],
-            "old tokens still verify"
-        );
+        assert_eq!(published(400 + 15 * 60 - 1), vec![old.clone(), new.clone()], "old tokens still verify");
         assert_eq!(published(400 + 15 * 60), vec![new.clone()]);
 
         assert!(keys.prune(at(300), 15 * MIN).unwrap().is_empty());

@@ -28,11 +28,7 @@ pub struct HashParams {
 
 impl Default for HashParams {
     fn default() -> Self {
-        Self {
-            memory_kib: 19 * 1024,
-            iterations: 2,
-            parallelism: 1,
-        }
+        Self { memory_kib: 19 * 1024, iterations: 2, parallelism: 1 }
     }
 }
 
@@ -65,13 +61,8 @@ impl std::fmt::Debug for PasswordHasher {
 impl PasswordHasher {
     /// Starts `threads` hashing threads with room for `queue` waiting jobs.
     pub fn start(params: HashParams, threads: usize, queue: usize) -> Result<Self, HashError> {
-        let params = Params::new(
-            params.memory_kib,
-            params.iterations,
-            params.parallelism,
-            None,
-        )
-        .map_err(|e| HashError::Params(e.to_string()))?;
+        let params = Params::new(params.memory_kib, params.iterations, params.parallelism, None)
+            .map_err(|e| HashError::Params(e.to_string()))?;
         let argon2 = Arc::new(Argon2::new(Algorithm::Argon2id, Version::V0x13, params));
         let (jobs, rx) = std::sync::mpsc::sync_channel::<Job>(queue);
         let rx = Arc::new(Mutex::new(rx));
@@ -95,18 +86,13 @@ impl PasswordHasher {
                 .map_err(|_| HashError::Failed)?;
         }
         let dummy_hash = hash_with(&argon2, &random::bytes::<16>().map(|b| b % 26 + b'a'))?;
-        Ok(Self {
-            jobs,
-            argon2,
-            dummy_hash: dummy_hash.into(),
-        })
+        Ok(Self { jobs, argon2, dummy_hash: dummy_hash.into() })
     }
 
     /// A PHC-format argon2id hash of `password` with a fresh random salt.
     pub async fn hash(&self, password: String) -> Result<String, HashError> {
         let argon2 = self.argon2.clone();
-        self.run(move || hash_with(&argon2, password.as_bytes()))
-            .await?
+        self.run(move || hash_with(&argon2, password.as_bytes())).await?
     }
 
     /// Whether `password` matches `hash`; with no hash (unknown user) it checks against the
@@ -117,18 +103,14 @@ impl PasswordHasher {
         let hash = hash.unwrap_or_else(|| self.dummy_hash.to_string());
         let matches = self
             .run(move || {
-                PasswordHash::new(&hash).is_ok_and(|parsed| {
-                    argon2.verify_password(password.as_bytes(), &parsed).is_ok()
-                })
+                PasswordHash::new(&hash)
+                    .is_ok_and(|parsed| argon2.verify_password(password.as_bytes(), &parsed).is_ok())
             })
             .await?;
         Ok(known && matches)
     }
 
-    async fn run<T: Send + 'static>(
-        &self,
-        f: impl FnOnce() -> T + Send + 'static,
-    ) -> Result<T, HashError> {
+    async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
         let (tx, rx) = oneshot::channel();
         let span = tracing::Span::current();
         let job: Job = Box::new(move || {
@@ -145,10 +127,7 @@ impl PasswordHasher {
 
 fn hash_with(argon2: &Argon2<'_>, password: &[u8]) -> Result<String, HashError> {
     let salt = SaltString::encode_b64(&random::bytes::<16>()).map_err(|_| HashError::Failed)?;
-    argon2
-        .hash_password(password, &salt)
-        .map(|h| h.to_string())
-        .map_err(|_| HashError::Failed)
+    argon2.hash_password(password, &salt).map(|h| h.to_string()).map_err(|_| HashError::Failed)
 }
 
 /// Lowers the calling thread's scheduling priority. On Linux the nice value is per thread.
@@ -166,11 +145,7 @@ mod tests {
     use super::*;
 
     fn cheap() -> HashParams {
-        HashParams {
-            memory_kib: 1024,
-            iterations: 1,
-            parallelism: 1,
-        }
+        HashParams { memory_kib: 1024, iterations: 1, parallelism: 1 }
     }
 
     #[tokio::test]
@@ -178,42 +153,20 @@ mod tests {
         let hasher = PasswordHasher::start(cheap(), 1, 8).unwrap();
         let hash = hasher.hash("correct horse".into()).await.unwrap();
         assert!(hash.starts_with("$argon2id$v=19$m=1024,t=1,p=1$"), "{hash}");
-        assert!(
-            hasher
-                .verify("correct horse".into(), Some(hash.clone()))
-                .await
-                .unwrap()
-        );
-        assert!(
-            !hasher
-                .verify("correct horsf".into(), Some(hash))
-                .await
-                .unwrap()
-        );
+        assert!(hasher.verify("correct horse".into(), Some(hash.clone())).await.unwrap());
+        assert!(!hasher.verify("correct horsf".into(), Some(hash)).await.unwrap());
     }
 
     #[tokio::test]
     async fn an_unknown_user_never_verifies() {
         let hasher = PasswordHasher::start(cheap(), 1, 8).unwrap();
         assert!(!hasher.verify(String::new(), None).await.unwrap());
-        assert!(
-            !hasher
-                .verify("anything".into(), Some("not a hash".into()))
-                .await
-                .unwrap()
-        );
+        assert!(!hasher.verify("anything".into(), Some("not a hash".into())).await.unwrap());
     }
 
     #[test]
     fn default_parameters_are_owasps() {
-        assert_eq!(
-            HashParams::default(),
-            HashParams {
-                memory_kib: 19_456,
-                iterations: 2,
-                parallelism: 1
-            }
-        );
+        assert_eq!(HashParams::default(), HashParams { memory_kib: 19_456, iterations: 2, parallelism: 1 });
     }
 
     #[tokio::test]

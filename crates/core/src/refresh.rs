@@ -67,9 +67,7 @@ impl RefreshTokenCodec {
     /// `secret` must be at least 32 bytes of key material.
     pub fn new(secret: &[u8]) -> Self {
         debug_assert!(secret.len() >= 32);
-        Self {
-            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
-        }
+        Self { key: hmac::Key::new(hmac::HMAC_SHA256, secret) }
     }
 
     pub fn encode(&self, claims: RefreshClaims) -> RefreshToken {
@@ -98,10 +96,7 @@ impl RefreshTokenCodec {
         sid.copy_from_slice(&body[1..17]);
         let mut generation = [0u8; 8];
         generation.copy_from_slice(&body[17..25]);
-        Some(RefreshClaims {
-            session_id: SessionId::from_bytes(sid),
-            generation: u64::from_be_bytes(generation),
-        })
+        Some(RefreshClaims { session_id: SessionId::from_bytes(sid), generation: u64::from_be_bytes(generation) })
     }
 }
 
@@ -122,10 +117,7 @@ mod tests {
     }
 
     fn claims(generation: u64) -> RefreshClaims {
-        RefreshClaims {
-            session_id: SessionId::generate(),
-            generation,
-        }
+        RefreshClaims { session_id: SessionId::generate(), generation }
     }
 
     #[test]
@@ -140,11 +132,7 @@ mod tests {
     fn tokens_are_url_safe_and_not_jwts() {
         let token = codec().encode(claims(0));
         let text = token.expose();
-        assert!(
-            text.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
-            "{text}"
-        );
+        assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'), "{text}");
         assert!(!text.contains('.'));
     }
 
@@ -173,14 +161,8 @@ mod tests {
 
     #[test]
     fn malformed_text_is_rejected_without_panicking() {
-        for text in [
-            "",
-            "x",
-            "not a token",
-            &"A".repeat(ENCODED_LEN),
-            &"é".repeat(ENCODED_LEN / 2),
-            &"A".repeat(4096),
-        ] {
+        for text in ["", "x", "not a token", &"A".repeat(ENCODED_LEN), &"é".repeat(ENCODED_LEN / 2), &"A".repeat(4096)]
+        {
             assert_eq!(codec().decode(text), None);
         }
     }

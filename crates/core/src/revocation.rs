@@ -21,10 +21,7 @@ pub struct RevokedSessions {
 
 impl RevokedSessions {
     pub fn new(retention: Duration) -> Self {
-        Self {
-            ended: RwLock::default(),
-            retention,
-        }
+        Self { ended: RwLock::default(), retention }
     }
 
     pub fn retention(&self) -> Duration {
@@ -32,10 +29,7 @@ impl RevokedSessions {
     }
 
     pub fn contains(&self, id: SessionId) -> bool {
-        self.ended
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains_key(&id)
+        self.ended.read().unwrap_or_else(|e| e.into_inner()).contains_key(&id)
     }
 
     pub fn insert(&self, id: SessionId, ended_at: Timestamp) {
@@ -52,10 +46,7 @@ impl RevokedSessions {
     /// Forgets sessions whose access tokens have all expired by `now`.
     pub fn prune(&self, now: Timestamp) {
         let horizon = now.saturating_sub(self.retention);
-        self.ended
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .retain(|_, at| *at >= horizon);
+        self.ended.write().unwrap_or_else(|e| e.into_inner()).retain(|_, at| *at >= horizon);
     }
 
     pub fn len(&self) -> usize {
@@ -79,10 +70,7 @@ mod tests {
         revoked.insert(b, Timestamp::from_millis(30_000));
         assert!(revoked.contains(a) && revoked.contains(b));
         revoked.prune(Timestamp::from_millis(60_000));
-        assert!(
-            revoked.contains(a),
-            "a token minted just before the end lives until +60s"
-        );
+        assert!(revoked.contains(a), "a token minted just before the end lives until +60s");
         revoked.prune(Timestamp::from_millis(60_001));
         assert!(!revoked.contains(a));
         assert!(revoked.contains(b));

@@ -109,11 +109,7 @@ pub struct Profile {
 
 impl From<&User> for Profile {
     fn from(u: &User) -> Self {
-        Self {
-            id: u.id,
-            email: u.email.clone(),
-            created_at: u.created_at,
-        }
+        Self { id: u.id, email: u.email.clone(), created_at: u.created_at }
     }
 }
 
@@ -176,23 +172,11 @@ impl AuthService {
         &self.revoked
     }
 
-    pub async fn register(
-        &self,
-        email: &str,
-        password: &str,
-        now: Timestamp,
-    ) -> Result<Profile, AuthError> {
-        let (email, email_key) =
-            account::normalize_email(email).map_err(AuthError::InvalidEmail)?;
+    pub async fn register(&self, email: &str, password: &str, now: Timestamp) -> Result<Profile, AuthError> {
+        let (email, email_key) = account::normalize_email(email).map_err(AuthError::InvalidEmail)?;
         account::check_password(password).map_err(AuthError::WeakPassword)?;
         let password_hash = self.hasher.hash(password.to_owned()).await?;
-        let user = User {
-            id: UserId::generate(),
-            email,
-            email_key,
-            password_hash,
-            created_at: now,
-        };
+        let user = User { id: UserId::generate(), email, email_key, password_hash, created_at: now };
         self.users.create_user(&user).await?;
         tracing::info!(target: "audit", event = "user_registered", user_id = %user.id);
         Ok(Profile::from(&user))
@@ -231,9 +215,7 @@ impl AuthService {
             expires_at: session::idle_expiry(now, self.lifetimes.refresh_ttl, absolute),
             absolute_expires_at: absolute,
             ended_at: None,
-            user_agent: client
-                .user_agent
-                .map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
+            user_agent: client.user_agent.map(|ua| ua.chars().take(MAX_USER_AGENT_CHARS).collect()),
             ip: client.ip,
         };
         self.sessions.create_session(&session).await?;
@@ -244,84 +226,52 @@ impl AuthService {
     /// Rotates a refresh token (SPEC §2): the new pair, the grace successor, or
     /// `InvalidRefreshToken` — after ending the session when the token was already rotated.
     pub async fn refresh(&self, token: &str, now: Timestamp) -> Result<Issued, AuthError> {
-        let RefreshClaims {
-            session_id,
-            generation,
-        } = self
-            .refresh
-            .decode(token)
-            .ok_or(AuthError::InvalidRefreshToken)?;
+        let RefreshClaims { session_id, generation } =
+            self.refresh.decode(token).ok_or(AuthError::InvalidRefreshToken)?;
         let idle = now.saturating_add(self.lifetimes.refresh_ttl);
-        let session = match self
-            .sessions
-            .rotate(session_id, generation, now, idle)
-            .await?
-        {
+        let session = match self.sessions.rotate(session_id, generation, now, idle).await? {
             Rotation::Rotated(session) => session,
-            Rotation::Stale(current) => match session::judge_stale(
-                current.as_ref(),
-                generation,
-                now,
-                self.lifetimes.refresh_grace,
-            ) {
-                StaleVerdict::Grace { successor } => {
-                    tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = successor, grace = true);
-                    let session = current.ok_or(AuthError::InvalidRefreshToken)?;
-                    let profile = self
-                        .profile(session.user_id)
-                        .await?
-                        .ok_or(AuthError::InvalidRefreshToken)?;
-                    return self.issue(&session, profile, now);
+            Rotation::Stale(current) => {
+                match session::judge_stale(current.as_ref(), generation, now, self.lifetimes.refresh_grace) {
+                    StaleVerdict::Grace { successor } => {
+                        tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = successor, grace = true);
+                        let session = current.ok_or(AuthError::InvalidRefreshToken)?;
+                        let profile = self.profile(session.user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
+                        return self.issue(&session, profile, now);
+                    }
+                    StaleVerdict::Reused => {
+                        self.end_session(session_id, now).await?;
+                        tracing::warn!(target: "audit", event = "refresh_token_reused", session_id = %session_id, presented_generation = generation);
+                        return Err(AuthError::InvalidRefreshToken);
+                    }
+                    StaleVerdict::Dead => return Err(AuthError::InvalidRefreshToken),
                 }
-                StaleVerdict::Reused => {
-                    self.end_session(session_id, now).await?;
-                    tracing::warn!(target: "audit", event = "refresh_token_reused", session_id = %session_id, presented_generation = generation);
-                    return Err(AuthError::InvalidRefreshToken);
-                }
-                StaleVerdict::Dead => return Err(AuthError::InvalidRefreshToken),
-            },
+            }
         };
         tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = session.generation);
-        let profile = self
-            .profile(session.user_id)
-            .await?
-            .ok_or(AuthError::InvalidRefreshToken)?;
+        let profile = self.profile(session.user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
         self.issue(&session, profile, now)
     }
 
     /// The caller behind an access token, if the token is valid and its session has not ended.
     pub fn authenticate(&self, token: &str, now: Timestamp) -> Result<Caller, AuthError> {
-        let claims = self
-            .access
-            .verify(token, now)
-            .map_err(|_| AuthError::Unauthorized)?;
+        let claims = self.access.verify(token, now).map_err(|_| AuthError::Unauthorized)?;
         let (Some(user_id), Some(session_id)) = (claims.user_id(), claims.session_id()) else {
             return Err(AuthError::Unauthorized);
         };
         if self.revoked.contains(session_id) {
             return Err(AuthError::Unauthorized);
         }
-        Ok(Caller {
-            user_id,
-            session_id,
-            claims,
-        })
+        Ok(Caller { user_id, session_id, claims })
     }
 
     pub async fn me(&self, caller: &Caller) -> Result<Arc<Profile>, AuthError> {
-        self.profile(caller.user_id)
-            .await?
-            .ok_or(AuthError::Unauthorized)
+        self.profile(caller.user_id).await?.ok_or(AuthError::Unauthorized)
     }
 
     /// Ends the caller's session, and the session of `refresh_token` too when it is another of
     /// the caller's own.
-    pub async fn logout(
-        &self,
-        caller: &Caller,
-        refresh_token: Option<&str>,
-        now: Timestamp,
-    ) -> Result<(), AuthError> {
+    pub async fn logout(&self, caller: &Caller, refresh_token: Option<&str>, now: Timestamp) -> Result<(), AuthError> {
         self.end_session(caller.session_id, now).await?;
         tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id);
         let other = refresh_token
@@ -329,11 +279,7 @@ impl AuthService {
             .map(|c| c.session_id)
             .filter(|id| *id != caller.session_id);
         if let Some(id) = other
-            && self
-                .sessions
-                .get_session(id)
-                .await?
-                .is_some_and(|s| s.user_id == caller.user_id)
+            && self.sessions.get_session(id).await?.is_some_and(|s| s.user_id == caller.user_id)
         {
             self.end_session(id, now).await?;
             tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %id);
@@ -350,21 +296,12 @@ impl AuthService {
         Ok(ended.len() as u64)
     }
 
-    pub async fn list_sessions(
-        &self,
-        caller: &Caller,
-        now: Timestamp,
-    ) -> Result<Vec<Session>, AuthError> {
+    pub async fn list_sessions(&self, caller: &Caller, now: Timestamp) -> Result<Vec<Session>, AuthError> {
         Ok(self.sessions.list_sessions(caller.user_id, now).await?)
     }
 
     /// Ends one of the caller's active sessions; `SessionNotFound` for anyone else's.
-    pub async fn revoke_session(
-        &self,
-        caller: &Caller,
-        id: SessionId,
-        now: Timestamp,
-    ) -> Result<(), AuthError> {
+    pub async fn revoke_session(&self, caller: &Caller, id: SessionId, now: Timestamp) -> Result<(), AuthError> {
         let session = self.sessions.get_session(id).await?;
         if !session.is_some_and(|s| s.user_id == caller.user_id && s.is_active(now)) {
             return Err(AuthError::SessionNotFound);
@@ -376,11 +313,7 @@ impl AuthService {
 
     /// Pulls sessions ended since `since` (by any instance) into the revocation view and forgets
     /// those whose tokens have all expired. Returns the newest end seen, the next cursor.
-    pub async fn catch_up_revocations(
-        &self,
-        since: Timestamp,
-        now: Timestamp,
-    ) -> Result<Timestamp, StoreError> {
+    pub async fn catch_up_revocations(&self, since: Timestamp, now: Timestamp) -> Result<Timestamp, StoreError> {
         let ended = self.sessions.ended_since(since).await?;
         let newest = ended.iter().map(|(_, at)| *at).max().unwrap_or(since);
         self.revoked.extend(ended);
@@ -392,9 +325,7 @@ impl AuthService {
     pub async fn purge_sessions(&self, now: Timestamp) -> Result<u64, StoreError> {
         let day = Duration::from_secs(86_400);
         let horizon = now.saturating_sub(day);
-        self.sessions
-            .purge(horizon, horizon.saturating_sub(self.revoked.retention()))
-            .await
+        self.sessions.purge(horizon, horizon.saturating_sub(self.revoked.retention())).await
     }
 
     /// Whether both stores answer.
@@ -421,31 +352,10 @@ impl AuthService {
         Ok(Some(profile))
     }
 
-    fn issue(
-        &self,
-        session: &Session,
-        user: Arc<Profile>,
-        now: Timestamp,
-    ) -> Result<Issued, AuthError> {
-        let subject = Subject {
-            user_id: user.id,
-            email: &user.email,
-            session_id: session.id,
-        };
-        let access = self
-            .access
-            .issue(subject, now)
-            .map_err(|e| AuthError::Internal(e.into()))?;
-        let refresh = self.refresh.encode(RefreshClaims {
-            session_id: session.id,
-            generation: session.generation,
-        });
-        Ok(Issued {
-            access,
-            refresh,
-            refresh_expires_at: session.expires_at,
-            session_id: session.id,
-            user,
-        })
+    fn issue(&self, session: &Session, user: Arc<Profile>, now: Timestamp) -> Result<Issued, AuthError> {
+        let subject = Subject { user_id: user.id, email: &user.email, session_id: session.id };
+        let access = self.access.issue(subject, now).map_err(|e| AuthError::Internal(e.into()))?;
+        let refresh = self.refresh.encode(RefreshClaims { session_id: session.id, generation: session.generation });
+        Ok(Issued { access, refresh, refresh_expires_at: session.expires_at, session_id: session.id, user })
     }
 }

@@ -64,12 +64,7 @@ pub enum StaleVerdict {
 }
 
 /// Judges a presented generation against the session the store holds now.
-pub fn judge_stale(
-    session: Option<&Session>,
-    presented: u64,
-    now: Timestamp,
-    grace: Duration,
-) -> StaleVerdict {
+pub fn judge_stale(session: Option<&Session>, presented: u64, now: Timestamp, grace: Duration) -> StaleVerdict {
     let Some(s) = session else {
         return StaleVerdict::Dead;
     };
@@ -78,9 +73,7 @@ pub fn judge_stale(
     }
     let successor_unused = s.generation == presented + 1;
     if successor_unused && !grace.is_zero() && now.since(s.last_used_at) <= grace {
-        StaleVerdict::Grace {
-            successor: s.generation,
-        }
+        StaleVerdict::Grace { successor: s.generation }
     } else {
         StaleVerdict::Reused
     }
@@ -114,68 +107,41 @@ mod tests {
 
     #[test]
     fn strict_default_treats_a_replay_in_the_same_millisecond_as_reuse() {
-        assert_eq!(
-            judge_stale(Some(&session()), 4, at(1000), Duration::ZERO),
-            StaleVerdict::Reused
-        );
+        assert_eq!(judge_stale(Some(&session()), 4, at(1000), Duration::ZERO), StaleVerdict::Reused);
     }
 
     #[test]
     fn within_grace_the_predecessor_gets_the_current_generation() {
-        assert_eq!(
-            judge_stale(Some(&session()), 4, at(1000 + 10_000), GRACE),
-            StaleVerdict::Grace { successor: 5 }
-        );
+        assert_eq!(judge_stale(Some(&session()), 4, at(1000 + 10_000), GRACE), StaleVerdict::Grace { successor: 5 });
     }
 
     #[test]
     fn after_grace_the_predecessor_is_reuse() {
-        assert_eq!(
-            judge_stale(Some(&session()), 4, at(1000 + 10_001), GRACE),
-            StaleVerdict::Reused
-        );
+        assert_eq!(judge_stale(Some(&session()), 4, at(1000 + 10_001), GRACE), StaleVerdict::Reused);
     }
 
     #[test]
     fn once_the_successor_was_used_grace_no_longer_applies() {
-        assert_eq!(
-            judge_stale(Some(&session()), 3, at(1001), GRACE),
-            StaleVerdict::Reused
-        );
+        assert_eq!(judge_stale(Some(&session()), 3, at(1001), GRACE), StaleVerdict::Reused);
     }
 
     #[test]
     fn ended_expired_or_missing_sessions_are_dead_not_reuse() {
         let mut ended = session();
         ended.ended_at = Some(at(1500));
-        assert_eq!(
-            judge_stale(Some(&ended), 4, at(2000), GRACE),
-            StaleVerdict::Dead
-        );
-        assert_eq!(
-            judge_stale(Some(&session()), 4, at(100_000), GRACE),
-            StaleVerdict::Dead
-        );
+        assert_eq!(judge_stale(Some(&ended), 4, at(2000), GRACE), StaleVerdict::Dead);
+        assert_eq!(judge_stale(Some(&session()), 4, at(100_000), GRACE), StaleVerdict::Dead);
         assert_eq!(judge_stale(None, 4, at(2000), GRACE), StaleVerdict::Dead);
     }
 
     #[test]
     fn a_generation_from_the_future_is_dead() {
-        assert_eq!(
-            judge_stale(Some(&session()), 6, at(1001), GRACE),
-            StaleVerdict::Dead
-        );
+        assert_eq!(judge_stale(Some(&session()), 6, at(1001), GRACE), StaleVerdict::Dead);
     }
 
     #[test]
     fn idle_expiry_is_capped_by_the_absolute_lifetime() {
-        assert_eq!(
-            idle_expiry(at(0), Duration::from_secs(30), at(60_000)),
-            at(30_000)
-        );
-        assert_eq!(
-            idle_expiry(at(50_000), Duration::from_secs(30), at(60_000)),
-            at(60_000)
-        );
+        assert_eq!(idle_expiry(at(0), Duration::from_secs(30), at(60_000)), at(30_000));
+        assert_eq!(idle_expiry(at(50_000), Duration::from_secs(30), at(60_000)), at(60_000));
     }
 }

@@ -78,11 +78,7 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool>;
 
     /// Ends every active session of the user; returns the ids of those this call ended.
-    async fn end_user_sessions(
-        &self,
-        user_id: UserId,
-        now: Timestamp,
-    ) -> StoreResult<Vec<SessionId>>;
+    async fn end_user_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<SessionId>>;
 
     /// The user's active sessions at `now` (not ended, not expired), oldest first.
     async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>>;

@@ -64,9 +64,7 @@ impl ErrorCode {
     /// The HTTP status that carries this code.
     pub fn status(self) -> u16 {
         match self {
-            Self::InvalidRequest | Self::MissingToken | Self::InvalidEmail | Self::WeakPassword => {
-                400
-            }
+            Self::InvalidRequest | Self::MissingToken | Self::InvalidEmail | Self::WeakPassword => 400,
             Self::InvalidCredentials | Self::InvalidToken | Self::Unauthorized => 401,
             Self::CsrfRejected => 403,
             Self::NotFound => 404,
@@ -103,19 +101,11 @@ pub struct Envelope<T> {
 
 impl<T> Envelope<T> {
     pub fn ok(data: T) -> Self {
-        Self {
-            success: true,
-            data: Some(data),
-            error: None,
-        }
+        Self { success: true, data: Some(data), error: None }
     }
 
     pub fn err(error: ErrorBody) -> Self {
-        Self {
-            success: false,
-            data: None,
-            error: Some(error),
-        }
+        Self { success: false, data: None, error: Some(error) }
     }
 
     /// The data of a successful response, or its error.
@@ -123,11 +113,7 @@ impl<T> Envelope<T> {
         match (self.data, self.error) {
             (Some(data), None) if self.success => Ok(data),
             (_, Some(error)) => Err(error),
-            _ => Err(ErrorBody {
-                code: ErrorCode::Internal,
-                message: "malformed envelope".into(),
-                request_id: None,
-            }),
+            _ => Err(ErrorBody { code: ErrorCode::Internal, message: "malformed envelope".into(), request_id: None }),
         }
     }
 }

@@ -171,10 +171,7 @@ impl Settings {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./tessera-data"));
         let database = match args.database_url.or(file.database_url) {
             Some(url) => parse_store_url(&url).context("--database-url")?,
             None => StoreUrl::Sqlite(data_dir.join("tessera.db")),
@@ -183,13 +180,10 @@ impl Settings {
             Some(url) => parse_store_url(&url).context("--session-store-url")?,
             None => database.clone(),
         };
-        let duration =
-            |flag: Option<String>, file: Option<DurationValue>, default: &str, name: &str| {
-                let text = flag
-                    .or(file.map(DurationValue::into_text))
-                    .unwrap_or_else(|| default.to_owned());
-                parse_duration(&text).with_context(|| format!("--{name}"))
-            };
+        let duration = |flag: Option<String>, file: Option<DurationValue>, default: &str, name: &str| {
+            let text = flag.or(file.map(DurationValue::into_text)).unwrap_or_else(|| default.to_owned());
+            parse_duration(&text).with_context(|| format!("--{name}"))
+        };
         let lifetimes = Lifetimes {
             access_ttl: duration(args.access_ttl, file.access_ttl, "15m", "access-ttl")?,
             refresh_ttl: duration(args.refresh_ttl, file.refresh_ttl, "30d", "refresh-ttl")?,
@@ -199,56 +193,29 @@ impl Settings {
                 "90d",
                 "session-max-lifetime",
             )?,
-            refresh_grace: duration(
-                args.refresh_grace,
-                file.refresh_grace,
-                "0s",
-                "refresh-grace",
-            )?,
+            refresh_grace: duration(args.refresh_grace, file.refresh_grace, "0s", "refresh-grace")?,
         };
-        if lifetimes.access_ttl.is_zero()
-            || lifetimes.refresh_ttl.is_zero()
-            || lifetimes.session_max_lifetime.is_zero()
+        if lifetimes.access_ttl.is_zero() || lifetimes.refresh_ttl.is_zero() || lifetimes.session_max_lifetime.is_zero()
         {
             bail!("--access-ttl, --refresh-ttl and --session-max-lifetime must be longer than 0s");
         }
         if lifetimes.refresh_grace > Duration::from_secs(300) {
-            bail!(
-                "--refresh-grace must be at most 5m: a longer window gives a thief time to use a rotated token"
-            );
+            bail!("--refresh-grace must be at most 5m: a longer window gives a thief time to use a rotated token");
         }
         let allowed_origins = match args.allowed_origins {
-            Some(list) => list
-                .split(',')
-                .map(|o| o.trim().trim_end_matches('/').to_owned())
-                .filter(|o| !o.is_empty())
-                .collect(),
+            Some(list) => {
+                list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
+            }
             None => file.allowed_origins.unwrap_or_default(),
         };
-        let rate = args
-            .login_rate_limit
-            .or(file.login_rate_limit)
-            .unwrap_or_else(|| "30/min".into());
+        let rate = args.login_rate_limit.or(file.login_rate_limit).unwrap_or_else(|| "30/min".into());
         let defaults = HashParams::default();
         let hash_params = HashParams {
-            memory_kib: args
-                .argon2_memory_kib
-                .or(file.argon2_memory_kib)
-                .unwrap_or(defaults.memory_kib),
-            iterations: args
-                .argon2_iterations
-                .or(file.argon2_iterations)
-                .unwrap_or(defaults.iterations),
-            parallelism: args
-                .argon2_parallelism
-                .or(file.argon2_parallelism)
-                .unwrap_or(defaults.parallelism),
+            memory_kib: args.argon2_memory_kib.or(file.argon2_memory_kib).unwrap_or(defaults.memory_kib),
+            iterations: args.argon2_iterations.or(file.argon2_iterations).unwrap_or(defaults.iterations),
+            parallelism: args.argon2_parallelism.or(file.argon2_parallelism).unwrap_or(defaults.parallelism),
         };
-        let sqlite_synchronous_full = match args
-            .sqlite_synchronous
-            .or(file.sqlite_synchronous)
-            .as_deref()
-        {
+        let sqlite_synchronous_full = match args.sqlite_synchronous.or(file.sqlite_synchronous).as_deref() {
             None | Some("normal" | "NORMAL") => false,
             Some("full" | "FULL") => true,
             Some(other) => bail!("--sqlite-synchronous must be normal or full, not `{other}`"),
@@ -259,24 +226,15 @@ impl Settings {
             Some(other) => bail!("--log-format must be text or json, not `{other}`"),
         };
         Ok(Self {
-            listen: args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir,
             database,
             session_store,
             lifetimes,
             issuer: args.issuer.or(file.issuer),
-            audience: args
-                .audience
-                .or(file.audience)
-                .unwrap_or_else(|| "tessera".into()),
+            audience: args.audience.or(file.audience).unwrap_or_else(|| "tessera".into()),
             allowed_origins,
-            insecure_cookies: args
-                .insecure_cookies
-                .or(file.insecure_cookies)
-                .unwrap_or(false),
+            insecure_cookies: args.insecure_cookies.or(file.insecure_cookies).unwrap_or(false),
             login_rate_limit: parse_rate(&rate).context("--login-rate-limit")?,
             body_limit: args.body_limit.or(file.body_limit).unwrap_or(16 * 1024),
             hash_params,
@@ -287,16 +245,12 @@ impl Settings {
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read config file {}", path.display()))?;
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
 fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
-    if let Some(path) = url
-        .strip_prefix("sqlite://")
-        .or_else(|| url.strip_prefix("sqlite:"))
-    {
+    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -305,10 +259,7 @@ fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
     if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("valkey://") {
         return Ok(StoreUrl::Redis(url.to_owned()));
     }
-    bail!(
-        "unsupported store URL `{}`: use sqlite://PATH, postgres://… or redis://…",
-        redact_url(url)
-    )
+    bail!("unsupported store URL `{}`: use sqlite://PATH, postgres://… or redis://…", redact_url(url))
 }
 
 /// A URL with any password replaced, for messages.
@@ -386,22 +337,13 @@ mod tests {
         let s = Settings::resolve(ServeArgs::default()).unwrap();
         assert_eq!(s.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(s.data_dir, PathBuf::from("./tessera-data"));
-        assert_eq!(
-            s.database,
-            StoreUrl::Sqlite(PathBuf::from("./tessera-data/tessera.db"))
-        );
+        assert_eq!(s.database, StoreUrl::Sqlite(PathBuf::from("./tessera-data/tessera.db")));
         assert_eq!(s.session_store, s.database);
         assert_eq!(s.lifetimes, Lifetimes::default());
         assert_eq!(s.audience, "tessera");
         assert!(!s.insecure_cookies);
         assert_eq!(s.body_limit, 16 * 1024);
-        assert_eq!(
-            s.login_rate_limit,
-            Some(Rate {
-                count: 30,
-                per: Duration::from_secs(60)
-            })
-        );
+        assert_eq!(s.login_rate_limit, Some(Rate { count: 30, per: Duration::from_secs(60) }));
     }
 
     #[test]
@@ -409,11 +351,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tessera.toml");
         std::fs::write(&path, "access_ttl = 3600\nrefresh_ttl = \"7d\"\naudience = \"file\"\nallowed_origins = [\"https://app.example\"]\n").unwrap();
-        let args = ServeArgs {
-            config: Some(path),
-            access_ttl: Some("90s".into()),
-            ..ServeArgs::default()
-        };
+        let args = ServeArgs { config: Some(path), access_ttl: Some("90s".into()), ..ServeArgs::default() };
         let s = Settings::resolve(args).unwrap();
         assert_eq!(s.lifetimes.access_ttl, Duration::from_secs(90));
         assert_eq!(s.lifetimes.refresh_ttl, Duration::from_secs(7 * 86_400));
@@ -426,60 +364,29 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tessera.toml");
         std::fs::write(&path, "acess_ttl = \"1h\"\n").unwrap();
-        let err = Settings::resolve(ServeArgs {
-            config: Some(path),
-            ..ServeArgs::default()
-        })
-        .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("unknown field `acess_ttl`"),
-            "{err:#}"
-        );
+        let err = Settings::resolve(ServeArgs { config: Some(path), ..ServeArgs::default() }).unwrap_err();
+        assert!(format!("{err:#}").contains("unknown field `acess_ttl`"), "{err:#}");
     }
 
     #[test]
     fn bad_values_name_the_setting() {
-        let err = Settings::resolve(ServeArgs {
-            access_ttl: Some("soon".into()),
-            ..ServeArgs::default()
-        })
-        .unwrap_err();
+        let err = Settings::resolve(ServeArgs { access_ttl: Some("soon".into()), ..ServeArgs::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("--access-ttl"), "{err:#}");
-        let err = Settings::resolve(ServeArgs {
-            database_url: Some("mysql://x".into()),
-            ..ServeArgs::default()
-        })
-        .unwrap_err();
-        assert!(
-            format!("{err:#}").contains("unsupported store URL"),
-            "{err:#}"
-        );
+        let err = Settings::resolve(ServeArgs { database_url: Some("mysql://x".into()), ..ServeArgs::default() })
+            .unwrap_err();
+        assert!(format!("{err:#}").contains("unsupported store URL"), "{err:#}");
     }
 
     #[test]
     fn rates_parse() {
-        assert_eq!(
-            parse_rate("5/s").unwrap(),
-            Some(Rate {
-                count: 5,
-                per: Duration::from_secs(1)
-            })
-        );
+        assert_eq!(parse_rate("5/s").unwrap(), Some(Rate { count: 5, per: Duration::from_secs(1) }));
         assert_eq!(parse_rate("off").unwrap(), None);
-        assert!(
-            parse_rate("0/s").is_err() && parse_rate("5").is_err() && parse_rate("5/week").is_err()
-        );
+        assert!(parse_rate("0/s").is_err() && parse_rate("5").is_err() && parse_rate("5/week").is_err());
     }
 
     #[test]
     fn passwords_in_urls_are_redacted() {
-        assert_eq!(
-            redact_url("postgres://app:s3cret@db:5432/tessera"),
-            "postgres://app:***@db:5432/tessera"
-        );
-        assert_eq!(
-            redact_url("redis://localhost:6379"),
-            "redis://localhost:6379"
-        );
+        assert_eq!(redact_url("postgres://app:s3cret@db:5432/tessera"), "postgres://app:***@db:5432/tessera");
+        assert_eq!(redact_url("redis://localhost:6379"), "redis://localhost:6379");
     }
 }

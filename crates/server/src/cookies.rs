@@ -34,19 +34,15 @@ impl CookiePolicy {
 
     fn header(&self, value: &str, max_age: u64) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let text = format!(
-            "{COOKIE_NAME}={value}; HttpOnly{secure}; SameSite=Strict; Path={COOKIE_PATH}; Max-Age={max_age}"
-        );
+        let text =
+            format!("{COOKIE_NAME}={value}; HttpOnly{secure}; SameSite=Strict; Path={COOKIE_PATH}; Max-Age={max_age}");
         // The token is base64url and the rest is ASCII, so this cannot fail.
         HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// The refresh token of the request's cookie, once the request passed the CSRF check.
     /// `Ok(None)` when there is no such cookie.
-    pub fn token_from_cookie<'h>(
-        &self,
-        headers: &'h HeaderMap,
-    ) -> Result<Option<&'h str>, AppError> {
+    pub fn token_from_cookie<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, AppError> {
         let Some(token) = cookie_value(headers, COOKIE_NAME) else {
             return Ok(None);
         };
@@ -59,30 +55,16 @@ impl CookiePolicy {
     /// sends must be this server's or an allowed one.
     fn check_csrf(&self, headers: &HeaderMap) -> Result<(), AppError> {
         let rejected = |why: &'static str| AppError::new(ErrorCode::CsrfRejected, why);
-        if headers
-            .get(CSRF_HEADER)
-            .is_none_or(|v| v.as_bytes() != CSRF_VALUE.as_bytes())
-        {
-            return Err(rejected(
-                "Cookie-authenticated requests must send X-Requested-With: tessera",
-            ));
+        if headers.get(CSRF_HEADER).is_none_or(|v| v.as_bytes() != CSRF_VALUE.as_bytes()) {
+            return Err(rejected("Cookie-authenticated requests must send X-Requested-With: tessera"));
         }
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
-        let origin = origin
-            .to_str()
-            .map_err(|_| rejected("Origin not allowed"))?
-            .trim_end_matches('/');
-        let same_origin = headers
-            .get(header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .is_some_and(|host| {
-                origin
-                    .strip_prefix("https://")
-                    .or_else(|| origin.strip_prefix("http://"))
-                    == Some(host)
-            });
+        let origin = origin.to_str().map_err(|_| rejected("Origin not allowed"))?.trim_end_matches('/');
+        let same_origin = headers.get(header::HOST).and_then(|h| h.to_str().ok()).is_some_and(|host| {
+            origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host)
+        });
         if same_origin || self.allowed_origins.iter().any(|o| o == origin) {
             Ok(())
         } else {
@@ -108,10 +90,7 @@ mod tests {
     use super::*;
 
     fn policy() -> CookiePolicy {
-        CookiePolicy {
-            secure: true,
-            allowed_origins: vec!["https://app.example".into()],
-        }
+        CookiePolicy { secure: true, allowed_origins: vec!["https://app.example".into()] }
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -126,30 +105,16 @@ mod tests {
     fn the_cookie_has_every_protective_attribute() {
         let now = Timestamp::from_millis(0);
         let value = policy().set("tok", Timestamp::from_millis(60_000), now);
-        assert_eq!(
-            value,
-            "tessera_refresh=tok; HttpOnly; Secure; SameSite=Strict; Path=/api/auth; Max-Age=60"
-        );
-        let dev = CookiePolicy {
-            secure: false,
-            allowed_origins: vec![],
-        };
+        assert_eq!(value, "tessera_refresh=tok; HttpOnly; Secure; SameSite=Strict; Path=/api/auth; Max-Age=60");
+        let dev = CookiePolicy { secure: false, allowed_origins: vec![] };
         assert!(!dev.clear().to_str().unwrap().contains("Secure"));
     }
 
     #[test]
     fn the_token_is_found_among_other_cookies() {
-        let h = headers(&[
-            ("cookie", "a=1; tessera_refresh=abc; b=2"),
-            ("x-requested-with", "tessera"),
-        ]);
+        let h = headers(&[("cookie", "a=1; tessera_refresh=abc; b=2"), ("x-requested-with", "tessera")]);
         assert_eq!(policy().token_from_cookie(&h).unwrap(), Some("abc"));
-        assert_eq!(
-            policy()
-                .token_from_cookie(&headers(&[("cookie", "a=1")]))
-                .unwrap(),
-            None
-        );
+        assert_eq!(policy().token_from_cookie(&headers(&[("cookie", "a=1")])).unwrap(), None);
     }
 
     #[test]
@@ -159,29 +124,16 @@ mod tests {
             assert_eq!(err.code, ErrorCode::CsrfRejected);
         };
         reject(&[("cookie", "tessera_refresh=abc")]);
-        reject(&[
-            ("cookie", "tessera_refresh=abc"),
-            ("x-requested-with", "XMLHttpRequest"),
-        ]);
+        reject(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "XMLHttpRequest")]);
         reject(&[
             ("cookie", "tessera_refresh=abc"),
             ("x-requested-with", "tessera"),
             ("origin", "https://evil.example"),
         ]);
-        reject(&[
-            ("cookie", "tessera_refresh=abc"),
-            ("x-requested-with", "tessera"),
-            ("origin", "null"),
-        ]);
+        reject(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera"), ("origin", "null")]);
 
-        let ok = |pairs: &[(&'static str, &'static str)]| {
-            assert!(policy().token_from_cookie(&headers(pairs)).is_ok())
-        };
-        ok(&[
-            ("cookie", "tessera_refresh=abc"),
-            ("x-requested-with", "tessera"),
-            ("origin", "https://app.example"),
-        ]);
+        let ok = |pairs: &[(&'static str, &'static str)]| assert!(policy().token_from_cookie(&headers(pairs)).is_ok());
+        ok(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera"), ("origin", "https://app.example")]);
         ok(&[
             ("cookie", "tessera_refresh=abc"),
             ("x-requested-with", "tessera"),

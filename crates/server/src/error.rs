@@ -31,12 +31,7 @@ pub struct InternalCause(pub Arc<anyhow::Error>);
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-            retry_after: None,
-            cause: None,
-        }
+        Self { code, message: message.into(), retry_after: None, cause: None }
     }
 
     pub fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
@@ -61,18 +56,12 @@ impl AppError {
     pub fn unavailable(cause: impl Into<anyhow::Error>) -> Self {
         Self {
             cause: Some(cause.into()),
-            ..Self::new(
-                ErrorCode::Unavailable,
-                "The service is temporarily unavailable; try again shortly",
-            )
+            ..Self::new(ErrorCode::Unavailable, "The service is temporarily unavailable; try again shortly")
         }
     }
 
     pub fn internal(cause: impl Into<anyhow::Error>) -> Self {
-        Self {
-            cause: Some(cause.into()),
-            ..Self::new(ErrorCode::Internal, "Internal server error")
-        }
+        Self { cause: Some(cause.into()), ..Self::new(ErrorCode::Internal, "Internal server error") }
     }
 }
 
@@ -81,13 +70,8 @@ impl From<AuthError> for AppError {
         match e {
             AuthError::InvalidEmail(why) => Self::new(ErrorCode::InvalidEmail, why),
             AuthError::WeakPassword(why) => Self::new(ErrorCode::WeakPassword, why),
-            AuthError::EmailTaken => Self::new(
-                ErrorCode::EmailTaken,
-                "An account with this email already exists",
-            ),
-            AuthError::InvalidCredentials => {
-                Self::new(ErrorCode::InvalidCredentials, "Invalid email or password")
-            }
+            AuthError::EmailTaken => Self::new(ErrorCode::EmailTaken, "An account with this email already exists"),
+            AuthError::InvalidCredentials => Self::new(ErrorCode::InvalidCredentials, "Invalid email or password"),
             AuthError::InvalidRefreshToken => Self::invalid_token(),
             AuthError::Unauthorized => Self::unauthorized(),
             AuthError::SessionNotFound => Self::new(ErrorCode::NotFound, "Session not found"),
@@ -100,13 +84,9 @@ impl From<AuthError> for AppError {
 
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = Envelope::<()>::err(ErrorBody {
-            code: self.code,
-            message: self.message.into_owned(),
-            request_id: None,
-        });
+        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body =
+            Envelope::<()>::err(ErrorBody { code: self.code, message: self.message.into_owned(), request_id: None });
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
@@ -114,19 +94,14 @@ impl IntoResponse for AppError {
                 ErrorCode::Unauthorized => r#"Bearer realm="tessera", error="invalid_token""#,
                 _ => r#"Bearer realm="tessera""#,
             };
-            headers.insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static(challenge),
-            );
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
         }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if let Some(cause) = self.cause {
             if self.code == ErrorCode::Internal {
-                response
-                    .extensions_mut()
-                    .insert(InternalCause(Arc::new(cause)));
+                response.extensions_mut().insert(InternalCause(Arc::new(cause)));
             } else {
                 tracing::warn!(code = ?self.code, error = format!("{cause:#}"), "request failed");
             }

@@ -30,9 +30,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         let bytes = read_body(req, state.body_limit()).await?;
         if bytes.is_empty() {
-            return Err(AppError::invalid_request(
-                "The request body is empty; send a JSON object",
-            ));
+            return Err(AppError::invalid_request("The request body is empty; send a JSON object"));
         }
         parse(&bytes).map(Self)
     }
@@ -43,10 +41,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
         let has_body = req.headers().contains_key(header::CONTENT_TYPE)
-            || req
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .is_some_and(|v| v.as_bytes() != b"0")
+            || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
             || req.headers().contains_key(header::TRANSFER_ENCODING);
         if !has_body {
             return Ok(Self(T::default()));
@@ -60,33 +55,18 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
 }
 
 fn is_json(headers: &HeaderMap) -> bool {
-    let Some(value) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
+    let Some(value) = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
         return false;
     };
-    let mime = value
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = value.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
 async fn read_body(req: Request, limit: usize) -> Result<Bytes, AppError> {
-    let too_large = || {
-        AppError::new(
-            ErrorCode::PayloadTooLarge,
-            format!("The request body is larger than {limit} bytes"),
-        )
-    };
-    let declared = req
-        .headers()
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let too_large =
+        || AppError::new(ErrorCode::PayloadTooLarge, format!("The request body is larger than {limit} bytes"));
+    let declared =
+        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
@@ -97,9 +77,7 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, AppError> {
         ));
     }
     // The body stream fails only by exceeding the limit or by the client going away.
-    axum::body::to_bytes(req.into_body(), limit)
-        .await
-        .map_err(|_| too_large())
+    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
@@ -117,9 +95,7 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         };
         AppError::invalid_request(message)
     })?;
-    de.end().map_err(|_| {
-        AppError::invalid_request("Invalid JSON body: trailing characters after the object")
-    })?;
+    de.end().map_err(|_| AppError::invalid_request("Invalid JSON body: trailing characters after the object"))?;
     Ok(value)
 }
 
@@ -131,11 +107,7 @@ impl FromRequestParts<AppState> for AuthUser {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
         let token = bearer_token(&parts.headers).ok_or_else(AppError::unauthorized)?;
-        state
-            .auth()
-            .authenticate(token, Timestamp::now())
-            .map(AuthUser)
-            .map_err(AppError::from)
+        state.auth().authenticate(token, Timestamp::now()).map(AuthUser).map_err(AppError::from)
     }
 }
 
@@ -154,15 +126,8 @@ impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let user_agent = parts
-            .headers
-            .get(header::USER_AGENT)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let ip = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
+        let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         Ok(Self(ClientInfo { user_agent, ip }))
     }
 }

@@ -63,11 +63,9 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(CatchPanicLayer::custom(
-            |_: Box<dyn std::any::Any + Send>| {
-                AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
-            },
-        ))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
+        }))
         .layer(axum::middleware::from_fn(middleware::request_context))
         .with_state(state)
 }
@@ -77,25 +75,16 @@ pub fn app(state: AppState) -> Router {
 async fn never_cache(mut response: Response) -> Response {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     response
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {
-    AppError::new(
-        ErrorCode::NotFound,
-        format!("No route for {method} {}", uri.path()),
-    )
+    AppError::new(ErrorCode::NotFound, format!("No route for {method} {}", uri.path()))
 }
 
 async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
-    AppError::new(
-        ErrorCode::MethodNotAllowed,
-        format!("{method} is not allowed on {}", uri.path()),
-    )
+    AppError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }
 
 /// Builds the service and the state from settings; `bound` is the address actually listened on.
@@ -110,46 +99,29 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Resu
     let (users, sessions) = open_stores(settings).await?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = PasswordHasher::start(settings.hash_params, threads, 64 * threads)?;
-    let issuer = settings
-        .issuer
-        .clone()
-        .unwrap_or_else(|| format!("http://{bound}"));
-    let access = AccessTokens::new(
-        keys,
-        issuer,
-        settings.audience.clone(),
-        settings.lifetimes.access_ttl,
-    );
+    let issuer = settings.issuer.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let access = AccessTokens::new(keys, issuer, settings.audience.clone(), settings.lifetimes.access_ttl);
     let auth = AuthService::new(users, sessions, access, refresh, hasher, settings.lifetimes);
-    let cookies = CookiePolicy {
-        secure: !settings.insecure_cookies,
-        allowed_origins: settings.allowed_origins.clone(),
-    };
+    let cookies =
+        CookiePolicy { secure: !settings.insecure_cookies, allowed_origins: settings.allowed_origins.clone() };
     let limiter = settings.login_rate_limit.map(RateLimiter::new);
     Ok(AppState::new(auth, cookies, limiter, settings.body_limit))
 }
 
-async fn open_stores(
-    settings: &Settings,
-) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
+async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
     match (&settings.database, &settings.session_store) {
         (StoreUrl::Sqlite(db), StoreUrl::Sqlite(sessions)) if db == sessions => {
-            let store =
-                tessera_store::sqlite::SqliteStore::open(db, settings.sqlite_synchronous_full)
-                    .await
-                    .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
+            let store = tessera_store::sqlite::SqliteStore::open(db, settings.sqlite_synchronous_full)
+                .await
+                .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
             let store = Arc::new(store);
             Ok((store.clone(), store))
         }
         (StoreUrl::Sqlite(_), StoreUrl::Sqlite(_)) => {
             bail!("users and sessions in two different SQLite files are not supported")
         }
-        (StoreUrl::Postgres(url) | StoreUrl::Redis(url), _)
-        | (_, StoreUrl::Postgres(url) | StoreUrl::Redis(url)) => {
-            bail!(
-                "the store {} is not supported by this build yet",
-                redact_url(url)
-            )
+        (StoreUrl::Postgres(url) | StoreUrl::Redis(url), _) | (_, StoreUrl::Postgres(url) | StoreUrl::Redis(url)) => {
+            bail!("the store {} is not supported by this build yet", redact_url(url))
         }
     }
 }
@@ -164,23 +136,15 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 }
 
 /// Runs the server until `shutdown` resolves, then finishes in-flight requests.
-pub async fn serve(
-    settings: Settings,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let listener =
+        TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
     let state = build_state(&settings, bound).await?;
-    let background =
-        spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
+    let background = spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
     tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("server failed")?;
+    axum::serve(listener, service).with_graceful_shutdown(shutdown).await.context("server failed")?;
     background.abort();
     tracing::info!("stopped");
     Ok(())
@@ -259,9 +223,6 @@ fn reload_keys(state: &AppState, key_dir: &KeyDir, known: &mut Vec<String>) {
             state.auth().access_tokens().replace_keys(keys);
             *known = files;
         }
-        Err(e) => tracing::warn!(
-            error = format!("{e:#}"),
-            "could not reload signing keys; keeping the current ones"
-        ),
+        Err(e) => tracing::warn!(error = format!("{e:#}"), "could not reload signing keys; keeping the current ones"),
     }
 }

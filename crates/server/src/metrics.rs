@@ -26,8 +26,7 @@ pub const AUDIT_EVENTS: [&str; 7] = [
     "session_revoked",
 ];
 
-static AUDIT_COUNTS: [AtomicU64; AUDIT_EVENTS.len()] =
-    [const { AtomicU64::new(0) }; AUDIT_EVENTS.len()];
+static AUDIT_COUNTS: [AtomicU64; AUDIT_EVENTS.len()] = [const { AtomicU64::new(0) }; AUDIT_EVENTS.len()];
 /// Responses by status class: 1xx … 5xx.
 static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
@@ -64,52 +63,24 @@ impl Visit for AuditVisitor {
 
 pub async fn render(State(state): State<AppState>) -> Response {
     let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP tessera_http_responses_total HTTP responses by status class."
-    );
+    let _ = writeln!(out, "# HELP tessera_http_responses_total HTTP responses by status class.");
     let _ = writeln!(out, "# TYPE tessera_http_responses_total counter");
     for (i, counter) in RESPONSES.iter().enumerate() {
-        let _ = writeln!(
-            out,
-            "tessera_http_responses_total{{class=\"{}xx\"}} {}",
-            i + 1,
-            counter.load(Ordering::Relaxed)
-        );
+        let _ =
+            writeln!(out, "tessera_http_responses_total{{class=\"{}xx\"}} {}", i + 1, counter.load(Ordering::Relaxed));
     }
-    let _ = writeln!(
-        out,
-        "# HELP tessera_audit_events_total Audit events by kind."
-    );
+    let _ = writeln!(out, "# HELP tessera_audit_events_total Audit events by kind.");
     let _ = writeln!(out, "# TYPE tessera_audit_events_total counter");
     for (name, counter) in AUDIT_EVENTS.iter().zip(&AUDIT_COUNTS) {
-        let _ = writeln!(
-            out,
-            "tessera_audit_events_total{{event=\"{name}\"}} {}",
-            counter.load(Ordering::Relaxed)
-        );
+        let _ = writeln!(out, "tessera_audit_events_total{{event=\"{name}\"}} {}", counter.load(Ordering::Relaxed));
     }
-    let _ = writeln!(
-        out,
-        "# HELP tessera_revoked_sessions Ended sessions whose access tokens may still be alive."
-    );
+    let _ = writeln!(out, "# HELP tessera_revoked_sessions Ended sessions whose access tokens may still be alive.");
     let _ = writeln!(out, "# TYPE tessera_revoked_sessions gauge");
-    let _ = writeln!(
-        out,
-        "tessera_revoked_sessions {}",
-        state.auth().revoked().len()
-    );
+    let _ = writeln!(out, "tessera_revoked_sessions {}", state.auth().revoked().len());
     let _ = writeln!(out, "# HELP tessera_signing_keys Signing keys loaded.");
     let _ = writeln!(out, "# TYPE tessera_signing_keys gauge");
-    let _ = writeln!(
-        out,
-        "tessera_signing_keys {}",
-        state.auth().access_tokens().keys().kids().len()
-    );
+    let _ = writeln!(out, "tessera_signing_keys {}", state.auth().access_tokens().keys().kids().len());
     let mut response = out.into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4"),
-    );
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
 }

@@ -17,7 +17,8 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
     if let Ok(value) = HeaderValue::try_from(&request_id) {
         req.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
-    let span = tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
     let started = std::time::Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
     let _entered = span.enter();
@@ -45,16 +46,11 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
 /// A client's own request id, if it is short and plain enough to put in a log line.
 fn incoming_id(req: &Request) -> Option<String> {
     let id = req.headers().get(REQUEST_ID_HEADER)?.to_str().ok()?;
-    let plain = !id.is_empty()
-        && id.len() <= 64
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+    let plain =
+        !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
     plain.then(|| id.to_owned())
 }
 
 fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(tessera_core::random::bytes())
-        .into_uuid()
-        .to_string()
+    uuid::Builder::from_random_bytes(tessera_core::random::bytes()).into_uuid().to_string()
 }

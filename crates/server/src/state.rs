@@ -24,12 +24,7 @@ impl AppState {
         login_limiter: Option<RateLimiter>,
         body_limit: usize,
     ) -> Self {
-        Self(Arc::new(Inner {
-            auth,
-            cookies,
-            login_limiter,
-            body_limit,
-        }))
+        Self(Arc::new(Inner { auth, cookies, login_limiter, body_limit }))
     }
 
     pub fn auth(&self) -> &AuthService {

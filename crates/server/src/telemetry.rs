@@ -17,17 +17,10 @@ use crate::metrics::AuditCounter;
 
 pub fn init(format: LogFormat) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer()
-        .with_writer(std::io::stdout)
-        .with_ansi(std::io::stdout().is_terminal());
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout).with_ansi(std::io::stdout().is_terminal());
     let fmt = match format {
         LogFormat::Text => fmt.boxed(),
-        LogFormat::Json => fmt
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_span_list(false)
-            .boxed(),
+        LogFormat::Json => fmt.json().flatten_event(true).with_current_span(true).with_span_list(false).boxed(),
     };
     // Audit events are counted whatever the log filter lets through; the counter's own filter
     // keeps every other callsite (sqlx logs each query at debug) off the hot path.

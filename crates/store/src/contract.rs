@@ -85,10 +85,7 @@ fn session(user_id: UserId) -> Session {
 }
 
 async fn stored(s: &Stores, session: Session) -> Session {
-    s.sessions
-        .create_session(&session)
-        .await
-        .expect("create session");
+    s.sessions.create_session(&session).await.expect("create session");
     session
 }
 
@@ -96,67 +93,35 @@ pub async fn users_are_found_by_id_and_by_email_key(s: &Stores) {
     let ada = user("Ada@Example.com");
     s.users.create_user(&ada).await.expect("create user");
     assert_eq!(s.users.find_user(ada.id).await.unwrap(), Some(ada.clone()));
-    assert_eq!(
-        s.users.find_user_by_email("ada@example.com").await.unwrap(),
-        Some(ada)
-    );
-    assert_eq!(
-        s.users.find_user_by_email("Ada@Example.com").await.unwrap(),
-        None,
-        "lookup is by the exact key"
-    );
+    assert_eq!(s.users.find_user_by_email("ada@example.com").await.unwrap(), Some(ada));
+    assert_eq!(s.users.find_user_by_email("Ada@Example.com").await.unwrap(), None, "lookup is by the exact key");
     assert_eq!(s.users.find_user(UserId::generate()).await.unwrap(), None);
 }
 
 pub async fn a_taken_email_key_is_refused(s: &Stores) {
     s.users.create_user(&user("bob@example.com")).await.unwrap();
-    let err = s
-        .users
-        .create_user(&user("BOB@example.com"))
-        .await
-        .unwrap_err();
+    let err = s.users.create_user(&user("BOB@example.com")).await.unwrap_err();
     assert!(matches!(err, StoreError::EmailTaken), "{err:?}");
 }
 
 pub async fn sessions_round_trip(s: &Stores) {
     let created = stored(s, session(UserId::generate())).await;
-    assert_eq!(
-        s.sessions.get_session(created.id).await.unwrap(),
-        Some(created)
-    );
-    assert_eq!(
-        s.sessions.get_session(SessionId::generate()).await.unwrap(),
-        None
-    );
+    assert_eq!(s.sessions.get_session(created.id).await.unwrap(), Some(created));
+    assert_eq!(s.sessions.get_session(SessionId::generate()).await.unwrap(), None);
 }
 
 pub async fn rotate_moves_to_the_next_generation_and_renews_expiry(s: &Stores) {
     let before = stored(s, session(UserId::generate())).await;
-    let rotated = s
-        .sessions
-        .rotate(before.id, 0, t(60), t(60 + 3600))
-        .await
-        .unwrap();
-    let expected = Session {
-        generation: 1,
-        last_used_at: t(60),
-        expires_at: t(3660),
-        ..before.clone()
-    };
+    let rotated = s.sessions.rotate(before.id, 0, t(60), t(60 + 3600)).await.unwrap();
+    let expected = Session { generation: 1, last_used_at: t(60), expires_at: t(3660), ..before.clone() };
     assert_eq!(rotated, Rotation::Rotated(expected.clone()));
-    assert_eq!(
-        s.sessions.get_session(before.id).await.unwrap(),
-        Some(expected)
-    );
+    assert_eq!(s.sessions.get_session(before.id).await.unwrap(), Some(expected));
 }
 
 pub async fn rotate_never_extends_past_the_absolute_lifetime(s: &Stores) {
     let before = stored(s, session(UserId::generate())).await;
-    let Rotation::Rotated(after) = s
-        .sessions
-        .rotate(before.id, 0, t(3000), t(3000).saturating_add(2 * HOUR))
-        .await
-        .unwrap()
+    let Rotation::Rotated(after) =
+        s.sessions.rotate(before.id, 0, t(3000), t(3000).saturating_add(2 * HOUR)).await.unwrap()
     else {
         panic!("should rotate");
     };
@@ -165,60 +130,28 @@ pub async fn rotate_never_extends_past_the_absolute_lifetime(s: &Stores) {
 
 pub async fn rotate_of_a_stale_generation_changes_nothing(s: &Stores) {
     let before = stored(s, session(UserId::generate())).await;
-    let Rotation::Rotated(current) = s
-        .sessions
-        .rotate(before.id, 0, t(10), t(3610))
-        .await
-        .unwrap()
-    else {
+    let Rotation::Rotated(current) = s.sessions.rotate(before.id, 0, t(10), t(3610)).await.unwrap() else {
         panic!("should rotate");
     };
     for stale in [0, 2, 99] {
-        let again = s
-            .sessions
-            .rotate(before.id, stale, t(20), t(3620))
-            .await
-            .unwrap();
-        assert_eq!(
-            again,
-            Rotation::Stale(Some(current.clone())),
-            "generation {stale}"
-        );
+        let again = s.sessions.rotate(before.id, stale, t(20), t(3620)).await.unwrap();
+        assert_eq!(again, Rotation::Stale(Some(current.clone())), "generation {stale}");
     }
 }
 
 pub async fn rotate_refuses_ended_expired_and_unknown_sessions(s: &Stores) {
     let ended = stored(s, session(UserId::generate())).await;
     assert!(s.sessions.end_session(ended.id, t(5)).await.unwrap());
-    let Rotation::Stale(Some(seen)) = s
-        .sessions
-        .rotate(ended.id, 0, t(10), t(3610))
-        .await
-        .unwrap()
-    else {
+    let Rotation::Stale(Some(seen)) = s.sessions.rotate(ended.id, 0, t(10), t(3610)).await.unwrap() else {
         panic!("an ended session must not rotate");
     };
     assert_eq!((seen.generation, seen.ended_at), (0, Some(t(5))));
 
     let expired = stored(s, session(UserId::generate())).await;
-    let at_expiry = s
-        .sessions
-        .rotate(expired.id, 0, t(3600), t(7200))
-        .await
-        .unwrap();
-    assert_eq!(
-        at_expiry,
-        Rotation::Stale(Some(expired)),
-        "expires_at is exclusive"
-    );
+    let at_expiry = s.sessions.rotate(expired.id, 0, t(3600), t(7200)).await.unwrap();
+    assert_eq!(at_expiry, Rotation::Stale(Some(expired)), "expires_at is exclusive");
 
-    assert_eq!(
-        s.sessions
-            .rotate(SessionId::generate(), 0, t(1), t(3601))
-            .await
-            .unwrap(),
-        Rotation::Stale(None)
-    );
+    assert_eq!(s.sessions.rotate(SessionId::generate(), 0, t(1), t(3601)).await.unwrap(), Rotation::Stale(None));
 }
 
 pub async fn concurrent_rotations_of_one_generation_rotate_once(s: &Stores) {
@@ -226,47 +159,20 @@ pub async fn concurrent_rotations_of_one_generation_rotate_once(s: &Stores) {
     let mut racers = tokio::task::JoinSet::new();
     for i in 0..32 {
         let sessions = s.sessions.clone();
-        racers.spawn(async move {
-            sessions
-                .rotate(before.id, 0, t(10 + i), t(3610))
-                .await
-                .expect("rotate")
-        });
+        racers.spawn(async move { sessions.rotate(before.id, 0, t(10 + i), t(3610)).await.expect("rotate") });
     }
     let outcomes = racers.join_all().await;
-    let winners = outcomes
-        .iter()
-        .filter(|o| matches!(o, Rotation::Rotated(_)))
-        .count();
+    let winners = outcomes.iter().filter(|o| matches!(o, Rotation::Rotated(_))).count();
     assert_eq!(winners, 1, "{outcomes:?}");
-    assert_eq!(
-        s.sessions
-            .get_session(before.id)
-            .await
-            .unwrap()
-            .map(|s| s.generation),
-        Some(1)
-    );
+    assert_eq!(s.sessions.get_session(before.id).await.unwrap().map(|s| s.generation), Some(1));
 }
 
 pub async fn end_session_ends_once(s: &Stores) {
     let live = stored(s, session(UserId::generate())).await;
     assert!(s.sessions.end_session(live.id, t(30)).await.unwrap());
     assert!(!s.sessions.end_session(live.id, t(40)).await.unwrap());
-    assert_eq!(
-        s.sessions
-            .get_session(live.id)
-            .await
-            .unwrap()
-            .and_then(|s| s.ended_at),
-        Some(t(30))
-    );
-    assert!(
-        !s.sessions
-            .end_session(SessionId::generate(), t(40))
-            .await
-            .unwrap()
-    );
+    assert_eq!(s.sessions.get_session(live.id).await.unwrap().and_then(|s| s.ended_at), Some(t(30)));
+    assert!(!s.sessions.end_session(SessionId::generate(), t(40)).await.unwrap());
 }
 
 pub async fn end_user_sessions_ends_only_that_users_active_sessions(s: &Stores) {
@@ -282,52 +188,18 @@ pub async fn end_user_sessions_ends_only_that_users_active_sessions(s: &Stores) 
     let mut expected = vec![a1.id, a2.id];
     expected.sort();
     assert_eq!(ended, expected);
-    assert_eq!(
-        s.sessions
-            .get_session(a_ended.id)
-            .await
-            .unwrap()
-            .and_then(|s| s.ended_at),
-        Some(t(1))
-    );
-    assert_eq!(
-        s.sessions
-            .get_session(b1.id)
-            .await
-            .unwrap()
-            .and_then(|s| s.ended_at),
-        None
-    );
-    assert!(
-        s.sessions
-            .end_user_sessions(ada, t(11))
-            .await
-            .unwrap()
-            .is_empty()
-    );
+    assert_eq!(s.sessions.get_session(a_ended.id).await.unwrap().and_then(|s| s.ended_at), Some(t(1)));
+    assert_eq!(s.sessions.get_session(b1.id).await.unwrap().and_then(|s| s.ended_at), None);
+    assert!(s.sessions.end_user_sessions(ada, t(11)).await.unwrap().is_empty());
 }
 
 pub async fn list_sessions_shows_active_sessions_oldest_first(s: &Stores) {
     let ada = UserId::generate();
-    let newer = stored(
-        s,
-        Session {
-            created_at: t(5),
-            ..session(ada)
-        },
-    )
-    .await;
+    let newer = stored(s, Session { created_at: t(5), ..session(ada) }).await;
     let older = stored(s, session(ada)).await;
     let ended = stored(s, session(ada)).await;
     s.sessions.end_session(ended.id, t(6)).await.unwrap();
-    stored(
-        s,
-        Session {
-            expires_at: t(8),
-            ..session(ada)
-        },
-    )
-    .await;
+    stored(s, Session { expires_at: t(8), ..session(ada) }).await;
     stored(s, session(UserId::generate())).await;
 
     let listed = s.sessions.list_sessions(ada, t(10)).await.unwrap();
@@ -345,42 +217,23 @@ pub async fn ended_since_reports_ends_at_or_after_the_cursor(s: &Stores) {
     let mut all = s.sessions.ended_since(t(10)).await.unwrap();
     all.sort_by_key(|(_, at)| *at);
     assert_eq!(all, vec![(early.id, t(10)), (late.id, t(20))]);
-    assert_eq!(
-        s.sessions.ended_since(t(11)).await.unwrap(),
-        vec![(late.id, t(20))]
-    );
+    assert_eq!(s.sessions.ended_since(t(11)).await.unwrap(), vec![(late.id, t(20))]);
     assert!(s.sessions.ended_since(t(21)).await.unwrap().is_empty());
 }
 
 pub async fn purge_deletes_only_dead_sessions(s: &Stores) {
     let user_id = UserId::generate();
     let live = stored(s, session(user_id)).await;
-    let expired = stored(
-        s,
-        Session {
-            expires_at: t(100),
-            ..session(user_id)
-        },
-    )
-    .await;
+    let expired = stored(s, Session { expires_at: t(100), ..session(user_id) }).await;
     let ended = stored(s, session(user_id)).await;
     s.sessions.end_session(ended.id, t(50)).await.unwrap();
     let recently_ended = stored(s, session(user_id)).await;
-    s.sessions
-        .end_session(recently_ended.id, t(500))
-        .await
-        .unwrap();
+    s.sessions.end_session(recently_ended.id, t(500)).await.unwrap();
 
     let purged = s.sessions.purge(t(200), t(200)).await.unwrap();
     assert_eq!(purged, 2);
     assert!(s.sessions.get_session(live.id).await.unwrap().is_some());
-    assert!(
-        s.sessions
-            .get_session(recently_ended.id)
-            .await
-            .unwrap()
-            .is_some()
-    );
+    assert!(s.sessions.get_session(recently_ended.id).await.unwrap().is_some());
     assert!(s.sessions.get_session(expired.id).await.unwrap().is_none());
     assert!(s.sessions.get_session(ended.id).await.unwrap().is_none());
 }

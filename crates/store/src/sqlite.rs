@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-    SqliteSynchronous,
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
 use tessera_core::account::User;
@@ -47,7 +46,8 @@ CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 "#];
 
-const SESSION_COLUMNS: &str = "id, user_id, generation, created_at, last_used_at, expires_at, absolute_expires_at, ended_at, user_agent, ip";
+const SESSION_COLUMNS: &str =
+    "id, user_id, generation, created_at, last_used_at, expires_at, absolute_expires_at, ended_at, user_agent, ip";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -63,11 +63,7 @@ impl SqliteStore {
             .filename(path)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if synchronous_full {
-                SqliteSynchronous::Full
-            } else {
-                SqliteSynchronous::Normal
-            })
+            .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
             .busy_timeout(Duration::from_secs(5))
             .pragma("temp_store", "memory")
             .statement_cache_capacity(64);
@@ -94,10 +90,7 @@ impl SqliteStore {
 
     /// Opens the store from a `sqlite://PATH` URL or a plain path.
     pub async fn open_url(url: &str, synchronous_full: bool) -> StoreResult<Self> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .unwrap_or(url);
+        let path = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")).unwrap_or(url);
         let path = path.split('?').next().unwrap_or(path);
         Self::open(Path::new(path), synchronous_full).await
     }
@@ -120,10 +113,7 @@ fn restrict_permissions(path: &Path) {
 }
 
 async fn migrate(conn: &mut SqliteConnection) -> StoreResult<()> {
-    let version: i64 = sqlx::query_scalar("PRAGMA user_version")
-        .fetch_one(&mut *conn)
-        .await
-        .map_err(classify)?;
+    let version: i64 = sqlx::query_scalar("PRAGMA user_version").fetch_one(&mut *conn).await.map_err(classify)?;
     let applied = usize::try_from(version).unwrap_or(usize::MAX);
     if applied > MIGRATIONS.len() {
         return Err(StoreError::other(format!(
@@ -132,17 +122,9 @@ async fn migrate(conn: &mut SqliteConnection) -> StoreResult<()> {
         )));
     }
     for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        let mut tx = sqlx::Connection::begin(&mut *conn)
-            .await
-            .map_err(classify)?;
-        sqlx::raw_sql(sql)
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
-        sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1))
-            .execute(&mut *tx)
-            .await
-            .map_err(classify)?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await.map_err(classify)?;
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(classify)?;
+        sqlx::raw_sql(&format!("PRAGMA user_version = {}", i + 1)).execute(&mut *tx).await.map_err(classify)?;
         tx.commit().await.map_err(classify)?;
         tracing::info!(version = i + 1, "applied SQLite migration");
     }
@@ -152,10 +134,9 @@ async fn migrate(conn: &mut SqliteConnection) -> StoreResult<()> {
 fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::EmailTaken,
-        sqlx::Error::Io(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed
-        | sqlx::Error::WorkerCrashed => StoreError::unavailable(e),
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
+            StoreError::unavailable(e)
+        }
         // SQLITE_BUSY, SQLITE_FULL, SQLITE_CANTOPEN: may pass.
         sqlx::Error::Database(d) if matches!(d.code().as_deref(), Some("5" | "13" | "14")) => {
             StoreError::unavailable(e)
@@ -165,9 +146,7 @@ fn classify(e: sqlx::Error) -> StoreError {
 }
 
 fn uuid_bytes(bytes: &[u8]) -> Result<[u8; 16], StoreError> {
-    bytes
-        .try_into()
-        .map_err(|_| StoreError::other("stored id is not 16 bytes"))
+    bytes.try_into().map_err(|_| StoreError::other("stored id is not 16 bytes"))
 }
 
 fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
@@ -181,24 +160,16 @@ fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
 }
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
-    let millis = |col: &str| {
-        row.try_get::<i64, _>(col)
-            .map(Timestamp::from_millis)
-            .map_err(classify)
-    };
+    let millis = |col: &str| row.try_get::<i64, _>(col).map(Timestamp::from_millis).map_err(classify);
     Ok(Session {
         id: SessionId::from_bytes(uuid_bytes(row.try_get("id").map_err(classify)?)?),
         user_id: UserId::from_bytes(uuid_bytes(row.try_get("user_id").map_err(classify)?)?),
-        generation: u64::try_from(row.try_get::<i64, _>("generation").map_err(classify)?)
-            .map_err(StoreError::other)?,
+        generation: u64::try_from(row.try_get::<i64, _>("generation").map_err(classify)?).map_err(StoreError::other)?,
         created_at: millis("created_at")?,
         last_used_at: millis("last_used_at")?,
         expires_at: millis("expires_at")?,
         absolute_expires_at: millis("absolute_expires_at")?,
-        ended_at: row
-            .try_get::<Option<i64>, _>("ended_at")
-            .map_err(classify)?
-            .map(Timestamp::from_millis),
+        ended_at: row.try_get::<Option<i64>, _>("ended_at").map_err(classify)?.map(Timestamp::from_millis),
         user_agent: row.try_get("user_agent").map_err(classify)?,
         ip: row.try_get("ip").map_err(classify)?,
     })
@@ -242,10 +213,7 @@ impl UserStore for SqliteStore {
     }
 
     async fn ping(&self) -> StoreResult<()> {
-        sqlx::query("SELECT 1")
-            .execute(&self.readers)
-            .await
-            .map_err(classify)?;
+        sqlx::query("SELECT 1").execute(&self.readers).await.map_err(classify)?;
         Ok(())
     }
 }
@@ -253,36 +221,32 @@ impl UserStore for SqliteStore {
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create_session(&self, s: &Session) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(&s.id.as_bytes()[..])
-        .bind(&s.user_id.as_bytes()[..])
-        .bind(generation(s.generation)?)
-        .bind(s.created_at.as_millis())
-        .bind(s.last_used_at.as_millis())
-        .bind(s.expires_at.as_millis())
-        .bind(s.absolute_expires_at.as_millis())
-        .bind(s.ended_at.map(Timestamp::as_millis))
-        .bind(&s.user_agent)
-        .bind(&s.ip)
-        .execute(&self.writer)
-        .await
-        .map_err(|e| match classify(e) {
-            StoreError::EmailTaken => StoreError::other("session id collision"),
-            other => other,
-        })?;
+        sqlx::query(&format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"))
+            .bind(&s.id.as_bytes()[..])
+            .bind(&s.user_id.as_bytes()[..])
+            .bind(generation(s.generation)?)
+            .bind(s.created_at.as_millis())
+            .bind(s.last_used_at.as_millis())
+            .bind(s.expires_at.as_millis())
+            .bind(s.absolute_expires_at.as_millis())
+            .bind(s.ended_at.map(Timestamp::as_millis))
+            .bind(&s.user_agent)
+            .bind(&s.ip)
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match classify(e) {
+                StoreError::EmailTaken => StoreError::other("session id collision"),
+                other => other,
+            })?;
         Ok(())
     }
 
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"
-        ))
-        .bind(&id.as_bytes()[..])
-        .fetch_optional(&self.readers)
-        .await
-        .map_err(classify)?;
+        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
+            .bind(&id.as_bytes()[..])
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(classify)?;
         row.as_ref().map(session_from_row).transpose()
     }
 
@@ -311,34 +275,23 @@ impl SessionStore for SqliteStore {
     }
 
     async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
-        let done =
-            sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
-                .bind(now.as_millis())
-                .bind(&id.as_bytes()[..])
-                .execute(&self.writer)
-                .await
-                .map_err(classify)?;
+        let done = sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
+            .bind(now.as_millis())
+            .bind(&id.as_bytes()[..])
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
         Ok(done.rows_affected() > 0)
     }
 
-    async fn end_user_sessions(
-        &self,
-        user_id: UserId,
-        now: Timestamp,
-    ) -> StoreResult<Vec<SessionId>> {
+    async fn end_user_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<SessionId>> {
         let rows = sqlx::query("UPDATE sessions SET ended_at = ?1 WHERE user_id = ?2 AND ended_at IS NULL AND expires_at > ?1 RETURNING id")
             .bind(now.as_millis())
             .bind(&user_id.as_bytes()[..])
             .fetch_all(&self.writer)
             .await
             .map_err(classify)?;
-        rows.iter()
-            .map(|r| {
-                Ok(SessionId::from_bytes(uuid_bytes(
-                    r.try_get("id").map_err(classify)?,
-                )?))
-            })
-            .collect()
+        rows.iter().map(|r| Ok(SessionId::from_bytes(uuid_bytes(r.try_get("id").map_err(classify)?)?))).collect()
     }
 
     async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
@@ -362,10 +315,7 @@ impl SessionStore for SqliteStore {
         rows.iter()
             .map(|r| {
                 let id = SessionId::from_bytes(uuid_bytes(r.try_get("id").map_err(classify)?)?);
-                Ok((
-                    id,
-                    Timestamp::from_millis(r.try_get("ended_at").map_err(classify)?),
-                ))
+                Ok((id, Timestamp::from_millis(r.try_get("ended_at").map_err(classify)?)))
             })
             .collect()
     }

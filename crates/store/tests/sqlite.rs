@@ -7,16 +7,8 @@ use tessera_store::sqlite::SqliteStore;
 
 async fn fresh_sqlite() -> Stores {
     let dir = tempfile::tempdir().expect("temp dir");
-    let store = Arc::new(
-        SqliteStore::open(&dir.path().join("tessera.db"), false)
-            .await
-            .expect("open SQLite"),
-    );
-    Stores {
-        users: store.clone(),
-        sessions: store,
-        guard: Box::new(dir),
-    }
+    let store = Arc::new(SqliteStore::open(&dir.path().join("tessera.db"), false).await.expect("open SQLite"));
+    Stores { users: store.clone(), sessions: store, guard: Box::new(dir) }
 }
 
 tessera_store::store_contract_tests!(fresh_sqlite);
@@ -33,12 +25,7 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
         password_hash: "h".into(),
         created_at: tessera_core::Timestamp::from_millis(1),
     };
-    SqliteStore::open(&path, false)
-        .await
-        .unwrap()
-        .create_user(&user)
-        .await
-        .unwrap();
+    SqliteStore::open(&path, false).await.unwrap().create_user(&user).await.unwrap();
     let reopened = SqliteStore::open(&path, false).await.unwrap();
     assert_eq!(reopened.find_user(user.id).await.unwrap(), Some(user));
 }

@@ -44,12 +44,7 @@ enum KeysCommand {
         #[arg(long, value_name = "DURATION")]
         activate_in: Option<String>,
         /// The access-token lifetime the server runs with: how long a replaced key stays published.
-        #[arg(
-            long,
-            env = "TESSERA_ACCESS_TTL",
-            default_value = "15m",
-            value_name = "DURATION"
-        )]
+        #[arg(long, env = "TESSERA_ACCESS_TTL", default_value = "15m", value_name = "DURATION")]
         access_ttl: String,
     },
 }
@@ -58,14 +53,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Keys {
-            command:
-                KeysCommand::Rotate {
-                    data_dir,
-                    activate_in,
-                    access_ttl,
-                },
-        } => rotate_keys(&data_dir, activate_in, &access_ttl),
+        Command::Keys { command: KeysCommand::Rotate { data_dir, activate_in, access_ttl } } => {
+            rotate_keys(&data_dir, activate_in, &access_ttl)
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -82,34 +72,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for name in tessera_server::config::unknown_variables() {
         tracing::warn!(variable = %name, "unknown TESSERA_* variable ignored; check its spelling");
     }
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(tessera_server::serve(
-        settings,
-        tessera_server::shutdown_signal(),
-    ))
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(tessera_server::serve(settings, tessera_server::shutdown_signal()))
 }
 
-fn rotate_keys(
-    data_dir: &std::path::Path,
-    activate_in: Option<String>,
-    access_ttl: &str,
-) -> anyhow::Result<()> {
-    let delay = activate_in
-        .as_deref()
-        .map(parse_duration)
-        .transpose()?
-        .unwrap_or(JWKS_MAX_AGE);
+fn rotate_keys(data_dir: &std::path::Path, activate_in: Option<String>, access_ttl: &str) -> anyhow::Result<()> {
+    let delay = activate_in.as_deref().map(parse_duration).transpose()?.unwrap_or(JWKS_MAX_AGE);
     let retention = parse_duration(access_ttl)? + Duration::from_secs(60);
     let keys = KeyDir::new(data_dir.join("keys"));
     let now = Timestamp::now();
     keys.init(now)?;
     let kid = keys.add_key(now, now.saturating_add(delay))?;
-    println!(
-        "new signing key {kid}: published now, signs from {}",
-        now.saturating_add(delay).to_rfc3339()
-    );
+    println!("new signing key {kid}: published now, signs from {}", now.saturating_add(delay).to_rfc3339());
     for old in keys.prune(now, retention)? {
         println!("removed retired key {old}");
     }

@@ -6,9 +6,8 @@ use axum::response::{IntoResponse, Response};
 use tessera_core::Timestamp;
 use tessera_core::service::{Issued, Profile};
 use tessera_proto::{
-    ErrorCode, LoginRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, MeResponse,
-    RefreshRequest, RefreshTransport, RegisterRequest, RegisterResponse, Secret, TokenResponse,
-    UserView,
+    ErrorCode, LoginRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, MeResponse, RefreshRequest,
+    RefreshTransport, RegisterRequest, RegisterResponse, Secret, TokenResponse, UserView,
 };
 
 use super::{created, ok};
@@ -17,24 +16,16 @@ use crate::extract::{ApiJson, AuthUser, ClientMeta, OptionalJson};
 use crate::state::AppState;
 
 pub fn user_view(p: &Profile) -> UserView {
-    UserView {
-        id: p.id.to_string(),
-        email: p.email.clone(),
-        created_at: p.created_at.to_rfc3339(),
-    }
+    UserView { id: p.id.to_string(), email: p.email.clone(), created_at: p.created_at.to_rfc3339() }
 }
 
 /// Rejects the attempt when the client's IP has used up its login budget.
 fn check_rate(state: &AppState, client: &ClientMeta) -> Result<(), AppError> {
-    let (Some(limiter), Some(ip)) = (
-        state.login_limiter(),
-        client.0.ip.as_deref().and_then(|ip| ip.parse().ok()),
-    ) else {
+    let (Some(limiter), Some(ip)) = (state.login_limiter(), client.0.ip.as_deref().and_then(|ip| ip.parse().ok()))
+    else {
         return Ok(());
     };
-    limiter
-        .check(ip, std::time::Instant::now())
-        .map_err(AppError::rate_limited)
+    limiter.check(ip, std::time::Instant::now()).map_err(AppError::rate_limited)
 }
 
 pub async fn register(
@@ -43,13 +34,8 @@ pub async fn register(
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Response, AppError> {
     check_rate(&state, &client)?;
-    let profile = state
-        .auth()
-        .register(&req.email, req.password.expose(), Timestamp::now())
-        .await?;
-    Ok(created(RegisterResponse {
-        user: user_view(&profile),
-    }))
+    let profile = state.auth().register(&req.email, req.password.expose(), Timestamp::now()).await?;
+    Ok(created(RegisterResponse { user: user_view(&profile) }))
 }
 
 pub async fn login(
@@ -59,18 +45,9 @@ pub async fn login(
 ) -> Result<Response, AppError> {
     check_rate(&state, &client)?;
     let now = Timestamp::now();
-    let issued = state
-        .auth()
-        .login(&req.email, req.password.expose(), client.0, now)
-        .await?;
+    let issued = state.auth().login(&req.email, req.password.expose(), client.0, now).await?;
     let user = user_view(&issued.user);
-    Ok(token_response(
-        &state,
-        issued,
-        req.refresh_transport.unwrap_or_default(),
-        Some(user),
-        now,
-    ))
+    Ok(token_response(&state, issued, req.refresh_transport.unwrap_or_default(), Some(user), now))
 }
 
 pub async fn refresh(
@@ -87,11 +64,8 @@ pub async fn refresh(
         None => match state.cookies().token_from_cookie(&headers) {
             Ok(Some(token)) => (token, RefreshTransport::Cookie),
             Ok(None) => {
-                return AppError::new(
-                    ErrorCode::MissingToken,
-                    "Send refresh_token in the body or the refresh cookie",
-                )
-                .into_response();
+                return AppError::new(ErrorCode::MissingToken, "Send refresh_token in the body or the refresh cookie")
+                    .into_response();
             }
             Err(e) => return e.into_response(),
         },
@@ -102,12 +76,8 @@ pub async fn refresh(
         Err(e) => {
             let mut response = AppError::from(e).into_response();
             // A dead cookie is deleted so the browser stops presenting it.
-            if transport == RefreshTransport::Cookie
-                && response.status() == StatusCode::UNAUTHORIZED
-            {
-                response
-                    .headers_mut()
-                    .insert(header::SET_COOKIE, state.cookies().clear());
+            if transport == RefreshTransport::Cookie && response.status() == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
             }
             response
         }
@@ -124,33 +94,20 @@ pub async fn logout(
         Some(token) => Some(token.expose()),
         None => state.cookies().token_from_cookie(&headers)?,
     };
-    state
-        .auth()
-        .logout(&caller, token, Timestamp::now())
-        .await?;
+    state.auth().logout(&caller, token, Timestamp::now()).await?;
     let mut response = ok(LogoutResponse { logged_out: true });
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, state.cookies().clear());
+    response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
     Ok(response)
 }
 
-pub async fn logout_all(
-    State(state): State<AppState>,
-    AuthUser(caller): AuthUser,
-) -> Result<Response, AppError> {
+pub async fn logout_all(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let sessions_ended = state.auth().logout_all(&caller, Timestamp::now()).await?;
     let mut response = ok(LogoutAllResponse { sessions_ended });
-    response
-        .headers_mut()
-        .insert(header::SET_COOKIE, state.cookies().clear());
+    response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
     Ok(response)
 }
 
-pub async fn me(
-    State(state): State<AppState>,
-    AuthUser(caller): AuthUser,
-) -> Result<Response, AppError> {
+pub async fn me(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let profile = state.auth().me(&caller).await?;
     Ok(ok(MeResponse {
         id: profile.id.to_string(),
@@ -167,16 +124,11 @@ fn token_response(
     user: Option<UserView>,
     now: Timestamp,
 ) -> Response {
-    let cookie = (transport == RefreshTransport::Cookie).then(|| {
-        state
-            .cookies()
-            .set(issued.refresh.expose(), issued.refresh_expires_at, now)
-    });
+    let cookie = (transport == RefreshTransport::Cookie)
+        .then(|| state.cookies().set(issued.refresh.expose(), issued.refresh_expires_at, now));
     let body = TokenResponse {
         token: Secret::new(issued.access.token),
-        refresh_token: cookie
-            .is_none()
-            .then(|| Secret::new(issued.refresh.into_string())),
+        refresh_token: cookie.is_none().then(|| Secret::new(issued.refresh.into_string())),
         expires_in: issued.access.expires_in.as_secs(),
         token_type: "Bearer".into(),
         user,

@@ -22,28 +22,18 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
         Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "not ready: store does not answer");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable"})),
-            )
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
         }
         Err(_) => {
             tracing::warn!("not ready: store timed out");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({"status": "unavailable"})),
-            )
-                .into_response()
+            (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
         }
     }
 }
 
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let tokens = state.auth().access_tokens();
-    let set = tokens
-        .keys()
-        .jwks(Timestamp::now(), state.auth().revoked().retention());
+    let set = tokens.keys().jwks(Timestamp::now(), state.auth().revoked().retention());
     let mut response = Json(set).into_response();
     let cache = format!("public, max-age={}", JWKS_MAX_AGE.as_secs());
     if let Ok(value) = HeaderValue::try_from(cache) {

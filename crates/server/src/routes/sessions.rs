@@ -10,14 +10,8 @@ use crate::error::AppError;
 use crate::extract::AuthUser;
 use crate::state::AppState;
 
-pub async fn list(
-    State(state): State<AppState>,
-    AuthUser(caller): AuthUser,
-) -> Result<Response, AppError> {
-    let sessions = state
-        .auth()
-        .list_sessions(&caller, Timestamp::now())
-        .await?;
+pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
+    let sessions = state.auth().list_sessions(&caller, Timestamp::now()).await?;
     let sessions = sessions
         .into_iter()
         .map(|s| SessionView {
@@ -39,12 +33,7 @@ pub async fn revoke(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     // An id that does not parse is nobody's session: the same 404 as someone else's.
-    let id: SessionId = id
-        .parse()
-        .map_err(|_| tessera_core::service::AuthError::SessionNotFound)?;
-    state
-        .auth()
-        .revoke_session(&caller, id, Timestamp::now())
-        .await?;
+    let id: SessionId = id.parse().map_err(|_| tessera_core::service::AuthError::SessionNotFound)?;
+    state.auth().revoke_session(&caller, id, Timestamp::now()).await?;
     Ok(ok(RevokeResponse { revoked: true }))
 }

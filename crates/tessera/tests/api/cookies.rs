@@ -10,10 +10,7 @@ const CSRF: (&str, &str) = ("x-requested-with", "tessera");
 /// Logs in with the cookie transport; returns the access token and the cookie's value.
 async fn cookie_login(server: &TestServer, email: &str) -> (String, String, Reply) {
     let reply = server
-        .post(
-            "/api/auth/login",
-            json!({"email": email, "password": PASSWORD, "refresh_transport": "cookie"}),
-        )
+        .post("/api/auth/login", json!({"email": email, "password": PASSWORD, "refresh_transport": "cookie"}))
         .await;
     let access = reply.data()["token"].as_str().unwrap().to_owned();
     let cookie = cookie_value(&reply);
@@ -22,12 +19,7 @@ async fn cookie_login(server: &TestServer, email: &str) -> (String, String, Repl
 
 fn cookie_value(reply: &Reply) -> String {
     let set = reply.set_cookie().expect("Set-Cookie");
-    set.split(';')
-        .next()
-        .unwrap()
-        .strip_prefix("tessera_refresh=")
-        .expect("cookie name")
-        .to_owned()
+    set.split(';').next().unwrap().strip_prefix("tessera_refresh=").expect("cookie name").to_owned()
 }
 
 #[tokio::test]
@@ -36,24 +28,11 @@ async fn cookie_login_puts_the_refresh_token_only_in_a_protected_cookie() {
     let email = unique_email();
     server.register(&email).await;
     let (_, cookie, reply) = cookie_login(&server, &email).await;
-    assert!(
-        reply.data().get("refresh_token").is_none(),
-        "{}",
-        reply.body
-    );
+    assert!(reply.data().get("refresh_token").is_none(), "{}", reply.body);
     assert!(!reply.body.to_string().contains(&cookie));
     let set = reply.set_cookie().unwrap();
-    for attribute in [
-        "HttpOnly",
-        "Secure",
-        "SameSite=Strict",
-        "Path=/api/auth",
-        "Max-Age=2592000",
-    ] {
-        assert!(
-            set.split("; ").any(|a| a == attribute),
-            "{attribute} missing from {set}"
-        );
+    for attribute in ["HttpOnly", "Secure", "SameSite=Strict", "Path=/api/auth", "Max-Age=2592000"] {
+        assert!(set.split("; ").any(|a| a == attribute), "{attribute} missing from {set}");
     }
 }
 
@@ -65,10 +44,7 @@ async fn insecure_cookies_drop_only_the_secure_attribute() {
     let (_, _, reply) = cookie_login(&server, &email).await;
     let set = reply.set_cookie().unwrap();
     assert!(!set.contains("Secure"), "{set}");
-    assert!(
-        set.contains("HttpOnly") && set.contains("SameSite=Strict"),
-        "{set}"
-    );
+    assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
 }
 
 #[tokio::test]
@@ -78,33 +54,14 @@ async fn a_cookie_refresh_rotates_the_cookie_and_keeps_the_token_out_of_the_body
     server.register(&email).await;
     let (_, cookie, _) = cookie_login(&server, &email).await;
     let jar = format!("tessera_refresh={cookie}");
-    let reply = server
-        .send(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            None,
-            &[("cookie", &jar), CSRF],
-        )
-        .await;
+    let reply = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
     assert!(reply.data().get("refresh_token").is_none());
-    server
-        .me(reply.data()["token"].as_str().unwrap())
-        .await
-        .data();
+    server.me(reply.data()["token"].as_str().unwrap()).await.data();
     let next = cookie_value(&reply);
     assert_ne!(next, cookie);
 
     // The old cookie is now reuse; the answer deletes the cookie.
-    let replay = server
-        .send(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            None,
-            &[("cookie", &jar), CSRF],
-        )
-        .await;
+    let replay = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
     replay.assert_error(401, "INVALID_TOKEN");
     assert!(replay.set_cookie().is_some_and(|c| c.contains("Max-Age=0")));
 }
@@ -116,36 +73,17 @@ async fn cookie_requests_without_the_csrf_header_or_from_a_foreign_origin_are_re
     server.register(&email).await;
     let (access, cookie, _) = cookie_login(&server, &email).await;
     let jar = format!("tessera_refresh={cookie}");
-    let refresh = async |headers: &[(&str, &str)]| {
-        server
-            .send(Method::POST, "/api/auth/refresh", None, None, headers)
-            .await
-    };
+    let refresh =
+        async |headers: &[(&str, &str)]| server.send(Method::POST, "/api/auth/refresh", None, None, headers).await;
 
-    refresh(&[("cookie", &jar)])
-        .await
-        .assert_error(403, "CSRF_REJECTED");
-    refresh(&[("cookie", &jar), ("x-requested-with", "XMLHttpRequest")])
-        .await
-        .assert_error(403, "CSRF_REJECTED");
-    refresh(&[("cookie", &jar), CSRF, ("origin", "https://evil.example")])
-        .await
-        .assert_error(403, "CSRF_REJECTED");
-    let logout = server
-        .send(
-            Method::POST,
-            "/api/auth/logout",
-            Some(&access),
-            None,
-            &[("cookie", &jar)],
-        )
-        .await;
+    refresh(&[("cookie", &jar)]).await.assert_error(403, "CSRF_REJECTED");
+    refresh(&[("cookie", &jar), ("x-requested-with", "XMLHttpRequest")]).await.assert_error(403, "CSRF_REJECTED");
+    refresh(&[("cookie", &jar), CSRF, ("origin", "https://evil.example")]).await.assert_error(403, "CSRF_REJECTED");
+    let logout = server.send(Method::POST, "/api/auth/logout", Some(&access), None, &[("cookie", &jar)]).await;
     logout.assert_error(403, "CSRF_REJECTED");
 
     // None of that used up the token: an allowed origin refreshes fine.
-    refresh(&[("cookie", &jar), CSRF, ("origin", "https://app.example")])
-        .await
-        .data();
+    refresh(&[("cookie", &jar), CSRF, ("origin", "https://app.example")]).await.data();
 }
 
 #[tokio::test]
@@ -155,29 +93,9 @@ async fn a_cookie_logout_ends_the_session_and_clears_the_cookie() {
     server.register(&email).await;
     let (access, cookie, _) = cookie_login(&server, &email).await;
     let jar = format!("tessera_refresh={cookie}");
-    let reply = server
-        .send(
-            Method::POST,
-            "/api/auth/logout",
-            Some(&access),
-            None,
-            &[("cookie", &jar), CSRF],
-        )
-        .await;
+    let reply = server.send(Method::POST, "/api/auth/logout", Some(&access), None, &[("cookie", &jar), CSRF]).await;
     assert_eq!(reply.data()["logged_out"], true);
-    assert!(
-        reply
-            .set_cookie()
-            .is_some_and(|c| c.starts_with("tessera_refresh=;") && c.contains("Max-Age=0"))
-    );
-    let again = server
-        .send(
-            Method::POST,
-            "/api/auth/refresh",
-            None,
-            None,
-            &[("cookie", &jar), CSRF],
-        )
-        .await;
+    assert!(reply.set_cookie().is_some_and(|c| c.starts_with("tessera_refresh=;") && c.contains("Max-Age=0")));
+    let again = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
     again.assert_error(401, "INVALID_TOKEN");
 }

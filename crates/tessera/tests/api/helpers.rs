@@ -17,16 +17,8 @@ pub const PASSWORD: &str = "correct horse battery";
 
 /// Flags every test server gets unless a test says otherwise: cheap argon2 (the default cost is
 /// checked by a unit test and by `default_argon2_cost_is_used`), no login rate limit.
-const BASE_ARGS: &[&str] = &[
-    "--argon2-memory-kib",
-    "1024",
-    "--argon2-iterations",
-    "1",
-    "--login-rate-limit",
-    "off",
-    "--log-format",
-    "json",
-];
+const BASE_ARGS: &[&str] =
+    &["--argon2-memory-kib", "1024", "--argon2-iterations", "1", "--login-rate-limit", "off", "--log-format", "json"];
 
 pub struct TestServer {
     pub base: String,
@@ -34,6 +26,7 @@ pub struct TestServer {
     child: Child,
     logs: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
     pub data_dir: Arc<TempDir>,
 }
 
@@ -47,11 +40,7 @@ pub struct Reply {
 
 impl Reply {
     pub fn data(&self) -> &Value {
-        assert_eq!(
-            self.body["success"], true,
-            "expected success, got {} {}",
-            self.status, self.body
-        );
+        assert_eq!(self.body["success"], true, "expected success, got {} {}", self.status, self.body);
         &self.body["data"]
     }
 
@@ -64,13 +53,7 @@ impl Reply {
             self.body
         );
         assert_eq!(self.body["success"], false);
-        assert!(
-            self.body["error"]["message"]
-                .as_str()
-                .is_some_and(|m| !m.is_empty()),
-            "{}",
-            self.body
-        );
+        assert!(self.body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()), "{}", self.body);
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
@@ -95,25 +78,28 @@ impl TestServer {
     }
 
     pub async fn start_with(extra: &[&str]) -> Self {
+        Self::start_with_env(extra, &[]).await
+    }
+
+    /// Starts with extra flags and `TESSERA_*` variables.
+    pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         // A flag given by the test replaces the base flag of the same name.
         let overridden = |flag: &&str| extra.contains(flag);
-        let base = BASE_ARGS
-            .chunks(2)
-            .filter(|pair| !overridden(&pair[0]))
-            .flatten();
+        let base = BASE_ARGS.chunks(2).filter(|pair| !overridden(&pair[0])).flatten();
         let args = base.chain(extra).map(|s| s.to_string()).collect();
-        Self::spawn(data_dir, args, "127.0.0.1:0").await
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Self::spawn(data_dir, args, env, "127.0.0.1:0").await
     }
 
-    async fn spawn(data_dir: Arc<TempDir>, args: Vec<String>, listen: &str) -> Self {
+    async fn spawn(data_dir: Arc<TempDir>, args: Vec<String>, env: Vec<(String, String)>, listen: &str) -> Self {
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("serve")
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir.path())
             .args(&args)
             .env("RUST_LOG", "info")
-            .env_remove("TESSERA_CONFIG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -132,23 +118,12 @@ impl TestServer {
                 sink.lock().unwrap().push(line);
             }
         });
-        let addr =
-            tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(20)))
-                .await
-                .unwrap()
-                .unwrap_or_else(|_| panic!("tessera serve did not start; args {args:?}"));
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap();
-        Self {
-            base: format!("http://{addr}"),
-            client,
-            child,
-            logs,
-            args,
-            data_dir,
-        }
+        let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(20)))
+            .await
+            .unwrap()
+            .unwrap_or_else(|_| panic!("tessera serve did not start; args {args:?}"));
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
+        Self { base: format!("http://{addr}"), client, child, logs, args, env, data_dir }
     }
 
     /// Stops the server (SIGKILL when `hard`, else SIGTERM and wait) and starts it again on the
@@ -156,10 +131,10 @@ impl TestServer {
     pub async fn restart(mut self, hard: bool) -> Self {
         self.stop(hard);
         let data_dir = self.data_dir.clone();
-        let args = self.args.clone();
+        let (args, env) = (self.args.clone(), self.env.clone());
         let listen = self.base.trim_start_matches("http://").to_owned();
         drop(self);
-        Self::spawn(data_dir, args, &listen).await
+        Self::spawn(data_dir, args, env, &listen).await
     }
 
     pub fn stop(&mut self, hard: bool) {
@@ -225,23 +200,13 @@ impl TestServer {
     }
 
     pub async fn register(&self, email: &str) -> Reply {
-        let reply = self
-            .post(
-                "/api/auth/register",
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await;
+        let reply = self.post("/api/auth/register", json!({"email": email, "password": PASSWORD})).await;
         assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.body);
         reply
     }
 
     pub async fn login(&self, email: &str) -> Tokens {
-        let reply = self
-            .post(
-                "/api/auth/login",
-                json!({"email": email, "password": PASSWORD}),
-            )
-            .await;
+        let reply = self.post("/api/auth/login", json!({"email": email, "password": PASSWORD})).await;
         let data = reply.data();
         Tokens {
             access: data["token"].as_str().unwrap().to_owned(),
@@ -256,8 +221,7 @@ impl TestServer {
     }
 
     pub async fn refresh(&self, refresh_token: &str) -> Reply {
-        self.post("/api/auth/refresh", json!({"refresh_token": refresh_token}))
-            .await
+        self.post("/api/auth/refresh", json!({"refresh_token": refresh_token})).await
     }
 
     pub async fn me(&self, access: &str) -> Reply {
@@ -277,11 +241,7 @@ pub async fn read(resp: reqwest::Response) -> Reply {
     let headers = resp.headers().clone();
     let text = resp.text().await.unwrap_or_default();
     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    Reply { status, headers, body }
 }
 
 pub fn tokens_of(reply: &Reply) -> Tokens {
@@ -294,19 +254,14 @@ pub fn tokens_of(reply: &Reply) -> Tokens {
 
 /// The decoded header and payload of a JWT.
 pub fn jwt_parts(token: &str) -> (Value, Value) {
-    let mut it = token
-        .split('.')
-        .map(|s| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap());
+    let mut it =
+        token.split('.').map(|s| serde_json::from_slice::<Value>(&URL_SAFE_NO_PAD.decode(s).unwrap()).unwrap());
     (it.next().unwrap(), it.next().unwrap())
 }
 
 pub fn unique_email() -> String {
     static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-    format!(
-        "user{}-{}@example.com",
-        std::process::id(),
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    )
+    format!("user{}-{}@example.com", std::process::id(), NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
 }
 
 pub fn signal_term(pid: u32) {

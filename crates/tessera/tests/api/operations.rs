@@ -20,11 +20,7 @@ async fn a_restart_keeps_users_sessions_and_the_signing_key() {
     let server = server.restart(false).await;
     server.me(&tokens.access).await.data();
     let rotated = tokens_of(&server.refresh(&tokens.refresh).await);
-    assert_eq!(
-        jwt_parts(&rotated.access).0["kid"],
-        kid,
-        "the same signing key"
-    );
+    assert_eq!(jwt_parts(&rotated.access).0["kid"], kid, "the same signing key");
     server.login(&email).await;
 }
 
@@ -32,25 +28,10 @@ async fn a_restart_keeps_users_sessions_and_the_signing_key() {
 async fn logout_survives_a_restart() {
     let server = TestServer::start().await;
     let tokens = server.user(&unique_email()).await;
-    server
-        .send(
-            Method::POST,
-            "/api/auth/logout",
-            Some(&tokens.access),
-            None,
-            &[],
-        )
-        .await
-        .data();
+    server.send(Method::POST, "/api/auth/logout", Some(&tokens.access), None, &[]).await.data();
     let server = server.restart(true).await;
-    server
-        .me(&tokens.access)
-        .await
-        .assert_error(401, "UNAUTHORIZED");
-    server
-        .refresh(&tokens.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
+    server.me(&tokens.access).await.assert_error(401, "UNAUTHORIZED");
+    server.refresh(&tokens.refresh).await.assert_error(401, "INVALID_TOKEN");
 }
 
 /// What a refreshing client last got back, and whether a request was in flight at the crash.
@@ -65,62 +46,36 @@ async fn kill_9_under_load_loses_no_acknowledged_user_or_rotation() {
     let mut chains = Vec::new();
     for _ in 0..8 {
         let tokens = server.user(&unique_email()).await;
-        let session_id = server.me(&tokens.access).await.data()["session_id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        chains.push(Arc::new(Mutex::new(Chain {
-            token: tokens.refresh,
-            session_id,
-        })));
+        let session_id = server.me(&tokens.access).await.data()["session_id"].as_str().unwrap().to_owned();
+        chains.push(Arc::new(Mutex::new(Chain { token: tokens.refresh, session_id })));
     }
     let registered = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
     let mut load = tokio::task::JoinSet::new();
     for chain in &chains {
-        let (chain, client, url, stop) = (
-            chain.clone(),
-            server.client.clone(),
-            server.url("/api/auth/refresh"),
-            stop.clone(),
-        );
+        let (chain, client, url, stop) =
+            (chain.clone(), server.client.clone(), server.url("/api/auth/refresh"), stop.clone());
         load.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let token = chain.lock().await.token.clone();
-                let Ok(resp) = client
-                    .post(&url)
-                    .json(&json!({"refresh_token": token}))
-                    .send()
-                    .await
-                else {
+                let Ok(resp) = client.post(&url).json(&json!({"refresh_token": token})).send().await else {
                     break;
                 };
                 let reply = read(resp).await;
                 if reply.status != 200 {
                     break;
                 }
-                chain.lock().await.token = reply.body["data"]["refresh_token"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned();
+                chain.lock().await.token = reply.body["data"]["refresh_token"].as_str().unwrap().to_owned();
             }
         });
     }
     for _ in 0..2 {
-        let (registered, client, url, stop) = (
-            registered.clone(),
-            server.client.clone(),
-            server.url("/api/auth/register"),
-            stop.clone(),
-        );
+        let (registered, client, url, stop) =
+            (registered.clone(), server.client.clone(), server.url("/api/auth/register"), stop.clone());
         load.spawn(async move {
             while !stop.load(Ordering::Relaxed) {
                 let email = unique_email();
-                let Ok(resp) = client
-                    .post(&url)
-                    .json(&json!({"email": email, "password": PASSWORD}))
-                    .send()
-                    .await
+                let Ok(resp) = client.post(&url).json(&json!({"email": email, "password": PASSWORD})).send().await
                 else {
                     break;
                 };
@@ -136,11 +91,7 @@ async fn kill_9_under_load_loses_no_acknowledged_user_or_rotation() {
     load.join_all().await;
 
     let registered = registered.lock().await.clone();
-    assert!(
-        registered.len() > 5,
-        "the load ran: {} registrations",
-        registered.len()
-    );
+    assert!(registered.len() > 5, "the load ran: {} registrations", registered.len());
     for email in &registered {
         server.login(email).await;
     }
@@ -151,10 +102,7 @@ async fn kill_9_under_load_loses_no_acknowledged_user_or_rotation() {
         // The last acknowledged token works, or a rotation whose answer the crash swallowed is
         // committed after it (its replay is then detected as reuse). A rolled-back rotation
         // would make the token "from the future": rejected without a reuse event.
-        let reused = server
-            .audit("refresh_token_reused")
-            .iter()
-            .any(|e| e["session_id"] == chain.session_id.as_str());
+        let reused = server.audit("refresh_token_reused").iter().any(|e| e["session_id"] == chain.session_id.as_str());
         assert!(
             reply.status == 200 || reused,
             "session {} lost its acknowledged rotation: {}",
@@ -163,17 +111,13 @@ async fn kill_9_under_load_loses_no_acknowledged_user_or_rotation() {
         );
         *outcomes.entry(reply.status.as_u16()).or_insert(0) += 1;
     }
-    eprintln!(
-        "after kill -9: {} registrations kept, refresh outcomes {outcomes:?}",
-        registered.len()
-    );
+    eprintln!("after kill -9: {} registrations kept, refresh outcomes {outcomes:?}", registered.len());
 }
 
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
     // The default argon2 cost makes a login take long enough to be in flight.
-    let mut server =
-        TestServer::start_with(&["--argon2-memory-kib", "19456", "--argon2-iterations", "2"]).await;
+    let mut server = TestServer::start_with(&["--argon2-memory-kib", "19456", "--argon2-iterations", "2"]).await;
     let email = unique_email();
     server.register(&email).await;
     let client = server.client.clone();
@@ -181,27 +125,18 @@ async fn shutdown_finishes_in_flight_requests() {
     let in_flight: Vec<_> = (0..4)
         .map(|_| {
             let (client, url, email) = (client.clone(), url.clone(), email.clone());
-            tokio::spawn(async move {
-                client
-                    .post(url)
-                    .json(&json!({"email": email, "password": PASSWORD}))
-                    .send()
-                    .await
-            })
+            tokio::spawn(
+                async move { client.post(url).json(&json!({"email": email, "password": PASSWORD})).send().await },
+            )
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(20)).await;
     super::helpers::signal_term(server.pid());
     for request in in_flight {
-        let resp = request
-            .await
-            .unwrap()
-            .expect("the in-flight request is answered");
+        let resp = request.await.unwrap().expect("the in-flight request is answered");
         assert_eq!(resp.status(), 200);
     }
-    let status = tokio::task::spawn_blocking(move || server.wait_exit())
-        .await
-        .unwrap();
+    let status = tokio::task::spawn_blocking(move || server.wait_exit()).await.unwrap();
     assert!(status.success(), "{status:?}");
 }
 
@@ -209,15 +144,9 @@ async fn shutdown_finishes_in_flight_requests() {
 async fn health_and_readiness_answer() {
     let server = TestServer::start().await;
     let health = server.send(Method::GET, "/healthz", None, None, &[]).await;
-    assert_eq!(
-        (health.status.as_u16(), &health.body),
-        (200, &json!({"status": "ok"}))
-    );
+    assert_eq!((health.status.as_u16(), &health.body), (200, &json!({"status": "ok"})));
     let ready = server.send(Method::GET, "/readyz", None, None, &[]).await;
-    assert_eq!(
-        (ready.status.as_u16(), &ready.body),
-        (200, &json!({"status": "ready"}))
-    );
+    assert_eq!((ready.status.as_u16(), &ready.body), (200, &json!({"status": "ready"})));
 }
 
 #[tokio::test]
@@ -227,41 +156,19 @@ async fn logs_carry_request_ids_and_never_a_token_or_password() {
     let tokens = server.user(&email).await;
     let rotated = tokens_of(&server.refresh(&tokens.refresh).await);
     server.refresh(&tokens.refresh).await; // reuse, logged as a warning
-    server
-        .post(
-            "/api/auth/login",
-            json!({"email": email, "password": "wrong password 123"}),
-        )
-        .await;
+    server.post("/api/auth/login", json!({"email": email, "password": "wrong password 123"})).await;
     server.me(&rotated.access).await;
     let logs = server.logs();
-    for secret in [
-        PASSWORD,
-        "wrong password 123",
-        &tokens.access,
-        &tokens.refresh,
-        &rotated.access,
-        &rotated.refresh,
-    ] {
+    for secret in [PASSWORD, "wrong password 123", &tokens.access, &tokens.refresh, &rotated.access, &rotated.refresh] {
         assert!(!logs.contains(secret), "a secret is in the log");
     }
-    let audit: Vec<Value> = [
-        "login_succeeded",
-        "login_failed",
-        "token_refreshed",
-        "refresh_token_reused",
-    ]
-    .iter()
-    .flat_map(|e| server.audit(e))
-    .collect();
+    let audit: Vec<Value> = ["login_succeeded", "login_failed", "token_refreshed", "refresh_token_reused"]
+        .iter()
+        .flat_map(|e| server.audit(e))
+        .collect();
     assert!(audit.len() >= 4, "{audit:?}");
     for event in audit {
-        assert!(
-            event["span"]["request_id"]
-                .as_str()
-                .is_some_and(|id| !id.is_empty()),
-            "{event}"
-        );
+        assert!(event["span"]["request_id"].as_str().is_some_and(|id| !id.is_empty()), "{event}");
     }
 }
 
@@ -270,22 +177,9 @@ async fn metrics_count_responses_and_audit_events() {
     let server = TestServer::start().await;
     let tokens = server.user(&unique_email()).await;
     server.refresh(&tokens.refresh).await.data();
-    server
-        .refresh(&tokens.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
-    let resp = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        resp.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/plain")
-    );
+    server.refresh(&tokens.refresh).await.assert_error(401, "INVALID_TOKEN");
+    let resp = server.client.get(server.url("/metrics")).send().await.unwrap();
+    assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
     let text = resp.text().await.unwrap();
     for line in [
         "tessera_audit_events_total{event=\"login_succeeded\"} 1",
@@ -294,13 +188,29 @@ async fn metrics_count_responses_and_audit_events() {
         "tessera_revoked_sessions 1",
         "tessera_signing_keys 1",
     ] {
-        assert!(
-            text.lines().any(|l| l == line),
-            "{line} missing from\n{text}"
-        );
+        assert!(text.lines().any(|l| l == line), "{line} missing from\n{text}");
     }
-    assert!(
-        text.contains("tessera_http_responses_total{class=\"4xx\"} 1"),
-        "{text}"
-    );
+    assert!(text.contains("tessera_http_responses_total{class=\"4xx\"} 1"), "{text}");
+}
+
+#[tokio::test]
+async fn settings_come_from_the_file_then_the_environment_then_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tessera.toml");
+    std::fs::write(&file, "access_ttl = 100\nrefresh_ttl = \"2h\"\naudience = \"from-file\"\n").unwrap();
+    let file = file.to_str().unwrap();
+    let env = [("TESSERA_ACCESS_TTL", "200"), ("TESSERA_AUDIENCE", "from-env")];
+    let expires_in = async |server: &TestServer| {
+        let email = unique_email();
+        server.register(&email).await;
+        let reply = server.post("/api/auth/login", json!({"email": email, "password": PASSWORD})).await;
+        let aud = jwt_parts(reply.data()["token"].as_str().unwrap()).1["aud"].clone();
+        (reply.data()["expires_in"].as_u64().unwrap(), aud)
+    };
+    let from_file = TestServer::start_with(&["--config", file]).await;
+    assert_eq!(expires_in(&from_file).await, (100, json!("from-file")));
+    let from_env = TestServer::start_with_env(&["--config", file], &env).await;
+    assert_eq!(expires_in(&from_env).await, (200, json!("from-env")));
+    let from_flag = TestServer::start_with_env(&["--config", file, "--access-ttl", "5m"], &env).await;
+    assert_eq!(expires_in(&from_flag).await, (300, json!("from-env")));
 }

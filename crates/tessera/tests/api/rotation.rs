@@ -22,10 +22,7 @@ async fn refresh_rotates_and_the_presented_token_dies_at_once() {
         "same session"
     );
     // Strict default: presenting the rotated token again, even at once, is reuse.
-    server
-        .refresh(&first.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
+    server.refresh(&first.refresh).await.assert_error(401, "INVALID_TOKEN");
 }
 
 #[tokio::test]
@@ -35,30 +32,15 @@ async fn reused_refresh_token_ends_the_session() {
     let stolen = server.user(&email).await;
     let other_session = server.login(&email).await;
     let rotated = tokens_of(&server.refresh(&stolen.refresh).await);
-    let session_id = server.me(&rotated.access).await.data()["session_id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let session_id = server.me(&rotated.access).await.data()["session_id"].as_str().unwrap().to_owned();
 
     // The thief replays the old token.
-    server
-        .refresh(&stolen.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
+    server.refresh(&stolen.refresh).await.assert_error(401, "INVALID_TOKEN");
 
     // The whole family is dead: the newest refresh token and every access token of the session.
-    server
-        .refresh(&rotated.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
-    server
-        .me(&rotated.access)
-        .await
-        .assert_error(401, "UNAUTHORIZED");
-    server
-        .me(&stolen.access)
-        .await
-        .assert_error(401, "UNAUTHORIZED");
+    server.refresh(&rotated.refresh).await.assert_error(401, "INVALID_TOKEN");
+    server.me(&rotated.access).await.assert_error(401, "UNAUTHORIZED");
+    server.me(&stolen.access).await.assert_error(401, "UNAUTHORIZED");
     // Other sessions of the same user live on.
     server.me(&other_session.access).await.data();
     server.refresh(&other_session.refresh).await.data();
@@ -81,14 +63,8 @@ async fn within_the_grace_window_the_predecessor_gets_the_same_successor_byte_fo
     assert!(server.audit("refresh_token_reused").is_empty());
     // Once the successor is used, the predecessor is plain reuse again.
     let third = tokens_of(&server.refresh(&successor.refresh).await);
-    server
-        .refresh(&first.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
-    server
-        .refresh(&third.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
+    server.refresh(&first.refresh).await.assert_error(401, "INVALID_TOKEN");
+    server.refresh(&third.refresh).await.assert_error(401, "INVALID_TOKEN");
     assert_eq!(server.audit("refresh_token_reused").len(), 1);
 }
 
@@ -98,14 +74,8 @@ async fn after_the_grace_window_the_predecessor_is_reuse() {
     let first = server.user(&unique_email()).await;
     let successor = tokens_of(&server.refresh(&first.refresh).await);
     tokio::time::sleep(Duration::from_millis(1300)).await;
-    server
-        .refresh(&first.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
-    server
-        .refresh(&successor.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
+    server.refresh(&first.refresh).await.assert_error(401, "INVALID_TOKEN");
+    server.refresh(&successor.refresh).await.assert_error(401, "INVALID_TOKEN");
     assert_eq!(server.audit("refresh_token_reused").len(), 1);
 }
 
@@ -120,12 +90,7 @@ async fn storm(server: &TestServer, token: &str) -> Vec<String> {
     }
     let replies = racers.join_all().await;
     for r in &replies {
-        assert!(
-            r.status == 200 || r.status == 401,
-            "{} {}",
-            r.status,
-            r.body
-        );
+        assert!(r.status == 200 || r.status == 401, "{} {}", r.status, r.body);
     }
     replies
         .iter()
@@ -139,11 +104,7 @@ async fn concurrent_refreshes_of_one_token_leave_at_most_one_live_token() {
     let server = TestServer::start().await;
     let tokens = server.user(&unique_email()).await;
     let issued = storm(&server, &tokens.refresh).await;
-    assert!(
-        issued.len() <= 1,
-        "strict: at most one rotation wins, got {}",
-        issued.len()
-    );
+    assert!(issued.len() <= 1, "strict: at most one rotation wins, got {}", issued.len());
     let mut live = 0;
     for token in issued.iter().chain([&tokens.refresh]) {
         if server.refresh(token).await.status == 200 {
@@ -159,18 +120,14 @@ async fn with_grace_concurrent_refreshes_all_get_the_one_successor() {
     let tokens = server.user(&unique_email()).await;
     let issued = storm(&server, &tokens.refresh).await;
     assert_eq!(issued.len(), 32, "every racer is served");
-    assert!(
-        issued.iter().all(|t| *t == issued[0]),
-        "one successor, byte for byte"
-    );
+    assert!(issued.iter().all(|t| *t == issued[0]), "one successor, byte for byte");
     server.refresh(&issued[0]).await.data();
     assert!(server.audit("refresh_token_reused").is_empty());
 }
 
 #[tokio::test]
 async fn rotation_renews_the_refresh_ttl_up_to_the_session_max_lifetime() {
-    let server =
-        TestServer::start_with(&["--refresh-ttl", "2s", "--session-max-lifetime", "5s"]).await;
+    let server = TestServer::start_with(&["--refresh-ttl", "2s", "--session-max-lifetime", "5s"]).await;
     let mut tokens = server.user(&unique_email()).await;
     // Each rotation renews the 2 s lifetime: 1.5 s apart we outlive the first token's 2 s.
     for _ in 0..2 {
@@ -181,14 +138,8 @@ async fn rotation_renews_the_refresh_ttl_up_to_the_session_max_lifetime() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     tokens = tokens_of(&server.refresh(&tokens.refresh).await);
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    server
-        .refresh(&tokens.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
-    assert!(
-        server.audit("refresh_token_reused").is_empty(),
-        "expiry is not theft"
-    );
+    server.refresh(&tokens.refresh).await.assert_error(401, "INVALID_TOKEN");
+    assert!(server.audit("refresh_token_reused").is_empty(), "expiry is not theft");
 }
 
 #[tokio::test]
@@ -196,8 +147,5 @@ async fn an_unused_refresh_token_expires_after_its_ttl() {
     let server = TestServer::start_with(&["--refresh-ttl", "1s"]).await;
     let tokens = server.user(&unique_email()).await;
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    server
-        .refresh(&tokens.refresh)
-        .await
-        .assert_error(401, "INVALID_TOKEN");
+    server.refresh(&tokens.refresh).await.assert_error(401, "INVALID_TOKEN");
 }
