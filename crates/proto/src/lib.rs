@@ -93,9 +93,11 @@ pub struct ErrorBody {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope<T> {
     pub success: bool,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // No `#[serde(default)]`: a missing `Option` is `None` anyway, and the attribute would make
+    // serde demand `T: Default`.
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub data: Option<T>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorBody>,
 }
 
@@ -245,6 +247,18 @@ mod tests {
         let json = serde_json::to_string(&ErrorCode::UnsupportedMediaType).unwrap();
         assert_eq!(json, "\"UNSUPPORTED_MEDIA_TYPE\"");
         assert_eq!(ErrorCode::UnsupportedMediaType.status(), 415);
+    }
+
+    #[test]
+    fn envelopes_of_any_response_deserialize() {
+        let ok: Envelope<TokenResponse> = serde_json::from_str(
+            r#"{"success":true,"data":{"token":"t","refresh_token":"r","expires_in":900,"token_type":"Bearer"}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.into_result().unwrap().expires_in, 900);
+        let err: Envelope<TokenResponse> =
+            serde_json::from_str(r#"{"success":false,"error":{"code":"INVALID_TOKEN","message":"m"}}"#).unwrap();
+        assert_eq!(err.into_result().unwrap_err().code, ErrorCode::InvalidToken);
     }
 
     #[test]
