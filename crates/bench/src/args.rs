@@ -1,0 +1,105 @@
+//! The command line, parsed by hand: a handful of `--flag VALUE` pairs.
+
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+use crate::BoxError;
+use crate::scenario::SCENARIOS;
+
+pub const USAGE: &str = "\
+usage: tessera-bench [OPTIONS]
+
+  --duration SECS        measured seconds per run [default: 10]
+  --warmup SECS          unmeasured seconds before each run [default: 2]
+  --connections N        concurrent keep-alive connections [default: 32]
+  --runs N               runs per scenario; the median run is reported [default: 3]
+  --only NAME            run one scenario: me, refresh, login or me-during-login
+  --server-bin PATH      the tessera binary [default: tessera next to this binary]
+  --client-threads N     threads of the load generator [default: 1]
+  -h, --help             print this help";
+
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub duration: Duration,
+    pub warmup: Duration,
+    pub connections: usize,
+    pub runs: usize,
+    pub only: Option<String>,
+    pub server_bin: PathBuf,
+    pub client_threads: usize,
+}
+
+/// What the command line asks for.
+pub enum Command {
+    Run(Args),
+    Help,
+}
+
+impl Args {
+    fn defaults() -> Result<Self, BoxError> {
+        let exe = std::env::current_exe().map_err(|e| format!("cannot locate the tessera-bench binary: {e}"))?;
+        let dir = exe.parent().ok_or("the tessera-bench binary has no parent directory")?;
+        Ok(Self {
+            duration: Duration::from_secs(10),
+            warmup: Duration::from_secs(2),
+            connections: 32,
+            runs: 3,
+            only: None,
+            server_bin: dir.join("tessera"),
+            client_threads: 1,
+        })
+    }
+
+    fn validate(self) -> Result<Self, BoxError> {
+        if self.duration.is_zero() {
+            return Err("--duration must be at least 1".into());
+        }
+        let splits = self.only.as_deref().is_none_or(|name| name == "me-during-login");
+        if self.connections == 0 || (splits && self.connections < 2) {
+            return Err("--connections must be at least 1, and 2 for me-during-login".into());
+        }
+        if self.runs == 0 || self.client_threads == 0 {
+            return Err("--runs and --client-threads must be at least 1".into());
+        }
+        if let Some(name) = &self.only
+            && !SCENARIOS.contains(&name.as_str())
+        {
+            return Err(format!("unknown scenario `{name}`: use one of {}", SCENARIOS.join(", ")).into());
+        }
+        if !self.server_bin.is_file() {
+            return Err(format!(
+                "server binary {} not found: build it with `cargo build --release -p tessera` or pass --server-bin",
+                self.server_bin.display()
+            )
+            .into());
+        }
+        Ok(self)
+    }
+}
+
+/// Parses `std::env::args()` minus the program name.
+pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, BoxError> {
+    let mut args = Args::defaults()?;
+    while let Some(flag) = argv.next() {
+        if flag == "-h" || flag == "--help" {
+            return Ok(Command::Help);
+        }
+        let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"));
+        match flag.as_str() {
+            "--duration" => args.duration = Duration::from_secs(number(&flag, &value()?)?),
+            "--warmup" => args.warmup = Duration::from_secs(number(&flag, &value()?)?),
+            "--connections" => args.connections = number(&flag, &value()?)?,
+            "--runs" => args.runs = number(&flag, &value()?)?,
+            "--only" => args.only = Some(value()?),
+            "--server-bin" => args.server_bin = PathBuf::from(value()?),
+            "--client-threads" => args.client_threads = number(&flag, &value()?)?,
+            _ => return Err(format!("unknown argument `{flag}`\n\n{USAGE}").into()),
+        }
+    }
+    args.validate().map(Command::Run)
+}
+
+fn number<T: FromStr>(flag: &str, text: &str) -> Result<T, BoxError> {
+    text.parse().map_err(|_| format!("{flag} expects a whole number, not `{text}`").into())
+}

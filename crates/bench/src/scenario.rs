@@ -1,0 +1,158 @@
+//! The scenarios: which connections send what, how they are set up, and one run of each.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use hyper::body::Bytes;
+use hyper::header::HeaderValue;
+use tokio::task::JoinSet;
+
+use crate::BoxError;
+use crate::api::{self, Account};
+use crate::http::Conn;
+use crate::load::{Load, Window, Worker, WorkerStats};
+use crate::report::{Summary, Target};
+
+pub const SCENARIOS: &[&str] = &["me", "refresh", "login", "me-during-login"];
+
+/// Sequential logins timed on the idle server to estimate the cost of one hash.
+const LOGIN_PROBES: usize = 20;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Me,
+    Login,
+    Refresh,
+}
+
+/// Connections of a scenario that all send the same kind of request.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub label: &'static str,
+    pub kind: Kind,
+    pub connections: usize,
+    pub target: Target,
+}
+
+#[derive(Debug, Clone)]
+pub struct Scenario {
+    pub name: &'static str,
+    pub groups: Vec<Group>,
+}
+
+/// The scenarios with `connections` connections each, in the order they run.
+pub fn all(connections: usize) -> Vec<Scenario> {
+    let group = |label, kind, connections, target| Group { label, kind, connections, target };
+    let half = connections / 2;
+    vec![
+        Scenario { name: "me", groups: vec![group("me", Kind::Me, connections, ME_TARGET)] },
+        Scenario { name: "refresh", groups: vec![group("refresh", Kind::Refresh, connections, REFRESH_TARGET)] },
+        Scenario { name: "login", groups: vec![group("login", Kind::Login, connections, Target::Argon2)] },
+        Scenario {
+            name: "me-during-login",
+            groups: vec![
+                group("me-during-login: login", Kind::Login, half, Target::None),
+                group("me-during-login: me", Kind::Me, connections - half, Target::P99 { max_ms: 10.0 }),
+            ],
+        },
+    ]
+}
+
+const ME_TARGET: Target = Target::Throughput { min_rps: 30_000.0, max_p99_ms: 5.0 };
+const REFRESH_TARGET: Target = Target::Throughput { min_rps: 5_000.0, max_p99_ms: 20.0 };
+
+/// The server and the registered account every scenario uses.
+pub struct Setup {
+    pub addr: SocketAddr,
+    pub login_body: Bytes,
+    /// Fastest of a few sequential logins on the idle server, in milliseconds.
+    pub login_ms: f64,
+}
+
+impl Setup {
+    /// Registers the benchmark's account and times a few logins.
+    pub async fn new(addr: SocketAddr) -> Result<Self, BoxError> {
+        let account = Account { email: "bench@example.com".into(), password: "correct horse battery staple".into() };
+        let mut conn = Conn::open(addr).await?;
+        api::register(&mut conn, &account).await?;
+        let login_body = account.login_body()?;
+        let mut fastest = Duration::MAX;
+        for _ in 0..LOGIN_PROBES {
+            let started = Instant::now();
+            api::login(&mut conn, login_body.clone()).await?;
+            fastest = fastest.min(started.elapsed());
+        }
+        Ok(Self { addr, login_body, login_ms: fastest.as_secs_f64() * 1000.0 })
+    }
+
+    /// Runs `scenario` once: sets up every connection, then loads the server for
+    /// `warmup + duration`. Returns one summary per group.
+    pub async fn run_once(
+        &self,
+        scenario: &Scenario,
+        warmup: Duration,
+        duration: Duration,
+    ) -> Result<Vec<Summary>, BoxError> {
+        let mut prepared = Vec::with_capacity(scenario.groups.len());
+        for group in &scenario.groups {
+            prepared.push(self.prepare(group).await?);
+        }
+        let window = Window::starting_now(warmup, duration);
+        let mut tasks = JoinSet::new();
+        for (index, workers) in prepared.into_iter().enumerate() {
+            for worker in workers {
+                tasks.spawn(async move { (index, worker.run(window).await) });
+            }
+        }
+        let mut stats: Vec<Vec<WorkerStats>> = scenario.groups.iter().map(|_| Vec::new()).collect();
+        while let Some(joined) = tasks.join_next().await {
+            let (index, worker_stats) = joined?;
+            stats[index].push(worker_stats);
+        }
+        Ok(stats.into_iter().map(|group_stats| Summary::merge(group_stats, duration)).collect())
+    }
+
+    /// Opens a group's connections; refresh connections log in their own session first.
+    async fn prepare(&self, group: &Group) -> Result<Vec<Worker>, BoxError> {
+        // A fresh access token per run, so no run outlives its token.
+        let bearer = match group.kind {
+            Kind::Me => Some(self.fresh_bearer().await?),
+            Kind::Login | Kind::Refresh => None,
+        };
+        let mut tasks = JoinSet::new();
+        for _ in 0..group.connections {
+            let (kind, addr, body, bearer) = (group.kind, self.addr, self.login_body.clone(), bearer.clone());
+            tasks.spawn(async move { open_worker(kind, addr, body, bearer).await });
+        }
+        let mut workers = Vec::with_capacity(group.connections);
+        while let Some(joined) = tasks.join_next().await {
+            workers.push(joined??);
+        }
+        Ok(workers)
+    }
+
+    async fn fresh_bearer(&self) -> Result<HeaderValue, BoxError> {
+        let mut conn = Conn::open(self.addr).await?;
+        let tokens = api::login(&mut conn, self.login_body.clone()).await?;
+        api::bearer(&tokens)
+    }
+}
+
+async fn open_worker(
+    kind: Kind,
+    addr: SocketAddr,
+    login_body: Bytes,
+    bearer: Option<HeaderValue>,
+) -> Result<Worker, BoxError> {
+    let mut conn = Conn::open(addr).await?;
+    let load = match (kind, bearer) {
+        (Kind::Me, Some(bearer)) => Load::Me { bearer },
+        (Kind::Me, None) => return Err("a /me connection needs an access token".into()),
+        (Kind::Login, _) => Load::Login { body: login_body },
+        (Kind::Refresh, _) => {
+            let tokens = api::login(&mut conn, login_body).await?;
+            Load::Refresh { token: api::refresh_token(tokens)? }
+        }
+    };
+    Ok(Worker::new(conn, load))
+}
