@@ -1,4 +1,7 @@
-//! The `tessera` binary: `tessera serve` runs the server; `tessera keys rotate` adds a signing key.
+//! The `tessera` binary: `tessera serve` runs the server, `tessera keys rotate` adds a signing key,
+//! and `login`, `status`, `logout`, `whoami`, `token` and `sessions` are the command-line client.
+
+mod cli;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -30,6 +33,19 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Log in and save the tokens (prompts on a terminal, password hidden).
+    Login(cli::LoginArgs),
+    /// Show the server, whether you are logged in, as whom, and the time left on the token.
+    Status(cli::ServerArg),
+    /// End the session on the server and remove the saved tokens.
+    Logout(cli::ServerArg),
+    /// Ask the server who you are.
+    Whoami(cli::ServerArg),
+    /// Print a valid access token, refreshed first when needed:
+    /// curl -H "Authorization: Bearer $(tessera token)" …
+    Token(cli::ServerArg),
+    /// List your sessions, or end one with --revoke ID.
+    Sessions(cli::SessionsArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -56,6 +72,12 @@ fn main() -> ExitCode {
         Command::Keys { command: KeysCommand::Rotate { data_dir, activate_in, access_ttl } } => {
             rotate_keys(&data_dir, activate_in, &access_ttl)
         }
+        Command::Login(args) => return cli::run(async || cli::login(args).await),
+        Command::Status(arg) => return cli::run(async || cli::status(arg).await),
+        Command::Logout(arg) => return cli::run(async || cli::logout(arg).await),
+        Command::Whoami(arg) => return cli::run(async || cli::whoami(arg).await),
+        Command::Token(arg) => return cli::run(async || cli::token(arg).await),
+        Command::Sessions(args) => return cli::run(async || cli::sessions(args).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

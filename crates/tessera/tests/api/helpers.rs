@@ -23,7 +23,7 @@ const BASE_ARGS: &[&str] =
 pub struct TestServer {
     pub base: String,
     pub client: reqwest::Client,
-    child: Child,
+    child: ChildGuard,
     logs: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
     env: Vec<(String, String)>,
@@ -93,6 +93,7 @@ impl TestServer {
     }
 
     async fn spawn(data_dir: Arc<TempDir>, args: Vec<String>, env: Vec<(String, String)>, listen: &str) -> Self {
+        let client = http_client();
         let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
             .arg("serve")
             .args(["--listen", listen, "--data-dir"])
@@ -103,10 +104,11 @@ impl TestServer {
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
+            .map(ChildGuard)
             .expect("start tessera serve");
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
+        let stdout = child.0.stdout.take().expect("stdout");
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
@@ -122,7 +124,6 @@ impl TestServer {
             .await
             .unwrap()
             .unwrap_or_else(|_| panic!("tessera serve did not start; args {args:?}"));
-        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap();
         Self { base: format!("http://{addr}"), client, child, logs, args, env, data_dir }
     }
 
@@ -139,16 +140,16 @@ impl TestServer {
 
     pub fn stop(&mut self, hard: bool) {
         let signal = if hard { libc::SIGKILL } else { libc::SIGTERM };
-        signal_process(self.child.id(), signal);
-        let _ = self.child.wait();
+        signal_process(self.child.0.id(), signal);
+        let _ = self.child.0.wait();
     }
 
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.child.0.id()
     }
 
     pub fn wait_exit(&mut self) -> std::process::ExitStatus {
-        self.child.wait().expect("wait")
+        self.child.0.wait().expect("wait")
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -159,8 +160,19 @@ impl TestServer {
         self.logs.lock().unwrap().join("\n")
     }
 
-    /// Audit events of this kind logged so far.
+    /// Audit events of this kind logged so far, once the log has been quiet for 100 ms (the
+    /// server logs an event before it answers, but our reader thread may lag behind).
     pub fn audit(&self, event: &str) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let mut seen = self.logs.lock().unwrap().len();
+        loop {
+            std::thread::sleep(Duration::from_millis(100));
+            let now = self.logs.lock().unwrap().len();
+            if now == seen || Instant::now() > deadline {
+                break;
+            }
+            seen = now;
+        }
         self.logs
             .lock()
             .unwrap()
@@ -229,11 +241,20 @@ impl TestServer {
     }
 }
 
-impl Drop for TestServer {
+/// Owns a server process from the moment it is spawned: whatever panics, it is killed.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
     fn drop(&mut self) {
-        signal_process(self.child.id(), libc::SIGKILL);
-        let _ = self.child.wait();
+        signal_process(self.0.id(), libc::SIGKILL);
+        let _ = self.0.wait();
     }
+}
+
+/// The tests' HTTP client (rustls needs its crypto provider chosen once per process).
+pub fn http_client() -> reqwest::Client {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    reqwest::Client::builder().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 pub async fn read(resp: reqwest::Response) -> Reply {
