@@ -57,6 +57,9 @@ pub fn app(state: AppState) -> Router {
         .layer(axum::middleware::map_response(never_cache));
     Router::new()
         .nest("/api/auth", api)
+        .route("/", get(routes::web::index))
+        .route("/app.js", get(routes::web::script))
+        .route("/app.css", get(routes::web::style))
         .route("/.well-known/jwks.json", get(routes::meta::jwks))
         .route("/healthz", get(routes::meta::healthz))
         .route("/readyz", get(routes::meta::readyz))

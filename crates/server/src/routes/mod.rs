@@ -4,6 +4,7 @@
 pub mod auth;
 pub mod meta;
 pub mod sessions;
+pub mod web;
 
 use axum::Json;
 use axum::http::StatusCode;

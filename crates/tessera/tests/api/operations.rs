@@ -214,3 +214,18 @@ async fn settings_come_from_the_file_then_the_environment_then_flags() {
     let from_flag = TestServer::start_with_env(&["--config", file, "--access-ttl", "5m"], &env).await;
     assert_eq!(expires_in(&from_flag).await, (300, json!("from-env")));
 }
+
+#[tokio::test]
+async fn the_web_page_is_served_from_the_binary_with_a_strict_policy() {
+    let server = TestServer::start().await;
+    for (path, content_type) in [("/", "text/html"), ("/app.js", "text/javascript"), ("/app.css", "text/css")] {
+        let resp = server.client.get(server.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "{path}");
+        let headers = resp.headers().clone();
+        assert!(headers["content-type"].to_str().unwrap().starts_with(content_type), "{path}");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+        let body = resp.text().await.unwrap();
+        assert!(!body.contains("http://") && !body.contains("https://"), "{path} loads nothing from elsewhere");
+    }
+}
