@@ -324,7 +324,10 @@ const KNOWN_VARIABLES: &[&str] = &[
 pub fn unknown_variables() -> Vec<String> {
     std::env::vars_os()
         .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| k.starts_with("TESSERA_") && !KNOWN_VARIABLES.contains(&k.as_str()))
+        // `TESSERA_TEST_*` belong to the test harness.
+        .filter(|k| {
+            k.starts_with("TESSERA_") && !k.starts_with("TESSERA_TEST_") && !KNOWN_VARIABLES.contains(&k.as_str())
+        })
         .collect()
 }
 

@@ -112,20 +112,30 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Resu
 }
 
 async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
+    use tessera_store::postgres::PostgresStore;
+    use tessera_store::sqlite::SqliteStore;
     match (&settings.database, &settings.session_store) {
         (StoreUrl::Sqlite(db), StoreUrl::Sqlite(sessions)) if db == sessions => {
-            let store = tessera_store::sqlite::SqliteStore::open(db, settings.sqlite_synchronous_full)
+            let store = SqliteStore::open(db, settings.sqlite_synchronous_full)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
             let store = Arc::new(store);
             Ok((store.clone(), store))
         }
-        (StoreUrl::Sqlite(_), StoreUrl::Sqlite(_)) => {
-            bail!("users and sessions in two different SQLite files are not supported")
+        (StoreUrl::Postgres(db), StoreUrl::Postgres(sessions)) if db == sessions => {
+            let store = PostgresStore::connect(db)
+                .await
+                .with_context(|| format!("cannot open the PostgreSQL database {}", redact_url(db)))?;
+            let store = Arc::new(store);
+            Ok((store.clone(), store))
         }
-        (StoreUrl::Postgres(url) | StoreUrl::Redis(url), _) | (_, StoreUrl::Postgres(url) | StoreUrl::Redis(url)) => {
-            bail!("the store {} is not supported by this build yet", redact_url(url))
+        (StoreUrl::Redis(url), _) => {
+            bail!("Redis holds sessions, not users: use it as --session-store-url, not {}", redact_url(url))
         }
+        (_, StoreUrl::Redis(url)) => {
+            bail!("the Redis session store ({}) is not supported by this build yet", redact_url(url))
+        }
+        _ => bail!("users and sessions in two different SQL databases are not supported"),
     }
 }
 

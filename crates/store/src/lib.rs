@@ -2,7 +2,12 @@
 //! feature, and the contract suite they all pass.
 //!
 //! - `sqlite` (default): the embedded store, users and sessions in one file.
+//! - `postgres`: users and sessions in PostgreSQL, for several server instances.
 
+#[cfg(feature = "postgres")]
+pub mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 

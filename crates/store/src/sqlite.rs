@@ -11,14 +11,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{Row, SqliteConnection};
+use sqlx::SqliteConnection;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tessera_core::account::User;
 use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
+
+use crate::sql::{Decodes, SESSION_COLUMNS, generation, session_from_row, session_id_from_row, user_from_row};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[r#"
@@ -45,9 +45,6 @@ CREATE INDEX sessions_by_user ON sessions (user_id);
 CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
 "#];
-
-const SESSION_COLUMNS: &str =
-    "id, user_id, generation, created_at, last_used_at, expires_at, absolute_expires_at, ended_at, user_agent, ip";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -143,40 +140,6 @@ fn classify(e: sqlx::Error) -> StoreError {
         }
         _ => StoreError::other(e),
     }
-}
-
-fn uuid_bytes(bytes: &[u8]) -> Result<[u8; 16], StoreError> {
-    bytes.try_into().map_err(|_| StoreError::other("stored id is not 16 bytes"))
-}
-
-fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
-    Ok(User {
-        id: UserId::from_bytes(uuid_bytes(row.try_get("id").map_err(classify)?)?),
-        email: row.try_get("email").map_err(classify)?,
-        email_key: row.try_get("email_key").map_err(classify)?,
-        password_hash: row.try_get("password_hash").map_err(classify)?,
-        created_at: Timestamp::from_millis(row.try_get("created_at").map_err(classify)?),
-    })
-}
-
-fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
-    let millis = |col: &str| row.try_get::<i64, _>(col).map(Timestamp::from_millis).map_err(classify);
-    Ok(Session {
-        id: SessionId::from_bytes(uuid_bytes(row.try_get("id").map_err(classify)?)?),
-        user_id: UserId::from_bytes(uuid_bytes(row.try_get("user_id").map_err(classify)?)?),
-        generation: u64::try_from(row.try_get::<i64, _>("generation").map_err(classify)?).map_err(StoreError::other)?,
-        created_at: millis("created_at")?,
-        last_used_at: millis("last_used_at")?,
-        expires_at: millis("expires_at")?,
-        absolute_expires_at: millis("absolute_expires_at")?,
-        ended_at: row.try_get::<Option<i64>, _>("ended_at").map_err(classify)?.map(Timestamp::from_millis),
-        user_agent: row.try_get("user_agent").map_err(classify)?,
-        ip: row.try_get("ip").map_err(classify)?,
-    })
-}
-
-fn generation(g: u64) -> StoreResult<i64> {
-    i64::try_from(g).map_err(StoreError::other)
 }
 
 #[async_trait]
@@ -291,7 +254,7 @@ impl SessionStore for SqliteStore {
             .fetch_all(&self.writer)
             .await
             .map_err(classify)?;
-        rows.iter().map(|r| Ok(SessionId::from_bytes(uuid_bytes(r.try_get("id").map_err(classify)?)?))).collect()
+        rows.iter().map(session_id_from_row).collect()
     }
 
     async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
@@ -313,10 +276,7 @@ impl SessionStore for SqliteStore {
             .await
             .map_err(classify)?;
         rows.iter()
-            .map(|r| {
-                let id = SessionId::from_bytes(uuid_bytes(r.try_get("id").map_err(classify)?)?);
-                Ok((id, Timestamp::from_millis(r.try_get("ended_at").map_err(classify)?)))
-            })
+            .map(|r| Ok((session_id_from_row(r)?, Timestamp::from_millis(r.value_of::<i64>("ended_at")?))))
             .collect()
     }
 

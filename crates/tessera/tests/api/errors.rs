@@ -240,6 +240,9 @@ async fn too_many_login_attempts_are_rate_limited_with_retry_after() {
 
 #[tokio::test]
 async fn a_locked_database_is_unavailable_then_recovers_by_itself() {
+    if !sqlite_only("a_locked_database_is_unavailable_then_recovers_by_itself") {
+        return;
+    }
     let server = TestServer::start().await;
     let tokens = server.user(&unique_email()).await;
     // Another process holds the SQLite write lock past the server's busy timeout.
@@ -260,6 +263,9 @@ async fn a_locked_database_is_unavailable_then_recovers_by_itself() {
 
 #[tokio::test]
 async fn an_internal_error_hides_its_cause_and_carries_the_logged_request_id() {
+    if !sqlite_only("an_internal_error_hides_its_cause_and_carries_the_logged_request_id") {
+        return;
+    }
     let server = TestServer::start().await;
     let tokens = server.user(&unique_email()).await;
     // Corrupt the stored session behind the server's back.

@@ -15,6 +15,42 @@ use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery";
 
+/// The store the suite runs against: `TESSERA_TEST_BACKEND` = `sqlite` (default) or `postgres`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub fn backend() -> Backend {
+    match std::env::var("TESSERA_TEST_BACKEND").as_deref() {
+        Err(_) | Ok("sqlite") => Backend::Sqlite,
+        Ok("postgres") => Backend::Postgres,
+        Ok(other) => panic!("unknown TESSERA_TEST_BACKEND `{other}`: use sqlite or postgres"),
+    }
+}
+
+/// For the few tests that inspect SQLite's files directly: says so when it does not apply.
+pub fn sqlite_only(test: &str) -> bool {
+    let applies = backend() == Backend::Sqlite;
+    if !applies {
+        eprintln!("{test}: inspects the SQLite file; covered by the SQLite run");
+    }
+    applies
+}
+
+/// A new, empty database on the test PostgreSQL (`TESSERA_TEST_POSTGRES_URL`).
+async fn fresh_postgres_database() -> String {
+    let url = std::env::var("TESSERA_TEST_POSTGRES_URL")
+        .expect("TESSERA_TEST_POSTGRES_URL is not set: run the suite with scripts/test, which starts a PostgreSQL");
+    let name = format!("t{}", unique_email().replace(['@', '.', '-'], "_"));
+    let admin = sqlx::PgPool::connect(&url).await.expect("connect to the test PostgreSQL");
+    sqlx::raw_sql(&format!("CREATE DATABASE {name}")).execute(&admin).await.expect("create database");
+    admin.close().await;
+    let (base, _) = url.rsplit_once('/').expect("database in the URL");
+    format!("{base}/{name}")
+}
+
 /// Flags every test server gets unless a test says otherwise: cheap argon2 (the default cost is
 /// checked by a unit test and by `default_argon2_cost_is_used`), no login rate limit.
 const BASE_ARGS: &[&str] =
@@ -81,13 +117,16 @@ impl TestServer {
         Self::start_with_env(extra, &[]).await
     }
 
-    /// Starts with extra flags and `TESSERA_*` variables.
+    /// Starts with extra flags and `TESSERA_*` variables, on the backend of [`backend`].
     pub async fn start_with_env(extra: &[&str], env: &[(&str, &str)]) -> Self {
         let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         // A flag given by the test replaces the base flag of the same name.
         let overridden = |flag: &&str| extra.contains(flag);
         let base = BASE_ARGS.chunks(2).filter(|pair| !overridden(&pair[0])).flatten();
-        let args = base.chain(extra).map(|s| s.to_string()).collect();
+        let mut args: Vec<String> = base.chain(extra).map(|s| s.to_string()).collect();
+        if backend() == Backend::Postgres {
+            args.extend(["--database-url".into(), fresh_postgres_database().await]);
+        }
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Self::spawn(data_dir, args, env, "127.0.0.1:0").await
     }

@@ -96,6 +96,9 @@ async fn the_refresh_token_is_opaque_and_the_store_holds_nothing_that_works_as_o
     let raw = URL_SAFE_NO_PAD.decode(refresh).unwrap();
     assert!(raw.len() >= 32 + 16, "carries a 256-bit MAC beside the session id");
     let next = tokens_of(&server.refresh(refresh).await).refresh;
+    if !sqlite_only("the store holds nothing that works as a token") {
+        return;
+    }
 
     let mut stored = Vec::new();
     for entry in std::fs::read_dir(server.data_dir.path()).unwrap() {
@@ -127,7 +130,9 @@ async fn keys_and_database_are_private_to_the_owner() {
         let path = entry.unwrap().path();
         assert_eq!(mode(&path), 0o600, "{}", path.display());
     }
-    assert_eq!(mode(&dir.join("tessera.db")), 0o600);
+    if sqlite_only("the database file is private") {
+        assert_eq!(mode(&dir.join("tessera.db")), 0o600);
+    }
 }
 
 #[tokio::test]

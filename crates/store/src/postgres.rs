@@ -1,0 +1,278 @@
+//! Users and sessions in PostgreSQL, shared by several server instances.
+//!
+//! Rotation is one `UPDATE … WHERE generation = $from … RETURNING`: PostgreSQL's row lock makes
+//! the compare-and-set atomic however many instances race. Migrations run at start under an
+//! advisory lock, so instances starting together apply each one once. Timeouts are short
+//! (connect and acquire 2 s) so that an unreachable database answers `503` quickly instead of
+//! holding requests; the pool reconnects by itself when the database returns.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use tessera_core::account::User;
+use tessera_core::session::{Rotation, Session};
+use tessera_core::store::{SessionStore, StoreError, StoreResult, UserStore};
+use tessera_core::{SessionId, Timestamp, UserId};
+
+use crate::sql::{Decodes, SESSION_COLUMNS, generation, session_from_row, session_id_from_row, user_from_row};
+
+/// Schema migrations in order; `tessera_migrations` records which ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE tessera_users (
+    id            BYTEA PRIMARY KEY,
+    email         TEXT NOT NULL,
+    email_key     TEXT NOT NULL UNIQUE,
+    password_hash TEXT NOT NULL,
+    created_at    BIGINT NOT NULL
+);
+CREATE TABLE tessera_sessions (
+    id                  BYTEA PRIMARY KEY,
+    user_id             BYTEA NOT NULL,
+    generation          BIGINT NOT NULL,
+    created_at          BIGINT NOT NULL,
+    last_used_at        BIGINT NOT NULL,
+    expires_at          BIGINT NOT NULL,
+    absolute_expires_at BIGINT NOT NULL,
+    ended_at            BIGINT,
+    user_agent          TEXT,
+    ip                  TEXT
+);
+CREATE INDEX tessera_sessions_by_user ON tessera_sessions (user_id);
+CREATE INDEX tessera_sessions_by_end ON tessera_sessions (ended_at) WHERE ended_at IS NOT NULL;
+CREATE INDEX tessera_sessions_by_expiry ON tessera_sessions (expires_at);
+"#];
+
+/// An arbitrary constant naming tessera's migration lock among the database's advisory locks.
+const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera" in ASCII
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user:password@host:port/db`) and applies migrations.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let options: PgConnectOptions = url.parse().map_err(StoreError::other)?;
+        Self::connect_with(options).await
+    }
+
+    pub async fn connect_with(options: PgConnectOptions) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect_with(options)
+            .await
+            .map_err(classify)?;
+        migrate(&pool).await?;
+        Ok(Self { pool })
+    }
+}
+
+async fn migrate(pool: &PgPool) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(classify)?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(MIGRATION_LOCK).execute(&mut *tx).await.map_err(classify)?;
+    sqlx::raw_sql("CREATE TABLE IF NOT EXISTS tessera_migrations (version INTEGER PRIMARY KEY)")
+        .execute(&mut *tx)
+        .await
+        .map_err(classify)?;
+    let applied: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM tessera_migrations").fetch_one(&mut *tx).await.map_err(classify)?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::other("the database schema is newer than this tessera knows; upgrade tessera"));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        sqlx::raw_sql(sql).execute(&mut *tx).await.map_err(classify)?;
+        let version = i32::try_from(i + 1).map_err(StoreError::other)?;
+        sqlx::query("INSERT INTO tessera_migrations (version) VALUES ($1)")
+            .bind(version)
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tracing::info!(version, "applied PostgreSQL migration");
+    }
+    tx.commit().await.map_err(classify)
+}
+
+fn classify(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::EmailTaken,
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::Protocol(_) => StoreError::unavailable(e),
+        // Class 08: connection exception; 57P0x: the server is shutting down or restarting;
+        // class 53: insufficient resources.
+        sqlx::Error::Database(d)
+            if d.code().is_some_and(|c| c.starts_with("08") || c.starts_with("57P0") || c.starts_with("53")) =>
+        {
+            StoreError::unavailable(e)
+        }
+        _ => StoreError::other(e),
+    }
+}
+
+#[async_trait]
+impl UserStore for PostgresStore {
+    async fn create_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tessera_users (id, email, email_key, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&user.id.as_bytes()[..])
+        .bind(&user.email)
+        .bind(&user.email_key)
+        .bind(&user.password_hash)
+        .bind(user.created_at.as_millis())
+        .execute(&self.pool)
+        .await
+        .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM tessera_users WHERE email_key = $1")
+            .bind(email_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_user(&self, id: UserId) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM tessera_users WHERE id = $1")
+            .bind(&id.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map_err(classify)?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SessionStore for PostgresStore {
+    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO tessera_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
+        ))
+        .bind(&s.id.as_bytes()[..])
+        .bind(&s.user_id.as_bytes()[..])
+        .bind(generation(s.generation)?)
+        .bind(s.created_at.as_millis())
+        .bind(s.last_used_at.as_millis())
+        .bind(s.expires_at.as_millis())
+        .bind(s.absolute_expires_at.as_millis())
+        .bind(s.ended_at.map(Timestamp::as_millis))
+        .bind(&s.user_agent)
+        .bind(&s.ip)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| match classify(e) {
+            StoreError::EmailTaken => StoreError::other("session id collision"),
+            other => other,
+        })?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM tessera_sessions WHERE id = $1"))
+            .bind(&id.as_bytes()[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(session_from_row).transpose()
+    }
+
+    async fn rotate(
+        &self,
+        id: SessionId,
+        from: u64,
+        now: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<Rotation> {
+        let row = sqlx::query(&format!(
+            "UPDATE tessera_sessions SET generation = generation + 1, last_used_at = $1, \
+             expires_at = LEAST($2, absolute_expires_at) \
+             WHERE id = $3 AND generation = $4 AND ended_at IS NULL AND expires_at > $1 RETURNING {SESSION_COLUMNS}"
+        ))
+        .bind(now.as_millis())
+        .bind(idle_expires_at.as_millis())
+        .bind(&id.as_bytes()[..])
+        .bind(generation(from)?)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(classify)?;
+        match row {
+            Some(row) => Ok(Rotation::Rotated(session_from_row(&row)?)),
+            None => Ok(Rotation::Stale(self.get_session(id).await?)),
+        }
+    }
+
+    async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+        let done = sqlx::query("UPDATE tessera_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")
+            .bind(now.as_millis())
+            .bind(&id.as_bytes()[..])
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn end_user_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<SessionId>> {
+        let rows = sqlx::query(
+            "UPDATE tessera_sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING id",
+        )
+        .bind(now.as_millis())
+        .bind(&user_id.as_bytes()[..])
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(session_id_from_row).collect()
+    }
+
+    async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM tessera_sessions \
+             WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2 ORDER BY created_at, id"
+        ))
+        .bind(&user_id.as_bytes()[..])
+        .bind(now.as_millis())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(session_from_row).collect()
+    }
+
+    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>> {
+        let rows = sqlx::query("SELECT id, ended_at FROM tessera_sessions WHERE ended_at >= $1")
+            .bind(since.as_millis())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.iter()
+            .map(|r| Ok((session_id_from_row(r)?, Timestamp::from_millis(r.value_of::<i64>("ended_at")?))))
+            .collect()
+    }
+
+    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM tessera_sessions WHERE expires_at < $1 OR ended_at < $2")
+            .bind(expired_before.as_millis())
+            .bind(ended_before.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected())
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        UserStore::ping(self).await
+    }
+}

@@ -1,0 +1,79 @@
+//! What the SQL backends share: rows to domain values, and the column list.
+
+use sqlx::{ColumnIndex, Decode, Row, Type};
+use tessera_core::account::User;
+use tessera_core::session::Session;
+use tessera_core::store::{StoreError, StoreResult};
+use tessera_core::{SessionId, Timestamp, UserId};
+
+pub const SESSION_COLUMNS: &str =
+    "id, user_id, generation, created_at, last_used_at, expires_at, absolute_expires_at, ended_at, user_agent, ip";
+
+/// The SQL types every backend must decode.
+pub trait Decodes<'r>: Row
+where
+    &'r str: ColumnIndex<Self>,
+{
+    fn value_of<T: Decode<'r, Self::Database> + Type<Self::Database>>(&'r self, column: &'r str) -> StoreResult<T> {
+        self.try_get(column).map_err(StoreError::other)
+    }
+}
+
+impl<'r, R: Row> Decodes<'r> for R where &'r str: ColumnIndex<R> {}
+
+fn id_bytes(bytes: &[u8]) -> StoreResult<[u8; 16]> {
+    bytes.try_into().map_err(|_| StoreError::other("stored id is not 16 bytes"))
+}
+
+pub fn user_from_row<'r, R>(row: &'r R) -> StoreResult<User>
+where
+    R: Decodes<'r>,
+    &'r str: ColumnIndex<R>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(User {
+        id: UserId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("id")?)?),
+        email: row.value_of("email")?,
+        email_key: row.value_of("email_key")?,
+        password_hash: row.value_of("password_hash")?,
+        created_at: Timestamp::from_millis(row.value_of("created_at")?),
+    })
+}
+
+pub fn session_from_row<'r, R>(row: &'r R) -> StoreResult<Session>
+where
+    R: Decodes<'r>,
+    &'r str: ColumnIndex<R>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let millis = |column| row.value_of::<i64>(column).map(Timestamp::from_millis);
+    Ok(Session {
+        id: SessionId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("id")?)?),
+        user_id: UserId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("user_id")?)?),
+        generation: u64::try_from(row.value_of::<i64>("generation")?).map_err(StoreError::other)?,
+        created_at: millis("created_at")?,
+        last_used_at: millis("last_used_at")?,
+        expires_at: millis("expires_at")?,
+        absolute_expires_at: millis("absolute_expires_at")?,
+        ended_at: row.value_of::<Option<i64>>("ended_at")?.map(Timestamp::from_millis),
+        user_agent: row.value_of("user_agent")?,
+        ip: row.value_of("ip")?,
+    })
+}
+
+pub fn session_id_from_row<'r, R>(row: &'r R) -> StoreResult<SessionId>
+where
+    R: Decodes<'r>,
+    &'r str: ColumnIndex<R>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(SessionId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("id")?)?))
+}
+
+pub fn generation(g: u64) -> StoreResult<i64> {
+    i64::try_from(g).map_err(StoreError::other)
+}
