@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "TESSERA_LOG_FORMAT", value_name = "FORMAT")]
     pub log_format: Option<String>,
+    /// Prefix of every key in the Valkey/Redis session store [default: tessera].
+    #[arg(long, env = "TESSERA_REDIS_KEY_PREFIX", value_name = "PREFIX")]
+    pub redis_key_prefix: Option<String>,
 }
 
 /// The TOML file: the same settings, named like the flags.
@@ -103,6 +106,7 @@ struct FileConfig {
     argon2_parallelism: Option<u32>,
     sqlite_synchronous: Option<String>,
     log_format: Option<String>,
+    redis_key_prefix: Option<String>,
 }
 
 /// A duration in TOML: a number of seconds or a string such as "15m".
@@ -161,6 +165,7 @@ pub struct Settings {
     pub hash_params: HashParams,
     pub sqlite_synchronous_full: bool,
     pub log_format: LogFormat,
+    pub redis_key_prefix: String,
 }
 
 impl Settings {
@@ -240,6 +245,7 @@ impl Settings {
             hash_params,
             sqlite_synchronous_full,
             log_format,
+            redis_key_prefix: args.redis_key_prefix.or(file.redis_key_prefix).unwrap_or_else(|| "tessera".into()),
         })
     }
 }
@@ -316,6 +322,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "TESSERA_ARGON2_PARALLELISM",
     "TESSERA_SQLITE_SYNCHRONOUS",
     "TESSERA_LOG_FORMAT",
+    "TESSERA_REDIS_KEY_PREFIX",
     // Read by the CLI client.
     "TESSERA_SERVER",
 ];

@@ -111,32 +111,43 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Resu
     Ok(AppState::new(auth, cookies, limiter, settings.body_limit))
 }
 
+/// Opens the user store (SQL) and the session store (the same database, or Redis).
 async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
     use tessera_store::postgres::PostgresStore;
+    use tessera_store::redis::RedisStore;
     use tessera_store::sqlite::SqliteStore;
-    match (&settings.database, &settings.session_store) {
-        (StoreUrl::Sqlite(db), StoreUrl::Sqlite(sessions)) if db == sessions => {
+    let (users, same_db_sessions): (Arc<dyn UserStore>, Arc<dyn SessionStore>) = match &settings.database {
+        StoreUrl::Sqlite(db) => {
             let store = SqliteStore::open(db, settings.sqlite_synchronous_full)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
             let store = Arc::new(store);
-            Ok((store.clone(), store))
+            (store.clone(), store)
         }
-        (StoreUrl::Postgres(db), StoreUrl::Postgres(sessions)) if db == sessions => {
-            let store = PostgresStore::connect(db)
+        StoreUrl::Postgres(url) => {
+            let store = PostgresStore::connect(url)
                 .await
-                .with_context(|| format!("cannot open the PostgreSQL database {}", redact_url(db)))?;
+                .with_context(|| format!("cannot open the PostgreSQL database {}", redact_url(url)))?;
             let store = Arc::new(store);
-            Ok((store.clone(), store))
+            (store.clone(), store)
         }
-        (StoreUrl::Redis(url), _) => {
-            bail!("Redis holds sessions, not users: use it as --session-store-url, not {}", redact_url(url))
+        StoreUrl::Redis(url) => {
+            bail!(
+                "Redis holds sessions, not users: use it as --session-store-url, not --database-url {}",
+                redact_url(url)
+            )
         }
-        (_, StoreUrl::Redis(url)) => {
-            bail!("the Redis session store ({}) is not supported by this build yet", redact_url(url))
-        }
-        _ => bail!("users and sessions in two different SQL databases are not supported"),
-    }
+    };
+    let sessions: Arc<dyn SessionStore> = match &settings.session_store {
+        same if *same == settings.database => same_db_sessions,
+        StoreUrl::Redis(url) => Arc::new(
+            RedisStore::connect(url, &settings.redis_key_prefix)
+                .await
+                .with_context(|| format!("cannot connect to the session store {}", redact_url(url)))?,
+        ),
+        _ => bail!("--session-store-url must be the database or a redis:// URL"),
+    };
+    Ok((users, sessions))
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

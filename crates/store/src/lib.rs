@@ -3,9 +3,12 @@
 //!
 //! - `sqlite` (default): the embedded store, users and sessions in one file.
 //! - `postgres`: users and sessions in PostgreSQL, for several server instances.
+//! - `redis`: sessions in Valkey/Redis (users stay in SQL), for high refresh rates.
 
 #[cfg(feature = "postgres")]
 pub mod postgres;
+#[cfg(feature = "redis")]
+pub mod redis;
 #[cfg(any(feature = "sqlite", feature = "postgres"))]
 mod sql;
 #[cfg(feature = "sqlite")]

@@ -15,28 +15,44 @@ use tempfile::TempDir;
 
 pub const PASSWORD: &str = "correct horse battery";
 
-/// The store the suite runs against: `TESSERA_TEST_BACKEND` = `sqlite` (default) or `postgres`.
+/// The stores the suite runs against, from `TESSERA_TEST_BACKEND`: `sqlite` (the default),
+/// `postgres`, or `redis` (sessions in Redis, users in SQLite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
+    Redis,
 }
 
 pub fn backend() -> Backend {
     match std::env::var("TESSERA_TEST_BACKEND").as_deref() {
         Err(_) | Ok("sqlite") => Backend::Sqlite,
         Ok("postgres") => Backend::Postgres,
-        Ok(other) => panic!("unknown TESSERA_TEST_BACKEND `{other}`: use sqlite or postgres"),
+        Ok("redis") => Backend::Redis,
+        Ok(other) => panic!("unknown TESSERA_TEST_BACKEND `{other}`: use sqlite, postgres or redis"),
     }
 }
 
-/// For the few tests that inspect SQLite's files directly: says so when it does not apply.
+/// For the few tests that inspect SQLite's session table directly: says so when it does not apply.
 pub fn sqlite_only(test: &str) -> bool {
     let applies = backend() == Backend::Sqlite;
     if !applies {
         eprintln!("{test}: inspects the SQLite file; covered by the SQLite run");
     }
     applies
+}
+
+/// Flags for users and sessions in a fresh PostgreSQL database.
+pub async fn postgres_args() -> [String; 2] {
+    ["--database-url".into(), fresh_postgres_database().await]
+}
+
+/// Flags for sessions in the test Redis under a fresh key prefix.
+pub fn redis_args() -> [String; 4] {
+    let url = std::env::var("TESSERA_TEST_REDIS_URL")
+        .expect("TESSERA_TEST_REDIS_URL is not set: run the suite with scripts/test, which starts a Redis");
+    let prefix = format!("t-{}", unique_email());
+    ["--session-store-url".into(), url, "--redis-key-prefix".into(), prefix]
 }
 
 /// A new, empty database on the test PostgreSQL (`TESSERA_TEST_POSTGRES_URL`).
@@ -124,8 +140,10 @@ impl TestServer {
         let overridden = |flag: &&str| extra.contains(flag);
         let base = BASE_ARGS.chunks(2).filter(|pair| !overridden(&pair[0])).flatten();
         let mut args: Vec<String> = base.chain(extra).map(|s| s.to_string()).collect();
-        if backend() == Backend::Postgres {
-            args.extend(["--database-url".into(), fresh_postgres_database().await]);
+        match backend() {
+            Backend::Sqlite => {}
+            Backend::Postgres => args.extend(postgres_args().await),
+            Backend::Redis => args.extend(redis_args()),
         }
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Self::spawn(data_dir, args, env, "127.0.0.1:0").await
@@ -164,6 +182,18 @@ impl TestServer {
             .unwrap()
             .unwrap_or_else(|_| panic!("tessera serve did not start; args {args:?}"));
         Self { base: format!("http://{addr}"), client, child, logs, args, env, data_dir }
+    }
+
+    /// Another instance sharing this one's data directory (signing keys), flags and stores.
+    pub async fn sibling(&self) -> Self {
+        Self::spawn(self.data_dir.clone(), self.args.clone(), self.env.clone(), "127.0.0.1:0").await
+    }
+
+    /// Starts a server with exactly these flags (beside the base ones), whatever the backend.
+    pub async fn start_raw(args: Vec<String>) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let args = BASE_ARGS.iter().map(|s| s.to_string()).chain(args).collect();
+        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0").await
     }
 
     /// Stops the server (SIGKILL when `hard`, else SIGTERM and wait) and starts it again on the

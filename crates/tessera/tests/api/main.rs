@@ -8,6 +8,7 @@ mod client;
 mod cookies;
 mod errors;
 mod helpers;
+mod instances;
 mod operations;
 mod rotation;
 mod sessions;

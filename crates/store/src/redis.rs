@@ -1,0 +1,318 @@
+//! Sessions in Valkey/Redis, for several instances and high refresh rates.
+//!
+//! Keys (`P` is the prefix, `tessera` by default):
+//!
+//! ```text
+//! P:s:{<session id>}   hash: user, gen, created, last_used, expires, abs, ended?, ua?, ip?
+//! P:u:{<user id>}      set of the user's session ids (for the list and logout-all)
+//! P:ended              sorted set: session id scored by when it ended (the revocation feed)
+//! ```
+//!
+//! The `{…}` hash tags put everything a script touches in one Cluster slot: rotation reads and
+//! writes only its session's hash, in one Lua script (one round trip, no check-then-act race).
+//! Each session hash expires by itself (`PEXPIREAT`) a day after its refresh token could last
+//! be used, so nothing piles up; the user sets and the feed are pruned as they are read and by
+//! `purge`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use redis::aio::ConnectionManager;
+use redis::{AsyncCommands, Script};
+use tessera_core::session::{Rotation, Session};
+use tessera_core::store::{SessionStore, StoreError, StoreResult};
+use tessera_core::{SessionId, Timestamp, UserId};
+
+/// How long a dead session's hash is kept (for reuse detection and the record).
+const KEEP_MS: i64 = 86_400_000;
+/// Bound on every Redis command, so an outage answers `503` quickly.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Moves the session to the next generation if it is at ARGV[1], active at ARGV[2]; returns
+/// `"rotated"` or `"stale"` followed by the hash's fields and values (nothing if it is gone).
+const ROTATE: &str = r#"
+local h = redis.call('HGETALL', KEYS[1])
+if #h == 0 then return {} end
+local s = {}
+for i = 1, #h, 2 do s[h[i]] = h[i + 1] end
+if s.gen ~= ARGV[1] or s.ended or tonumber(s.expires) <= tonumber(ARGV[2]) then
+  table.insert(h, 1, 'stale')
+  return h
+end
+local expires = math.min(tonumber(ARGV[3]), tonumber(s.abs))
+redis.call('HINCRBY', KEYS[1], 'gen', 1)
+redis.call('HSET', KEYS[1], 'last_used', ARGV[2], 'expires', string.format('%.0f', expires))
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', expires + tonumber(ARGV[4])))
+local out = redis.call('HGETALL', KEYS[1])
+table.insert(out, 1, 'rotated')
+return out
+"#;
+
+/// Ends the session at ARGV[1] unless it has ended (or, with ARGV[2] = '1', unless it is not
+/// active); returns 1 if this call ended it.
+const END: &str = r#"
+local s = redis.call('HMGET', KEYS[1], 'ended', 'expires')
+if s[2] == false or s[1] then return 0 end
+if ARGV[2] == '1' and tonumber(s[2]) <= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'ended', ARGV[1])
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(ARGV[1]) + tonumber(ARGV[3])))
+return 1
+"#;
+
+#[derive(Clone)]
+pub struct RedisStore {
+    conn: ConnectionManager,
+    prefix: String,
+    rotate: Script,
+    end: Script,
+}
+
+impl std::fmt::Debug for RedisStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+    }
+}
+
+impl RedisStore {
+    /// Connects to `url` (`redis://host:port[/db]`); `prefix` namespaces every key.
+    pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
+        let client = redis::Client::open(url).map_err(StoreError::other)?;
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(COMMAND_TIMEOUT)
+            .set_response_timeout(COMMAND_TIMEOUT)
+            .set_number_of_retries(1);
+        let conn = ConnectionManager::new_with_config(client, config).await.map_err(classify)?;
+        Ok(Self { conn, prefix: prefix.to_owned(), rotate: Script::new(ROTATE), end: Script::new(END) })
+    }
+
+    fn session_key(&self, id: SessionId) -> String {
+        format!("{}:s:{{{id}}}", self.prefix)
+    }
+
+    fn user_key(&self, id: UserId) -> String {
+        format!("{}:u:{{{id}}}", self.prefix)
+    }
+
+    fn ended_key(&self) -> String {
+        format!("{}:ended", self.prefix)
+    }
+
+    async fn end_one(&self, id: SessionId, now: Timestamp, active_only: bool) -> StoreResult<bool> {
+        let mut conn = self.conn.clone();
+        let ended: i64 = self
+            .end
+            .key(self.session_key(id))
+            .arg(now.as_millis())
+            .arg(if active_only { "1" } else { "0" })
+            .arg(KEEP_MS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(classify)?;
+        if ended == 1 {
+            let _: () = conn.zadd(self.ended_key(), id.to_string(), now.as_millis()).await.map_err(classify)?;
+        }
+        Ok(ended == 1)
+    }
+}
+
+fn classify(e: redis::RedisError) -> StoreError {
+    if e.is_io_error() || e.is_timeout() || e.is_connection_dropped() || e.is_connection_refusal() {
+        StoreError::unavailable(e)
+    } else {
+        StoreError::other(e)
+    }
+}
+
+/// A session from the fields of its hash.
+fn parse_session(id: SessionId, fields: &HashMap<String, String>) -> StoreResult<Session> {
+    let text =
+        |name: &str| fields.get(name).ok_or_else(|| StoreError::other(format!("session field `{name}` missing")));
+    let number = |name: &str| text(name)?.parse::<i64>().map_err(StoreError::other);
+    let millis = |name: &str| number(name).map(Timestamp::from_millis);
+    Ok(Session {
+        id,
+        user_id: text("user")?.parse().map_err(StoreError::other)?,
+        generation: text("gen")?.parse().map_err(StoreError::other)?,
+        created_at: millis("created")?,
+        last_used_at: millis("last_used")?,
+        expires_at: millis("expires")?,
+        absolute_expires_at: millis("abs")?,
+        ended_at: fields
+            .get("ended")
+            .map(|v| v.parse().map(Timestamp::from_millis))
+            .transpose()
+            .map_err(StoreError::other)?,
+        user_agent: fields.get("ua").cloned(),
+        ip: fields.get("ip").cloned(),
+    })
+}
+
+fn pairs(flat: &[String]) -> HashMap<String, String> {
+    flat.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect()
+}
+
+#[async_trait]
+impl SessionStore for RedisStore {
+    async fn create_session(&self, s: &Session) -> StoreResult<()> {
+        let key = self.session_key(s.id);
+        let mut fields: Vec<(&str, String)> = vec![
+            ("user", s.user_id.to_string()),
+            ("gen", s.generation.to_string()),
+            ("created", s.created_at.as_millis().to_string()),
+            ("last_used", s.last_used_at.as_millis().to_string()),
+            ("expires", s.expires_at.as_millis().to_string()),
+            ("abs", s.absolute_expires_at.as_millis().to_string()),
+        ];
+        fields.extend(s.ended_at.map(|t| ("ended", t.as_millis().to_string())));
+        fields.extend(s.user_agent.clone().map(|ua| ("ua", ua)));
+        fields.extend(s.ip.clone().map(|ip| ("ip", ip)));
+        let user_key = self.user_key(s.user_id);
+        let user_ttl = s.absolute_expires_at.as_millis().saturating_add(KEEP_MS);
+        let mut conn = self.conn.clone();
+        let _: () = redis::pipe()
+            .hset_multiple(&key, &fields)
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&key)
+            .arg(s.expires_at.as_millis().max(s.ended_at.map_or(0, Timestamp::as_millis)).saturating_add(KEEP_MS))
+            .ignore()
+            .sadd(&user_key, s.id.to_string())
+            .ignore()
+            .cmd("PEXPIREAT")
+            .arg(&user_key)
+            .arg(user_ttl)
+            .arg("GT")
+            .ignore()
+            .query_async(&mut conn)
+            .await
+            .map_err(classify)?;
+        // `GT` does not set a deadline on a key without one: give a new set its first.
+        let _: () = redis::cmd("PEXPIREAT")
+            .arg(&user_key)
+            .arg(user_ttl)
+            .arg("NX")
+            .query_async(&mut conn)
+            .await
+            .map_err(classify)?;
+        Ok(())
+    }
+
+    async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
+        let mut conn = self.conn.clone();
+        let fields: HashMap<String, String> = conn.hgetall(self.session_key(id)).await.map_err(classify)?;
+        if fields.is_empty() { Ok(None) } else { parse_session(id, &fields).map(Some) }
+    }
+
+    async fn rotate(
+        &self,
+        id: SessionId,
+        from: u64,
+        now: Timestamp,
+        idle_expires_at: Timestamp,
+    ) -> StoreResult<Rotation> {
+        let mut conn = self.conn.clone();
+        let reply: Vec<String> = self
+            .rotate
+            .key(self.session_key(id))
+            .arg(from.to_string())
+            .arg(now.as_millis())
+            .arg(idle_expires_at.as_millis())
+            .arg(KEEP_MS)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(classify)?;
+        let Some((outcome, flat)) = reply.split_first() else { return Ok(Rotation::Stale(None)) };
+        let session = parse_session(id, &pairs(flat))?;
+        Ok(if outcome == "rotated" { Rotation::Rotated(session) } else { Rotation::Stale(Some(session)) })
+    }
+
+    async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
+        self.end_one(id, now, false).await
+    }
+
+    async fn end_user_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<SessionId>> {
+        let mut conn = self.conn.clone();
+        let members: Vec<String> = conn.smembers(self.user_key(user_id)).await.map_err(classify)?;
+        let mut ended = Vec::new();
+        for id in members.iter().filter_map(|m| m.parse::<SessionId>().ok()) {
+            if self.end_one(id, now, true).await? {
+                ended.push(id);
+            }
+        }
+        Ok(ended)
+    }
+
+    async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
+        let mut conn = self.conn.clone();
+        let user_key = self.user_key(user_id);
+        let members: Vec<String> = conn.smembers(&user_key).await.map_err(classify)?;
+        let ids: Vec<SessionId> = members.iter().filter_map(|m| m.parse().ok()).collect();
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.hgetall(self.session_key(*id));
+        }
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await.map_err(classify)?;
+        let mut sessions = Vec::new();
+        for (id, fields) in ids.into_iter().zip(hashes) {
+            if fields.is_empty() {
+                let _: () = conn.srem(&user_key, id.to_string()).await.map_err(classify)?;
+                continue;
+            }
+            let session = parse_session(id, &fields)?;
+            if session.is_active(now) {
+                sessions.push(session);
+            }
+        }
+        sessions.sort_by_key(|s| (s.created_at, s.id));
+        Ok(sessions)
+    }
+
+    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>> {
+        let mut conn = self.conn.clone();
+        let entries: Vec<(String, i64)> =
+            conn.zrangebyscore_withscores(self.ended_key(), since.as_millis(), "+inf").await.map_err(classify)?;
+        Ok(entries.into_iter().filter_map(|(id, at)| Some((id.parse().ok()?, Timestamp::from_millis(at)))).collect())
+    }
+
+    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64> {
+        // Hashes expire by themselves; this sweep removes what a clock far from Redis's (or a
+        // caller asking early, as the contract suite does) would leave, and trims the feed.
+        let mut conn = self.conn.clone();
+        let pattern = format!("{}:s:*", self.prefix);
+        let mut keys: Vec<String> = Vec::new();
+        {
+            let mut iter: redis::AsyncIter<String> = conn.scan_match(&pattern).await.map_err(classify)?;
+            while let Some(key) = iter.next_item().await {
+                keys.push(key.map_err(classify)?);
+            }
+        }
+        let mut purged = 0;
+        for key in keys {
+            let (expires, ended): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
+                .arg(&key)
+                .arg("expires")
+                .arg("ended")
+                .query_async(&mut conn)
+                .await
+                .map_err(classify)?;
+            let dead = expires.is_some_and(|e| e < expired_before.as_millis())
+                || ended.is_some_and(|e| e < ended_before.as_millis());
+            if dead {
+                let _: () = conn.del(&key).await.map_err(classify)?;
+                purged += 1;
+            }
+        }
+        let _: () = conn
+            .zrembyscore(self.ended_key(), "-inf", format!("({}", ended_before.as_millis()))
+            .await
+            .map_err(classify)?;
+        Ok(purged)
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        let mut conn = self.conn.clone();
+        let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(classify)?;
+        Ok(())
+    }
+}
