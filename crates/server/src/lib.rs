@@ -193,7 +193,7 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-const REVOCATION_POLL: Duration = Duration::from_secs(1);
+const REVOCATION_POLL: Duration = Duration::from_millis(500);
 /// Ends written by other instances may carry a clock a little behind ours.
 const REVOCATION_OVERLAP: Duration = Duration::from_secs(5);
 const KEY_RELOAD: Duration = Duration::from_secs(1);

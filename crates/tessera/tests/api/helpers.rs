@@ -96,6 +96,11 @@ impl Reply {
         &self.body["data"]
     }
 
+    /// Asserts the status of an answer that is not in the envelope (`/healthz`, `/readyz`).
+    pub fn assert_status(&self, status: u16) {
+        assert_eq!(self.status.as_u16(), status, "{}", self.body);
+    }
+
     /// Asserts the error envelope with this status and code.
     pub fn assert_error(&self, status: u16, code: &str) {
         assert_eq!(

@@ -10,6 +10,7 @@ mod errors;
 mod helpers;
 mod instances;
 mod operations;
+mod outages;
 mod rotation;
 mod sessions;
 mod tokens;
