@@ -60,6 +60,75 @@ impl Drop for PrivateRedis {
     }
 }
 
+/// A private PostgreSQL cluster that can be crashed (`pg_ctl stop -m immediate`) and started
+/// again on the same port and data.
+struct PrivatePostgres {
+    port: u16,
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+}
+
+impl PrivatePostgres {
+    fn start() -> Self {
+        let bin = std::env::var("TESSERA_TEST_POSTGRES_BIN")
+            .expect("TESSERA_TEST_POSTGRES_BIN is not set: run the suite with scripts/test, which installs PostgreSQL");
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = Self { port, dir: tempfile::tempdir().unwrap(), bin: bin.into() };
+        if Self::as_root() {
+            let status = Command::new("chown").arg("postgres:").arg(pg.dir.path()).status().unwrap();
+            assert!(status.success());
+        }
+        let initdb = pg.run("initdb", &["-D", &pg.data(), "-U", "postgres", "--auth=trust", "-E", "UTF8"]);
+        assert!(initdb.status.success(), "initdb: {}", String::from_utf8_lossy(&initdb.stderr));
+        pg.resume();
+        pg
+    }
+
+    /// PostgreSQL refuses to run as root: then it runs as the `postgres` user.
+    fn as_root() -> bool {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("db").display().to_string()
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn run(&self, tool: &str, args: &[&str]) -> std::process::Output {
+        let path = self.bin.join(tool);
+        let mut cmd = if Self::as_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(path);
+            c
+        } else {
+            Command::new(path)
+        };
+        cmd.args(args).stdin(Stdio::null()).output().unwrap()
+    }
+
+    fn resume(&self) {
+        let options =
+            format!("-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=on", self.port, self.dir.path().display());
+        let log = self.dir.path().join("server.log").display().to_string();
+        let out = self.run("pg_ctl", &["-D", &self.data(), "-l", &log, "-w", "-t", "30", "-o", &options, "start"]);
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stdout));
+    }
+
+    fn crash(&self) {
+        self.run("pg_ctl", &["-D", &self.data(), "-m", "immediate", "stop"]);
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.crash();
+    }
+}
+
 /// What one refreshing client saw: its last acknowledged token, failures, slowest answer.
 #[derive(Default)]
 struct Client {
@@ -130,5 +199,39 @@ async fn a_redis_outage_under_load_answers_503_fast_and_recovers_without_losing_
         // rotation Redis had committed, whose replay then ended the session as theft.
         let works = server.refresh(&c.token).await.status == 200;
         assert!(works || reused.contains(&c.session_id), "session {} lost its acknowledged state", c.session_id);
+    }
+}
+
+#[tokio::test]
+async fn a_postgres_outage_answers_503_fast_and_recovers_without_losing_sessions() {
+    let pg = PrivatePostgres::start();
+    let server = TestServer::start_raw(vec!["--database-url".into(), pg.url()]).await;
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        let tokens = server.user(&unique_email()).await;
+        sessions.push(tokens_of(&server.refresh(&tokens.refresh).await));
+    }
+
+    pg.crash();
+    for (path, body) in [
+        ("/api/auth/refresh", serde_json::json!({"refresh_token": sessions[0].refresh})),
+        ("/api/auth/login", serde_json::json!({"email": unique_email(), "password": PASSWORD})),
+    ] {
+        let started = Instant::now();
+        server.post(path, body).await.assert_error(503, "UNAVAILABLE");
+        assert!(started.elapsed() < Duration::from_secs(5), "{path} answered in {:?}", started.elapsed());
+    }
+    assert_eq!(server.send(Method::GET, "/readyz", None, None, &[]).await.status, 503);
+    server.me(&sessions[1].access).await.data();
+
+    pg.resume();
+    assert!(
+        eventually(Duration::from_secs(15), async || server.send(Method::GET, "/readyz", None, None, &[]).await.status
+            == 200)
+        .await,
+        "ready again once PostgreSQL is back"
+    );
+    for tokens in &sessions {
+        server.refresh(&tokens.refresh).await.data();
     }
 }
