@@ -1,14 +1,16 @@
 //! `tessera-bench`: throughput and latency of a real `tessera serve` on this machine.
 //!
 //! It starts the release server as a child process (`--listen 127.0.0.1:0`, a temporary data
-//! directory, SQLite, login rate limit off), registers one account and then measures, each
+//! directory, login rate limit off; SQLite unless `TESSERA_DATABASE_URL` or
+//! `TESSERA_SESSION_STORE_URL` in the environment say otherwise), registers one account and then
+//! measures, each
 //! scenario `--runs` times for `--duration` seconds after `--warmup` seconds, with
 //! `--connections` keep-alive HTTP/1.1 connections sending requests back to back:
 //!
 //! - `me`: `GET /api/auth/me` with one shared access token — token verification and the
 //!   request path, no database write (target ≥ 30 000 req/s, p99 ≤ 5 ms);
 //! - `refresh`: every connection logs in its own session, then rotates it with
-//!   `POST /api/auth/refresh`, always with the token the previous answer gave — a SQLite write
+//!   `POST /api/auth/refresh`, always with the token the previous answer gave — a store write
 //!   per request (target ≥ 5 000 req/s, p99 ≤ 20 ms). A failure ends that session, so it also
 //!   stops that connection;
 //! - `login`: `POST /api/auth/login` — bound by argon2 (target ≈ cores / hash time);

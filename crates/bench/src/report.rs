@@ -140,7 +140,8 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "- server: `tessera serve` (SQLite, login rate limit off) on 127.0.0.1, same machine as the load generator\n"
+        "- server: `tessera serve` ({}, login rate limit off) on 127.0.0.1, same machine as the load generator\n",
+        stores()
     );
     let _ = writeln!(out, "| scenario | conns | requests | req/s | p50 ms | p99 ms | max ms | errors | target | met |");
     let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|---|---|");
@@ -199,6 +200,25 @@ pub fn machine() -> (usize, String) {
         })
         .unwrap_or_else(|| "unknown CPU".into());
     (cores, model)
+}
+
+/// The stores the server runs on: it inherits `TESSERA_DATABASE_URL` and
+/// `TESSERA_SESSION_STORE_URL` from the benchmark's environment.
+fn stores() -> String {
+    let kind = |var: &str| {
+        std::env::var(var).ok().map(|url| {
+            if url.starts_with("redis") {
+                "Redis"
+            } else if url.starts_with("postgres") {
+                "PostgreSQL"
+            } else {
+                "SQLite"
+            }
+        })
+    };
+    let users = kind("TESSERA_DATABASE_URL").unwrap_or("SQLite");
+    let sessions = kind("TESSERA_SESSION_STORE_URL").unwrap_or(users);
+    format!("users in {users}, sessions in {sessions}")
 }
 
 #[cfg(test)]
