@@ -145,6 +145,8 @@ pub enum StoreUrl {
     Sqlite(PathBuf),
     Postgres(String),
     Redis(String),
+    /// `redis+cluster://host:port,host:port,…`: any nodes of a Cluster, as `redis://` URLs.
+    RedisCluster(Vec<String>),
 }
 
 /// Resolved settings of a server.
@@ -262,10 +264,20 @@ fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
         return Ok(StoreUrl::Postgres(url.to_owned()));
     }
+    if let Some(nodes) = url.strip_prefix("redis+cluster://") {
+        let nodes: Vec<String> = nodes.split(',').filter(|n| !n.is_empty()).map(|n| format!("redis://{n}")).collect();
+        if nodes.is_empty() {
+            bail!("redis+cluster:// needs at least one host:port");
+        }
+        return Ok(StoreUrl::RedisCluster(nodes));
+    }
     if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("valkey://") {
         return Ok(StoreUrl::Redis(url.to_owned()));
     }
-    bail!("unsupported store URL `{}`: use sqlite://PATH, postgres://… or redis://…", redact_url(url))
+    bail!(
+        "unsupported store URL `{}`: use sqlite://PATH, postgres://…, redis://… or redis+cluster://…",
+        redact_url(url)
+    )
 }
 
 /// A URL with any password replaced, for messages.

@@ -131,11 +131,8 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn UserStore>,
             let store = Arc::new(store);
             (store.clone(), store)
         }
-        StoreUrl::Redis(url) => {
-            bail!(
-                "Redis holds sessions, not users: use it as --session-store-url, not --database-url {}",
-                redact_url(url)
-            )
+        StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => {
+            bail!("Redis holds sessions, not users: use it as --session-store-url, with a SQL --database-url")
         }
     };
     let sessions: Arc<dyn SessionStore> = match &settings.session_store {
@@ -145,7 +142,12 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn UserStore>,
                 .await
                 .with_context(|| format!("cannot connect to the session store {}", redact_url(url)))?,
         ),
-        _ => bail!("--session-store-url must be the database or a redis:// URL"),
+        StoreUrl::RedisCluster(nodes) => Arc::new(
+            RedisStore::connect_cluster(nodes, &settings.redis_key_prefix)
+                .await
+                .context("cannot connect to the Redis Cluster session store")?,
+        ),
+        _ => bail!("--session-store-url must be the database, a redis:// or a redis+cluster:// URL"),
     };
     Ok((users, sessions))
 }

@@ -18,7 +18,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
 use redis::{AsyncCommands, Script};
 use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{SessionStore, StoreError, StoreResult};
@@ -60,22 +61,30 @@ redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(ARGV[1]) + tonum
 return 1
 "#;
 
+/// The session store on a standalone server (`C = ConnectionManager`) or a Cluster
+/// (`C = ClusterConnection`). Every command touches one slot; commands for different slots are
+/// sent separately, never as one pipeline.
 #[derive(Clone)]
-pub struct RedisStore {
-    conn: ConnectionManager,
+pub struct RedisStore<C = ConnectionManager> {
+    conn: C,
     prefix: String,
     rotate: Script,
     end: Script,
+    cluster: bool,
 }
 
-impl std::fmt::Debug for RedisStore {
+impl<C> std::fmt::Debug for RedisStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStore").field("prefix", &self.prefix).finish_non_exhaustive()
+        f.debug_struct("RedisStore")
+            .field("prefix", &self.prefix)
+            .field("cluster", &self.cluster)
+            .finish_non_exhaustive()
     }
 }
 
-impl RedisStore {
-    /// Connects to `url` (`redis://host:port[/db]`); `prefix` namespaces every key.
+impl RedisStore<ConnectionManager> {
+    /// Connects to a standalone server at `url` (`redis://host:port[/db]`); `prefix` namespaces
+    /// every key. The connection reconnects by itself after an outage.
     pub async fn connect(url: &str, prefix: &str) -> StoreResult<Self> {
         let client = redis::Client::open(url).map_err(StoreError::other)?;
         let config = redis::aio::ConnectionManagerConfig::new()
@@ -83,9 +92,31 @@ impl RedisStore {
             .set_response_timeout(COMMAND_TIMEOUT)
             .set_number_of_retries(1);
         let conn = ConnectionManager::new_with_config(client, config).await.map_err(classify)?;
-        Ok(Self { conn, prefix: prefix.to_owned(), rotate: Script::new(ROTATE), end: Script::new(END) })
+        Ok(Self::with(conn, prefix, false))
     }
+}
 
+impl RedisStore<ClusterConnection> {
+    /// Connects to a Cluster through any of its `nodes` (`redis://host:port` each).
+    pub async fn connect_cluster(nodes: &[String], prefix: &str) -> StoreResult<Self> {
+        let client = redis::cluster::ClusterClient::builder(nodes.to_vec())
+            .connection_timeout(COMMAND_TIMEOUT)
+            .response_timeout(COMMAND_TIMEOUT)
+            .retries(1)
+            .build()
+            .map_err(StoreError::other)?;
+        let conn = client.get_async_connection().await.map_err(classify)?;
+        Ok(Self::with(conn, prefix, true))
+    }
+}
+
+impl<C> RedisStore<C> {
+    fn with(conn: C, prefix: &str, cluster: bool) -> Self {
+        Self { conn, prefix: prefix.to_owned(), rotate: Script::new(ROTATE), end: Script::new(END), cluster }
+    }
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisStore<C> {
     fn session_key(&self, id: SessionId) -> String {
         format!("{}:s:{{{id}}}", self.prefix)
     }
@@ -153,7 +184,7 @@ fn pairs(flat: &[String]) -> HashMap<String, String> {
 }
 
 #[async_trait]
-impl SessionStore for RedisStore {
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> SessionStore for RedisStore<C> {
     async fn create_session(&self, s: &Session) -> StoreResult<()> {
         let key = self.session_key(s.id);
         let mut fields: Vec<(&str, String)> = vec![
@@ -169,32 +200,24 @@ impl SessionStore for RedisStore {
         fields.extend(s.ip.clone().map(|ip| ("ip", ip)));
         let user_key = self.user_key(s.user_id);
         let user_ttl = s.absolute_expires_at.as_millis().saturating_add(KEEP_MS);
+        let session_ttl =
+            s.expires_at.as_millis().max(s.ended_at.map_or(0, Timestamp::as_millis)).saturating_add(KEEP_MS);
         let mut conn = self.conn.clone();
-        let _: () = redis::pipe()
-            .hset_multiple(&key, &fields)
-            .ignore()
-            .cmd("PEXPIREAT")
-            .arg(&key)
-            .arg(s.expires_at.as_millis().max(s.ended_at.map_or(0, Timestamp::as_millis)).saturating_add(KEEP_MS))
-            .ignore()
-            .sadd(&user_key, s.id.to_string())
-            .ignore()
-            .cmd("PEXPIREAT")
-            .arg(&user_key)
-            .arg(user_ttl)
-            .arg("GT")
-            .ignore()
-            .query_async(&mut conn)
-            .await
-            .map_err(classify)?;
-        // `GT` does not set a deadline on a key without one: give a new set its first.
-        let _: () = redis::cmd("PEXPIREAT")
-            .arg(&user_key)
-            .arg(user_ttl)
-            .arg("NX")
-            .query_async(&mut conn)
-            .await
-            .map_err(classify)?;
+        // Single commands rather than pipelines: a Cluster routes a pipeline as a whole.
+        let _: () = conn.hset_multiple(&key, &fields).await.map_err(classify)?;
+        let _: () =
+            redis::cmd("PEXPIREAT").arg(&key).arg(session_ttl).query_async(&mut conn).await.map_err(classify)?;
+        let _: () = conn.sadd(&user_key, s.id.to_string()).await.map_err(classify)?;
+        // `GT` only ever extends the index's deadline; `NX` gives a new index its first.
+        for mode in ["GT", "NX"] {
+            let _: () = redis::cmd("PEXPIREAT")
+                .arg(&user_key)
+                .arg(user_ttl)
+                .arg(mode)
+                .query_async(&mut conn)
+                .await
+                .map_err(classify)?;
+        }
         Ok(())
     }
 
@@ -247,14 +270,10 @@ impl SessionStore for RedisStore {
         let mut conn = self.conn.clone();
         let user_key = self.user_key(user_id);
         let members: Vec<String> = conn.smembers(&user_key).await.map_err(classify)?;
-        let ids: Vec<SessionId> = members.iter().filter_map(|m| m.parse().ok()).collect();
-        let mut pipe = redis::pipe();
-        for id in &ids {
-            pipe.hgetall(self.session_key(*id));
-        }
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut conn).await.map_err(classify)?;
         let mut sessions = Vec::new();
-        for (id, fields) in ids.into_iter().zip(hashes) {
+        for id in members.iter().filter_map(|m| m.parse::<SessionId>().ok()) {
+            // Each session's hash lives in its own slot: one command each.
+            let fields: HashMap<String, String> = conn.hgetall(self.session_key(id)).await.map_err(classify)?;
             if fields.is_empty() {
                 let _: () = conn.srem(&user_key, id.to_string()).await.map_err(classify)?;
                 continue;
@@ -276,9 +295,27 @@ impl SessionStore for RedisStore {
     }
 
     async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64> {
-        // Hashes expire by themselves; this sweep removes what a clock far from Redis's (or a
-        // caller asking early, as the contract suite does) would leave, and trims the feed.
+        // Hashes expire by themselves. Sessions ended long ago are found in the feed and deleted
+        // with it; on a standalone server a SCAN also sweeps what a clock far from Redis's (or a
+        // caller asking early, as the contract suite does) would leave. A Cluster has no single
+        // keyspace to scan, so there expiry is left to the TTLs.
         let mut conn = self.conn.clone();
+        let old: Vec<String> = conn
+            .zrangebyscore(self.ended_key(), "-inf", format!("({}", ended_before.as_millis()))
+            .await
+            .map_err(classify)?;
+        let mut purged = 0;
+        for id in old.iter().filter_map(|m| m.parse::<SessionId>().ok()) {
+            let deleted: u64 = conn.del(self.session_key(id)).await.map_err(classify)?;
+            purged += deleted;
+        }
+        let _: () = conn
+            .zrembyscore(self.ended_key(), "-inf", format!("({}", ended_before.as_millis()))
+            .await
+            .map_err(classify)?;
+        if self.cluster {
+            return Ok(purged);
+        }
         let pattern = format!("{}:s:*", self.prefix);
         let mut keys: Vec<String> = Vec::new();
         {
@@ -287,7 +324,6 @@ impl SessionStore for RedisStore {
                 keys.push(key.map_err(classify)?);
             }
         }
-        let mut purged = 0;
         for key in keys {
             let (expires, ended): (Option<i64>, Option<i64>) = redis::cmd("HMGET")
                 .arg(&key)
@@ -303,10 +339,6 @@ impl SessionStore for RedisStore {
                 purged += 1;
             }
         }
-        let _: () = conn
-            .zrembyscore(self.ended_key(), "-inf", format!("({}", ended_before.as_millis()))
-            .await
-            .map_err(classify)?;
         Ok(purged)
     }
 

@@ -16,12 +16,13 @@ use tempfile::TempDir;
 pub const PASSWORD: &str = "correct horse battery";
 
 /// The stores the suite runs against, from `TESSERA_TEST_BACKEND`: `sqlite` (the default),
-/// `postgres`, or `redis` (sessions in Redis, users in SQLite).
+/// `postgres`, `redis` or `redis-cluster` (sessions in Redis, users in SQLite).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
     Postgres,
     Redis,
+    RedisCluster,
 }
 
 pub fn backend() -> Backend {
@@ -29,7 +30,8 @@ pub fn backend() -> Backend {
         Err(_) | Ok("sqlite") => Backend::Sqlite,
         Ok("postgres") => Backend::Postgres,
         Ok("redis") => Backend::Redis,
-        Ok(other) => panic!("unknown TESSERA_TEST_BACKEND `{other}`: use sqlite, postgres or redis"),
+        Ok("redis-cluster") => Backend::RedisCluster,
+        Ok(other) => panic!("unknown TESSERA_TEST_BACKEND `{other}`: use sqlite, postgres, redis or redis-cluster"),
     }
 }
 
@@ -149,6 +151,17 @@ impl TestServer {
             Backend::Sqlite => {}
             Backend::Postgres => args.extend(postgres_args().await),
             Backend::Redis => args.extend(redis_args()),
+            Backend::RedisCluster => {
+                let nodes = std::env::var("TESSERA_TEST_REDIS_CLUSTER_NODES")
+                    .expect("TESSERA_TEST_REDIS_CLUSTER_NODES is not set: run the suite with scripts/test");
+                let url = format!("redis+cluster://{}", nodes.replace("redis://", ""));
+                args.extend([
+                    "--session-store-url".into(),
+                    url,
+                    "--redis-key-prefix".into(),
+                    format!("t-{}", unique_email()),
+                ]);
+            }
         }
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Self::spawn(data_dir, args, env, "127.0.0.1:0").await

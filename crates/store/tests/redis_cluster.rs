@@ -1,0 +1,42 @@
+//! The store contract against a real 3-node Redis Cluster (`scripts/test` starts one and sets
+//! `TESSERA_TEST_REDIS_CLUSTER_NODES`; without it these tests fail, never skip).
+//!
+//! Every check runs except `purge_deletes_only_dead_sessions`: a Cluster has no single keyspace
+//! to sweep, so there sessions leave by their key TTLs (checked by the standalone suite's purge
+//! of ended sessions, which works the same way here through the feed).
+
+use std::sync::Arc;
+
+use tessera_store::contract::Stores;
+use tessera_store::redis::RedisStore;
+use tessera_store::sqlite::SqliteStore;
+
+async fn fresh_cluster() -> Stores {
+    let nodes = std::env::var("TESSERA_TEST_REDIS_CLUSTER_NODES").unwrap_or_else(|_| {
+        panic!(
+            "TESSERA_TEST_REDIS_CLUSTER_NODES is not set: run the suite with scripts/test, which starts a Redis Cluster"
+        )
+    });
+    let nodes: Vec<String> = nodes.split(',').map(str::to_owned).collect();
+    let prefix = format!("test-{}", tessera_core::SessionId::generate());
+    let sessions = RedisStore::connect_cluster(&nodes, &prefix).await.expect("connect to the test Redis Cluster");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let users = SqliteStore::open(&dir.path().join("users.db"), false).await.expect("open SQLite");
+    Stores { users: Arc::new(users), sessions: Arc::new(sessions), guard: Box::new(dir) }
+}
+
+tessera_store::store_contract_tests!(@each fresh_cluster;
+    users_are_found_by_id_and_by_email_key,
+    a_taken_email_key_is_refused,
+    sessions_round_trip,
+    rotate_moves_to_the_next_generation_and_renews_expiry,
+    rotate_never_extends_past_the_absolute_lifetime,
+    rotate_of_a_stale_generation_changes_nothing,
+    rotate_refuses_ended_expired_and_unknown_sessions,
+    concurrent_rotations_of_one_generation_rotate_once,
+    end_session_ends_once,
+    end_user_sessions_ends_only_that_users_active_sessions,
+    list_sessions_shows_active_sessions_oldest_first,
+    ended_since_reports_ends_at_or_after_the_cursor,
+    ping_answers
+);
