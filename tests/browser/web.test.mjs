@@ -94,6 +94,17 @@ async function signIn(page, email) {
 
 const visible = (page, id) => page.locator(`#${id}`).isVisible();
 
+/** A new user, signed in on the page of a fresh browser context. */
+async function signedIn(server) {
+  const email = uniqueEmail();
+  await register(server, email);
+  const context = await browser.newContext();
+  const page = await openPage(context, server);
+  await page.locator("#signin").waitFor({ state: "visible" });
+  await signIn(page, email);
+  return { email, context, page };
+}
+
 /** Uses the page like a person for `ms`: reloads the session list every `every` ms. */
 async function keepUsing(pages, ms, every = 1500) {
   const end = Date.now() + ms;
@@ -169,12 +180,7 @@ test("an account can be created from the page, using only the keyboard", async (
 
 test("with 4-second tokens the page stays signed in for 20 seconds, refreshing", async () => {
   const server = await startServer(["--access-ttl", "4s"]);
-  const email = uniqueEmail();
-  await register(server, email);
-  const context = await browser.newContext();
-  const page = await openPage(context, server);
-  await page.locator("#signin").waitFor({ state: "visible" });
-  await signIn(page, email);
+  const { email, context, page } = await signedIn(server);
   await keepUsing([page], 20_000);
   assert.ok(server.audit("token_refreshed").length >= 4, `refreshes: ${server.audit("token_refreshed").length}`);
   assert.equal(server.audit("refresh_token_reused").length, 0);
@@ -183,12 +189,7 @@ test("with 4-second tokens the page stays signed in for 20 seconds, refreshing",
 
 test("two tabs of one session never race each other's refresh", async () => {
   const server = await startServer(["--access-ttl", "4s"]);
-  const email = uniqueEmail();
-  await register(server, email);
-  const context = await browser.newContext();
-  const first = await openPage(context, server);
-  await first.locator("#signin").waitFor({ state: "visible" });
-  await signIn(first, email);
+  const { context, page: first } = await signedIn(server);
   const second = await openPage(context, server);
   await second.locator("#account").waitFor({ state: "visible" });
   assert.equal(await second.locator("#session-id").textContent(), await first.locator("#session-id").textContent());
@@ -200,12 +201,7 @@ test("two tabs of one session never race each other's refresh", async () => {
 
 test("a reload restores the session from the cookie", async () => {
   const server = await startServer();
-  const email = uniqueEmail();
-  await register(server, email);
-  const context = await browser.newContext();
-  const page = await openPage(context, server);
-  await page.locator("#signin").waitFor({ state: "visible" });
-  await signIn(page, email);
+  const { email, context, page } = await signedIn(server);
   const sessionId = await page.locator("#session-id").textContent();
   await page.reload();
   await page.locator("#account").waitFor({ state: "visible" });
@@ -216,12 +212,7 @@ test("a reload restores the session from the cookie", async () => {
 
 test("signing out in one tab tells the other its session ended", async () => {
   const server = await startServer();
-  const email = uniqueEmail();
-  await register(server, email);
-  const context = await browser.newContext();
-  const first = await openPage(context, server);
-  await first.locator("#signin").waitFor({ state: "visible" });
-  await signIn(first, email);
+  const { context, page: first } = await signedIn(server);
   const second = await openPage(context, server);
   await second.locator("#account").waitFor({ state: "visible" });
 

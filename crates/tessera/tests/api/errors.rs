@@ -238,17 +238,27 @@ async fn too_many_login_attempts_are_rate_limited_with_retry_after() {
     assert!((1..=20).contains(&retry), "{retry}");
 }
 
-#[tokio::test]
-async fn a_locked_database_is_unavailable_then_recovers_by_itself() {
-    if !sqlite_only("a_locked_database_is_unavailable_then_recovers_by_itself") {
-        return;
+/// A server with one signed-in session, and a connection of our own to its SQLite file (these
+/// tests reach behind the server's back; on other backends they say so and return `None`).
+async fn server_with_a_session_and_its_database(test: &str) -> Option<(TestServer, Tokens, sqlx::SqliteConnection)> {
+    if !sqlite_only(test) {
+        return None;
     }
     let server = TestServer::start().await;
     let tokens = server.user(&unique_email()).await;
+    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(server.data_dir.path().join("tessera.db"));
+    let conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await.unwrap();
+    Some((server, tokens, conn))
+}
+
+#[tokio::test]
+async fn a_locked_database_is_unavailable_then_recovers_by_itself() {
+    let Some((server, tokens, mut conn)) =
+        server_with_a_session_and_its_database("a_locked_database_is_unavailable_then_recovers_by_itself").await
+    else {
+        return;
+    };
     // Another process holds the SQLite write lock past the server's busy timeout.
-    let db = server.data_dir.path().join("tessera.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await.unwrap();
     sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await.unwrap();
 
     let reply = server.refresh(&tokens.refresh).await;
@@ -263,15 +273,13 @@ async fn a_locked_database_is_unavailable_then_recovers_by_itself() {
 
 #[tokio::test]
 async fn an_internal_error_hides_its_cause_and_carries_the_logged_request_id() {
-    if !sqlite_only("an_internal_error_hides_its_cause_and_carries_the_logged_request_id") {
+    let Some((server, tokens, mut conn)) =
+        server_with_a_session_and_its_database("an_internal_error_hides_its_cause_and_carries_the_logged_request_id")
+            .await
+    else {
         return;
-    }
-    let server = TestServer::start().await;
-    let tokens = server.user(&unique_email()).await;
+    };
     // Corrupt the stored session behind the server's back.
-    let db = server.data_dir.path().join("tessera.db");
-    let options = sqlx::sqlite::SqliteConnectOptions::new().filename(&db);
-    let mut conn = <sqlx::SqliteConnection as sqlx::Connection>::connect_with(&options).await.unwrap();
     sqlx::query("UPDATE sessions SET id = X'00'").execute(&mut conn).await.unwrap();
 
     let reply = server.get("/api/auth/sessions", &tokens.access).await;
