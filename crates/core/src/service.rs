@@ -160,10 +160,6 @@ impl AuthService {
         }
     }
 
-    pub fn lifetimes(&self) -> &Lifetimes {
-        &self.lifetimes
-    }
-
     pub fn access_tokens(&self) -> &AccessTokens {
         &self.access
     }

@@ -25,18 +25,4 @@ async fn fresh_cluster() -> Stores {
     Stores { users: Arc::new(users), sessions: Arc::new(sessions), guard: Box::new(dir) }
 }
 
-tessera_store::store_contract_tests!(@each fresh_cluster;
-    users_are_found_by_id_and_by_email_key,
-    a_taken_email_key_is_refused,
-    sessions_round_trip,
-    rotate_moves_to_the_next_generation_and_renews_expiry,
-    rotate_never_extends_past_the_absolute_lifetime,
-    rotate_of_a_stale_generation_changes_nothing,
-    rotate_refuses_ended_expired_and_unknown_sessions,
-    concurrent_rotations_of_one_generation_rotate_once,
-    end_session_ends_once,
-    end_user_sessions_ends_only_that_users_active_sessions,
-    list_sessions_shows_active_sessions_oldest_first,
-    ended_since_reports_ends_at_or_after_the_cursor,
-    ping_answers
-);
+tessera_store::store_contract_tests!(fresh_cluster, without_sweep);
