@@ -1,46 +1,20 @@
-//! Access tokens: ES256 JWTs, issued and verified against the key ring.
+//! Access tokens: ES256 JWTs, issued against the key ring and verified through
+//! [`tessera_verify::validate`], the very code every resource server runs.
 //!
-//! Verification pins ES256 (no `none`, no HMAC with a public key), looks the key up by `kid`,
-//! and checks signature, `exp` (no leeway), `iss` and `aud`. One ES256 verification costs tens
-//! of microseconds, so tokens that verified once are remembered in a bounded cache keyed by the
-//! SHA-256 of the whole token (never by a part of it, which would let a forged payload ride on a
-//! good signature); a hit still checks `exp`. Whether the token's session has ended is not this
-//! module's concern: the caller checks `sid` against the revocation view on every request.
+//! Whether the token's session has ended is not this module's concern: the caller checks `sid`
+//! against the revocation view on every request.
 
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use aws_lc_rs::digest;
-use jsonwebtoken::{Algorithm, Header, Validation};
-use serde::{Deserialize, Serialize};
+use jsonwebtoken::{Algorithm, Header};
+pub use tessera_verify::claims::AccessClaims;
+use tessera_verify::validate::Validator;
 
 use crate::clock::Timestamp;
 use crate::ids::{SessionId, UserId};
-use crate::keys::KeySet;
+use crate::keys::{KeyRing, KeySet};
 use crate::random;
-
-/// The claims of a tessera access token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AccessClaims {
-    pub iss: String,
-    pub aud: String,
-    pub sub: String,
-    pub email: String,
-    pub sid: String,
-    pub jti: String,
-    pub iat: i64,
-    pub exp: i64,
-}
-
-impl AccessClaims {
-    pub fn user_id(&self) -> Option<UserId> {
-        self.sub.parse().ok()
-    }
-
-    pub fn session_id(&self) -> Option<SessionId> {
-        self.sid.parse().ok()
-    }
-}
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AccessError {
@@ -71,34 +45,29 @@ pub struct Subject<'a> {
     pub session_id: SessionId,
 }
 
-const CACHE_CAPACITY: usize = 16_384;
+/// The keys in force: what signs and what verifies, swapped together.
+struct Keys {
+    signing: Arc<KeySet>,
+    verifying: Arc<KeyRing>,
+}
 
 /// Mints and verifies access tokens for one issuer and audience.
 pub struct AccessTokens {
-    keys: RwLock<Arc<KeySet>>,
+    keys: RwLock<Keys>,
     issuer: String,
     audience: String,
     ttl: Duration,
-    validation: Validation,
-    verified: quick_cache::sync::Cache<[u8; 32], Arc<AccessClaims>>,
+    validator: Validator,
 }
 
 impl AccessTokens {
     pub fn new(keys: KeySet, issuer: String, audience: String, ttl: Duration) -> Self {
-        let mut validation = Validation::new(Algorithm::ES256);
-        validation.algorithms = vec![Algorithm::ES256];
-        validation.leeway = 0;
-        validation.set_issuer(&[&issuer]);
-        validation.set_audience(&[&audience]);
-        validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
-        Self {
-            keys: RwLock::new(Arc::new(keys)),
-            issuer,
-            audience,
-            ttl,
-            validation,
-            verified: quick_cache::sync::Cache::new(CACHE_CAPACITY),
-        }
+        let validator = Validator::new(issuer.clone(), audience.clone(), Duration::ZERO);
+        Self { keys: RwLock::new(Self::keys_of(keys)), issuer, audience, ttl, validator }
+    }
+
+    fn keys_of(set: KeySet) -> Keys {
+        Keys { verifying: Arc::new(set.key_ring()), signing: Arc::new(set) }
     }
 
     pub fn ttl(&self) -> Duration {
@@ -106,12 +75,12 @@ impl AccessTokens {
     }
 
     pub fn keys(&self) -> Arc<KeySet> {
-        self.keys.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.keys.read().unwrap_or_else(|e| e.into_inner()).signing.clone()
     }
 
     /// Swaps in a reloaded key set (after `tessera keys rotate`, possibly by another instance).
     pub fn replace_keys(&self, keys: KeySet) {
-        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(keys);
+        *self.keys.write().unwrap_or_else(|e| e.into_inner()) = Self::keys_of(keys);
     }
 
     pub fn issue(&self, subject: Subject<'_>, now: Timestamp) -> Result<IssuedAccess, AccessError> {
@@ -123,7 +92,9 @@ impl AccessTokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: subject.user_id.to_string(),
-            email: subject.email.to_owned(),
+            email: Some(subject.email.to_owned()),
+            preferred_username: None,
+            is_anonymous: false,
             sid: subject.session_id.to_string(),
             jti: crate::encode_id(&random::bytes::<16>()),
             iat,
@@ -137,34 +108,8 @@ impl AccessTokens {
 
     /// The claims of a token this server minted that has not expired at `now`.
     pub fn verify(&self, token: &str, now: Timestamp) -> Result<Arc<AccessClaims>, AccessError> {
-        // Anything far longer than a real token is rejected before hashing or parsing it.
-        if token.len() > 4096 {
-            return Err(AccessError::Invalid);
-        }
-        let cache_key: [u8; 32] =
-            digest::digest(&digest::SHA256, token.as_bytes()).as_ref().try_into().map_err(|_| AccessError::Invalid)?;
-        if let Some(claims) = self.verified.get(&cache_key) {
-            return if claims.exp < now.as_secs() { Err(AccessError::Invalid) } else { Ok(claims) };
-        }
-        let claims = Arc::new(self.verify_uncached(token, now)?);
-        self.verified.insert(cache_key, claims.clone());
-        Ok(claims)
-    }
-
-    fn verify_uncached(&self, token: &str, now: Timestamp) -> Result<AccessClaims, AccessError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|_| AccessError::Invalid)?;
-        if header.alg != Algorithm::ES256 {
-            return Err(AccessError::Invalid);
-        }
-        let keys = self.keys();
-        let key = header.kid.as_deref().and_then(|kid| keys.by_kid(kid)).ok_or(AccessError::Invalid)?;
-        let data = jsonwebtoken::decode::<AccessClaims>(token, &key.decoding, &self.validation)
-            .map_err(|_| AccessError::Invalid)?;
-        // jsonwebtoken compares `exp` with its own clock; ours decides (tests move it).
-        if data.claims.exp < now.as_secs() {
-            return Err(AccessError::Invalid);
-        }
-        Ok(data.claims)
+        let ring = self.keys.read().unwrap_or_else(|e| e.into_inner()).verifying.clone();
+        self.validator.validate(token, &ring, now).map_err(|_| AccessError::Invalid)
     }
 }
 
@@ -203,7 +148,7 @@ mod tests {
         let claims = tokens.verify(&issued.token, now).unwrap();
         assert_eq!(claims.sub, s.user_id.to_string());
         assert_eq!(claims.sid, s.session_id.to_string());
-        assert_eq!(claims.email, "ada@example.com");
+        assert_eq!(claims.email.as_deref(), Some("ada@example.com"));
         assert_eq!((claims.iss.as_str(), claims.aud.as_str()), ("https://auth.test", "tessera"));
         assert_eq!(claims.exp - claims.iat, 900);
         assert_eq!(claims.jti.len(), 22);

@@ -28,8 +28,9 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use jsonwebtoken::{DecodingKey, EncodingKey};
+use jsonwebtoken::EncodingKey;
 use serde::{Deserialize, Serialize};
+pub use tessera_verify::jwk::{Jwk, Jwks, KeyRing};
 
 use crate::clock::Timestamp;
 use crate::random;
@@ -47,7 +48,6 @@ pub struct SigningKey {
     /// From when this key signs new tokens.
     pub not_before: Timestamp,
     pub(crate) encoding: EncodingKey,
-    pub(crate) decoding: DecodingKey,
     x: String,
     y: String,
 }
@@ -99,16 +99,28 @@ impl SigningKey {
         if !file.kid.is_empty() && file.kid != kid {
             bail!("kid {} does not match the key's thumbprint {kid}", file.kid);
         }
-        let decoding = DecodingKey::from_ec_components(&x, &y).context("public key rejected")?;
         Ok(Self {
             kid,
             created_at: Timestamp::from_millis(file.created_at),
             not_before: Timestamp::from_millis(file.not_before),
             encoding: EncodingKey::from_ec_der(&der),
-            decoding,
             x,
             y,
         })
+    }
+}
+
+impl SigningKey {
+    fn jwk(&self) -> Jwk {
+        Jwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: self.x.clone(),
+            y: self.y.clone(),
+            kid: self.kid.clone(),
+            use_: "sig".into(),
+            alg: "ES256".into(),
+        }
     }
 }
 
@@ -122,24 +134,6 @@ fn thumbprint(x: &str, y: &str) -> String {
 #[derive(Debug, Default)]
 pub struct KeySet {
     keys: Vec<Arc<SigningKey>>,
-}
-
-/// One entry of a JWK set (RFC 7517).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwk {
-    pub kty: String,
-    pub crv: String,
-    pub x: String,
-    pub y: String,
-    pub kid: String,
-    #[serde(rename = "use")]
-    pub use_: String,
-    pub alg: String,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Jwks {
-    pub keys: Vec<Jwk>,
 }
 
 impl KeySet {
@@ -180,21 +174,12 @@ impl KeySet {
 
     /// The JWK set to publish at `now`, given the longest lifetime of an access token.
     pub fn jwks(&self, now: Timestamp, retention: Duration) -> Jwks {
-        let keys = self
-            .keys
-            .iter()
-            .filter(|k| self.is_published(k, now, retention))
-            .map(|k| Jwk {
-                kty: "EC".into(),
-                crv: "P-256".into(),
-                x: k.x.clone(),
-                y: k.y.clone(),
-                kid: k.kid.clone(),
-                use_: "sig".into(),
-                alg: "ES256".into(),
-            })
-            .collect();
-        Jwks { keys }
+        Jwks { keys: self.keys.iter().filter(|k| self.is_published(k, now, retention)).map(|k| k.jwk()).collect() }
+    }
+
+    /// The verification keys of every key loaded, published or not.
+    pub fn key_ring(&self) -> KeyRing {
+        KeyRing::from_jwks(&Jwks { keys: self.keys.iter().map(|k| k.jwk()).collect() })
     }
 }
 

@@ -7,25 +7,23 @@
 //! - [`keys`]: the signing-key ring on disk and the JWKS.
 //! - [`password`]: argon2id on a bounded, low-priority thread pool.
 //! - [`store`]: the traits every backend implements.
-//! - [`revocation`]: the in-memory view of ended sessions.
+//! - [`journal`]: recent ends from the store's feed, for this instance's feed subscribers.
+//! - [`revocation`]: the in-memory view of ended sessions and the feed that publishes them.
 //! - [`service`]: the operations of the API (register, login, refresh, logout, …).
 
 pub mod access;
 pub mod account;
-pub mod clock;
 pub mod duration;
-pub mod ids;
+pub mod journal;
 pub mod keys;
 pub mod password;
-pub mod random;
 pub mod refresh;
-pub mod revocation;
 pub mod service;
 pub mod session;
 pub mod store;
 
-pub use clock::Timestamp;
-pub use ids::{SessionId, UserId};
+pub use tessera_verify::{SessionId, Timestamp, UserId};
+pub use tessera_verify::{clock, ids, random, revocation};
 
 /// Short URL-safe text for random ids (`jti`).
 pub(crate) fn encode_id(bytes: &[u8]) -> String {

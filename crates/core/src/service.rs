@@ -11,6 +11,7 @@ use crate::access::{AccessClaims, AccessTokens, IssuedAccess, Subject};
 use crate::account::{self, User};
 use crate::clock::Timestamp;
 use crate::ids::{SessionId, UserId};
+use crate::journal::EndedJournal;
 use crate::password::{HashError, PasswordHasher};
 use crate::refresh::{RefreshClaims, RefreshToken, RefreshTokenCodec};
 use crate::revocation::RevokedSessions;
@@ -131,6 +132,10 @@ pub struct AuthService {
     refresh: RefreshTokenCodec,
     hasher: PasswordHasher,
     revoked: RevokedSessions,
+    journal: EndedJournal,
+    /// Woken when this instance ends a session, so the feed publishes it without waiting for
+    /// the next poll.
+    ended_here: tokio::sync::Notify,
     /// Users never change after registration, so their profiles can be cached without expiry.
     profiles: quick_cache::sync::Cache<UserId, Arc<Profile>>,
     lifetimes: Lifetimes,
@@ -147,14 +152,16 @@ impl AuthService {
     ) -> Self {
         // A session's access tokens outlive its end by at most their lifetime; the minute on
         // top covers clocks of several instances that disagree a little.
-        let revoked = RevokedSessions::new(lifetimes.access_ttl + Duration::from_secs(60));
+        let retention = lifetimes.access_ttl + Duration::from_secs(60);
         Self {
             users,
             sessions,
             access,
             refresh,
             hasher,
-            revoked,
+            revoked: RevokedSessions::new(retention),
+            journal: EndedJournal::new(retention),
+            ended_here: tokio::sync::Notify::new(),
             profiles: quick_cache::sync::Cache::new(PROFILE_CACHE_CAPACITY),
             lifetimes,
         }
@@ -166,6 +173,15 @@ impl AuthService {
 
     pub fn revoked(&self) -> &RevokedSessions {
         &self.revoked
+    }
+
+    pub fn journal(&self) -> &EndedJournal {
+        &self.journal
+    }
+
+    /// Resolves when this instance has ended a session since the last call.
+    pub async fn session_ended_here(&self) {
+        self.ended_here.notified().await;
     }
 
     pub async fn register(&self, email: &str, password: &str, now: Timestamp) -> Result<Profile, AuthError> {
@@ -284,10 +300,11 @@ impl AuthService {
     }
 
     pub async fn logout_all(&self, caller: &Caller, now: Timestamp) -> Result<u64, AuthError> {
-        let ended = self.sessions.end_user_sessions(caller.user_id, now).await?;
-        self.revoked.extend(ended.iter().map(|id| (*id, now)));
         // The caller's own session may have expired for refresh but its token is still live.
         self.revoked.insert(caller.session_id, now);
+        let ended = self.sessions.end_user_sessions(caller.user_id, now).await?;
+        self.revoked.extend(ended.iter().map(|id| (*id, now)));
+        self.ended_here.notify_one();
         tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id, all = true, sessions_ended = ended.len());
         Ok(ended.len() as u64)
     }
@@ -307,21 +324,32 @@ impl AuthService {
         Ok(())
     }
 
-    /// Pulls sessions ended since `since` (by any instance) into the revocation view and forgets
-    /// those whose tokens have all expired. Returns the newest end seen, the next cursor.
-    pub async fn catch_up_revocations(&self, since: Timestamp, now: Timestamp) -> Result<Timestamp, StoreError> {
-        let ended = self.sessions.ended_since(since).await?;
-        let newest = ended.iter().map(|(_, at)| *at).max().unwrap_or(since);
-        self.revoked.extend(ended);
+    /// Reads the store's feed of ended sessions (every instance's) from the journal's head into
+    /// the journal and the revocation view, and forgets ends whose tokens have all expired.
+    /// Returns how many ends were new.
+    pub async fn catch_up_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
+        const PAGE: usize = 1000;
+        let mut read = 0;
+        loop {
+            let batch = self.sessions.ended_after(self.journal.head(), PAGE).await?;
+            read += batch.len();
+            self.revoked.extend(batch.iter().map(|e| (e.session_id, e.ended_at)));
+            self.journal.append(&batch);
+            if batch.len() < PAGE {
+                break;
+            }
+        }
+        self.journal.synced(now);
         self.revoked.prune(now);
-        Ok(newest)
+        Ok(read)
     }
 
     /// Deletes sessions nobody can use any more (kept a day for the record).
     pub async fn purge_sessions(&self, now: Timestamp) -> Result<u64, StoreError> {
         let day = Duration::from_secs(86_400);
         let horizon = now.saturating_sub(day);
-        self.sessions.purge(horizon, horizon.saturating_sub(self.revoked.retention())).await
+        let retention = self.revoked.retention();
+        self.sessions.purge(horizon, horizon.saturating_sub(retention), now.saturating_sub(retention)).await
     }
 
     /// Whether both stores answer.
@@ -331,8 +359,11 @@ impl AuthService {
     }
 
     async fn end_session(&self, id: SessionId, now: Timestamp) -> Result<(), AuthError> {
-        self.sessions.end_session(id, now).await?;
+        // Recorded here first: whatever the store does, this instance rejects the session's
+        // access tokens from now on.
         self.revoked.insert(id, now);
+        self.sessions.end_session(id, now).await?;
+        self.ended_here.notify_one();
         Ok(())
     }
 

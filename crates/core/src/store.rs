@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use crate::account::User;
 use crate::clock::Timestamp;
 use crate::ids::{SessionId, UserId};
+use crate::revocation::{EndedSession, FeedPosition};
 use crate::session::{Rotation, Session};
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
@@ -83,13 +84,22 @@ pub trait SessionStore: Send + Sync + 'static {
     /// The user's active sessions at `now` (not ended, not expired), oldest first.
     async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>>;
 
-    /// Sessions that ended at or after `since`, with when: the feed that keeps every
-    /// instance's in-memory revocation view fresh.
-    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>>;
+    /// The feed of ended sessions: every session an `end_*` call ended, once, in the order the
+    /// ends committed. Returns the entries after `after` (from the oldest kept when `None`), at
+    /// most `limit`, oldest first. Positions are assigned by the store when the end commits and
+    /// grow strictly in commit order, never by a caller's clock: a reader that resumes from the
+    /// last position it saw misses nothing, whichever instance ended what and however their
+    /// clocks disagree. An end and its feed entry commit together.
+    async fn ended_after(&self, after: Option<FeedPosition>, limit: usize) -> StoreResult<Vec<EndedSession>>;
 
-    /// Deletes sessions that expired before `expired_before` or ended before `ended_before`;
-    /// returns how many.
-    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64>;
+    /// Deletes sessions that expired before `expired_before` or ended before `ended_before`,
+    /// and feed entries of sessions that ended before `feed_before`; returns how many sessions.
+    async fn purge(
+        &self,
+        expired_before: Timestamp,
+        ended_before: Timestamp,
+        feed_before: Timestamp,
+    ) -> StoreResult<u64>;
 
     /// Answers when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;

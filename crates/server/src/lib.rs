@@ -54,6 +54,7 @@ pub fn app(state: AppState) -> Router {
         .route("/me", get(routes::auth::me))
         .route("/sessions", get(routes::sessions::list))
         .route("/sessions/{id}", delete(routes::sessions::revoke))
+        .route("/revocations", get(routes::revocations::stream))
         .layer(axum::middleware::map_response(never_cache));
     Router::new()
         .nest("/api/auth", api)
@@ -169,6 +170,12 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
     let state = build_state(&settings, bound).await?;
     let background = spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
     tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
+    let stopping = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        // Long-lived streams (the revocation feed) end now, so in-flight requests can finish.
+        stopping.begin_shutdown();
+    };
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
     axum::serve(listener, service).with_graceful_shutdown(shutdown).await.context("server failed")?;
     background.abort();
@@ -195,36 +202,28 @@ pub async fn shutdown_signal() {
     tracing::info!("shutting down: finishing in-flight requests");
 }
 
-const REVOCATION_POLL: Duration = Duration::from_millis(500);
-/// Ends written by other instances may carry a clock a little behind ours.
-const REVOCATION_OVERLAP: Duration = Duration::from_secs(5);
+/// How often the store's feed of ended sessions is read for ends made by other instances.
+const REVOCATION_POLL: Duration = Duration::from_millis(250);
 const KEY_RELOAD: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
 
-/// Loads the sessions ended within the retention window, then keeps the revocation view, the
-/// key set and the session table fresh in the background.
+/// Loads the sessions ended within the retention window, then keeps the revocation view (and
+/// the feed's journal), the key set and the session table fresh in the background.
 async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::JoinHandle<()> {
-    let now = Timestamp::now();
-    let mut cursor = now.saturating_sub(state.auth().revoked().retention());
-    match state.auth().catch_up_revocations(cursor, now).await {
-        Ok(newest) => cursor = newest,
-        Err(e) => {
-            tracing::warn!(error = %e, "could not load ended sessions; retrying in the background")
-        }
+    if let Err(e) = state.auth().catch_up_revocations(Timestamp::now()).await {
+        tracing::warn!(error = %e, "could not load ended sessions; retrying in the background");
     }
     tokio::spawn(async move {
         let mut known_keys = key_dir.signing_key_files().unwrap_or_default();
         let mut revocation_tick = tokio::time::interval(REVOCATION_POLL);
         let mut key_tick = tokio::time::interval(KEY_RELOAD);
         let mut purge_tick = tokio::time::interval(PURGE_EVERY);
+        let mut failing = false;
         loop {
             tokio::select! {
-                _ = revocation_tick.tick() => {
-                    match state.auth().catch_up_revocations(cursor.saturating_sub(REVOCATION_OVERLAP), Timestamp::now()).await {
-                        Ok(newest) => cursor = cursor.max(newest),
-                        Err(e) => tracing::warn!(error = %e, "revocation catch-up failed"),
-                    }
-                }
+                // An end made here is published at once; ends made elsewhere by the next poll.
+                () = state.auth().session_ended_here() => catch_up(&state, &mut failing).await,
+                _ = revocation_tick.tick() => catch_up(&state, &mut failing).await,
                 _ = key_tick.tick() => reload_keys(&state, &key_dir, &mut known_keys),
                 _ = purge_tick.tick() => match state.auth().purge_sessions(Timestamp::now()).await {
                     Ok(0) => {}
@@ -234,6 +233,22 @@ async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::Joi
             }
         }
     })
+}
+
+/// One read of the store's feed; logs when reading starts and stops failing, not every poll.
+async fn catch_up(state: &AppState, failing: &mut bool) {
+    match state.auth().catch_up_revocations(Timestamp::now()).await {
+        Ok(_) if *failing => {
+            *failing = false;
+            tracing::info!("revocation catch-up works again");
+        }
+        Ok(_) => {}
+        Err(e) if !*failing => {
+            *failing = true;
+            tracing::warn!(error = %e, "revocation catch-up failed; the feed's heartbeats stop until it works");
+        }
+        Err(_) => {}
+    }
 }
 
 fn reload_keys(state: &AppState, key_dir: &KeyDir, known: &mut Vec<String>) {

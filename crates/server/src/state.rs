@@ -12,6 +12,7 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     auth: AuthService,
+    shutdown: tokio::sync::watch::Sender<bool>,
     cookies: CookiePolicy,
     login_limiter: Option<RateLimiter>,
     body_limit: usize,
@@ -24,11 +25,27 @@ impl AppState {
         login_limiter: Option<RateLimiter>,
         body_limit: usize,
     ) -> Self {
-        Self(Arc::new(Inner { auth, cookies, login_limiter, body_limit }))
+        Self(Arc::new(Inner {
+            auth,
+            shutdown: tokio::sync::watch::channel(false).0,
+            cookies,
+            login_limiter,
+            body_limit,
+        }))
     }
 
     pub fn auth(&self) -> &AuthService {
         &self.0.auth
+    }
+
+    /// Tells long-lived responses that the server is stopping.
+    pub fn begin_shutdown(&self) {
+        self.0.shutdown.send_replace(true);
+    }
+
+    /// Becomes `true` when the server begins to stop.
+    pub fn shutting_down(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.shutdown.subscribe()
     }
 
     pub fn cookies(&self) -> &CookiePolicy {

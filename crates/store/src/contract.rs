@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_core::account::User;
+use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{SessionStore, StoreError, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
@@ -43,7 +44,9 @@ macro_rules! store_contract_tests {
             end_session_ends_once,
             end_user_sessions_ends_only_that_users_active_sessions,
             list_sessions_shows_active_sessions_oldest_first,
-            ended_since_reports_ends_at_or_after_the_cursor,
+            the_feed_lists_each_end_once_in_commit_order,
+            the_feed_orders_by_commit_not_by_clock,
+            a_reader_following_the_feed_during_concurrent_ends_sees_each_once,
             ping_answers
         );
     };
@@ -212,19 +215,85 @@ pub async fn list_sessions_shows_active_sessions_oldest_first(s: &Stores) {
     assert_eq!(listed, vec![older, newer]);
 }
 
-pub async fn ended_since_reports_ends_at_or_after_the_cursor(s: &Stores) {
-    let user_id = UserId::generate();
-    let early = stored(s, session(user_id)).await;
-    let late = stored(s, session(user_id)).await;
-    stored(s, session(user_id)).await;
+/// The feed entries of these sessions (other tests may share a Redis stream), after `after`.
+async fn feed_of(s: &Stores, after: Option<FeedPosition>, ids: &[SessionId]) -> Vec<EndedSession> {
+    let all = s.sessions.ended_after(after, 10_000).await.unwrap();
+    all.into_iter().filter(|e| ids.contains(&e.session_id)).collect()
+}
+
+pub async fn the_feed_lists_each_end_once_in_commit_order(s: &Stores) {
+    let (ada, bob) = (UserId::generate(), UserId::generate());
+    let early = stored(s, session(ada)).await;
+    let late = stored(s, session(ada)).await;
+    let bobs = [stored(s, session(bob)).await.id, stored(s, session(bob)).await.id];
+    let untouched = stored(s, session(ada)).await;
     s.sessions.end_session(early.id, t(10)).await.unwrap();
     s.sessions.end_session(late.id, t(20)).await.unwrap();
+    s.sessions.end_session(early.id, t(25)).await.unwrap();
+    s.sessions.end_user_sessions(bob, t(30)).await.unwrap();
 
-    let mut all = s.sessions.ended_since(t(10)).await.unwrap();
-    all.sort_by_key(|(_, at)| *at);
-    assert_eq!(all, vec![(early.id, t(10)), (late.id, t(20))]);
-    assert_eq!(s.sessions.ended_since(t(11)).await.unwrap(), vec![(late.id, t(20))]);
-    assert!(s.sessions.ended_since(t(21)).await.unwrap().is_empty());
+    let ids = [early.id, late.id, bobs[0], bobs[1], untouched.id];
+    let feed = feed_of(s, None, &ids).await;
+    assert_eq!(feed.len(), 4, "each end once, nothing for the live session: {feed:?}");
+    assert_eq!((feed[0].session_id, feed[0].ended_at), (early.id, t(10)));
+    assert_eq!((feed[1].session_id, feed[1].ended_at), (late.id, t(20)));
+    let mut tail: Vec<_> = feed[2..].iter().map(|e| (e.session_id, e.ended_at)).collect();
+    tail.sort();
+    let mut expected = vec![(bobs[0], t(30)), (bobs[1], t(30))];
+    expected.sort();
+    assert_eq!(tail, expected);
+    assert!(feed.windows(2).all(|w| w[0].position < w[1].position), "positions grow: {feed:?}");
+
+    assert_eq!(feed_of(s, Some(feed[0].position), &ids).await, feed[1..].to_vec(), "resume after a position");
+    assert!(feed_of(s, Some(feed[3].position), &ids).await.is_empty());
+    assert_eq!(s.sessions.ended_after(None, 1).await.unwrap().len(), 1, "the limit holds");
+}
+
+pub async fn the_feed_orders_by_commit_not_by_clock(s: &Stores) {
+    let user_id = UserId::generate();
+    let (first, second) = (stored(s, session(user_id)).await, stored(s, session(user_id)).await);
+    // The second end comes from an instance whose clock is a minute behind.
+    s.sessions.end_session(first.id, t(100)).await.unwrap();
+    let cursor = feed_of(s, None, &[first.id]).await[0].position;
+    s.sessions.end_session(second.id, t(40)).await.unwrap();
+    let after = feed_of(s, Some(cursor), &[first.id, second.id]).await;
+    assert_eq!(after.iter().map(|e| (e.session_id, e.ended_at)).collect::<Vec<_>>(), vec![(second.id, t(40))]);
+}
+
+pub async fn a_reader_following_the_feed_during_concurrent_ends_sees_each_once(s: &Stores) {
+    let user_id = UserId::generate();
+    let mut ids = Vec::new();
+    for _ in 0..24 {
+        ids.push(stored(s, session(user_id)).await.id);
+    }
+    let start = s.sessions.ended_after(None, 100_000).await.unwrap().last().map(|e| e.position);
+    let enders: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let (sessions, id) = (s.sessions.clone(), *id);
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(i as u64 % 6)).await;
+                sessions.end_session(id, t(10)).await.unwrap();
+            })
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let mut cursor = start;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while seen.len() < ids.len() && std::time::Instant::now() < deadline {
+        let batch = s.sessions.ended_after(cursor, 5).await.unwrap();
+        cursor = batch.last().map(|e| e.position).or(cursor);
+        seen.extend(batch.iter().map(|e| e.session_id).filter(|id| ids.contains(id)));
+        tokio::task::yield_now().await;
+    }
+    for ender in enders {
+        ender.await.unwrap();
+    }
+    seen.extend(feed_of(s, cursor, &ids).await.iter().map(|e| e.session_id));
+    seen.sort();
+    ids.sort();
+    assert_eq!(seen, ids, "every end exactly once, none skipped by a reader that resumed mid-way");
 }
 
 pub async fn purge_deletes_only_dead_sessions(s: &Stores) {
@@ -236,8 +305,9 @@ pub async fn purge_deletes_only_dead_sessions(s: &Stores) {
     let recently_ended = stored(s, session(user_id)).await;
     s.sessions.end_session(recently_ended.id, t(500)).await.unwrap();
 
-    let purged = s.sessions.purge(t(200), t(200)).await.unwrap();
+    let purged = s.sessions.purge(t(200), t(200), Timestamp::from_millis(0)).await.unwrap();
     assert_eq!(purged, 2);
+    assert_eq!(feed_of(s, None, &[ended.id, recently_ended.id]).await.len(), 2, "the feed keeps its window");
     assert!(s.sessions.get_session(live.id).await.unwrap().is_some());
     assert!(s.sessions.get_session(recently_ended.id).await.unwrap().is_some());
     assert!(s.sessions.get_session(expired.id).await.unwrap().is_none());

@@ -11,14 +11,19 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use tessera_core::account::User;
+use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
-use crate::sql::{Decodes, SESSION_COLUMNS, generation, session_from_row, session_id_from_row, user_from_row};
+use crate::sql::{
+    SESSION_COLUMNS, ended_from_row, feed_position, generation, limit, session_from_row, session_id_from_row,
+    user_from_row,
+};
 
 /// Schema migrations in order; `tessera_migrations` records which ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE tessera_users (
     id            BYTEA PRIMARY KEY,
     email         TEXT NOT NULL,
@@ -41,7 +46,24 @@ CREATE TABLE tessera_sessions (
 CREATE INDEX tessera_sessions_by_user ON tessera_sessions (user_id);
 CREATE INDEX tessera_sessions_by_end ON tessera_sessions (ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX tessera_sessions_by_expiry ON tessera_sessions (expires_at);
-"#];
+"#,
+    r#"
+-- The revocation feed: one row per ended session, numbered in commit order. Every end takes
+-- FEED_LOCK for its transaction before drawing a number, so numbers commit in order and a
+-- reader that has seen number n has seen every number below it.
+CREATE TABLE tessera_session_ends (
+    position   BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    id         BYTEA NOT NULL,
+    ended_at   BIGINT NOT NULL
+);
+CREATE INDEX tessera_session_ends_by_time ON tessera_session_ends (ended_at);
+INSERT INTO tessera_session_ends (id, ended_at)
+    SELECT id, ended_at FROM tessera_sessions WHERE ended_at IS NOT NULL ORDER BY ended_at;
+"#,
+];
+
+/// Serialises the transactions that end sessions, so feed positions commit in order.
+const FEED_LOCK: i64 = 0x0074_6573_7365_7266; // "tesserf"
 
 /// An arbitrary constant naming tessera's migration lock among the database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera" in ASCII
@@ -67,6 +89,27 @@ impl PostgresStore {
             .map_err(classify)?;
         migrate(&pool).await?;
         Ok(Self { pool })
+    }
+}
+
+impl PostgresStore {
+    /// Ends the active sessions matching `filter` (`$1` is the time, `$2` the bound id) and
+    /// appends them to the feed, in one transaction under [`FEED_LOCK`].
+    async fn end_where(&self, filter: &str, id: &[u8], now: Timestamp) -> StoreResult<Vec<SessionId>> {
+        let mut tx = self.pool.begin().await.map_err(classify)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FEED_LOCK).execute(&mut *tx).await.map_err(classify)?;
+        let rows = sqlx::query(&format!(
+            "WITH ended AS (UPDATE tessera_sessions SET ended_at = $1 WHERE {filter} AND ended_at IS NULL \
+             RETURNING id, ended_at) \
+             INSERT INTO tessera_session_ends (id, ended_at) SELECT id, ended_at FROM ended RETURNING id"
+        ))
+        .bind(now.as_millis())
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
+        rows.iter().map(session_id_from_row).collect()
     }
 }
 
@@ -217,25 +260,12 @@ impl SessionStore for PostgresStore {
     }
 
     async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE tessera_sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")
-            .bind(now.as_millis())
-            .bind(&id.as_bytes()[..])
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
-        Ok(done.rows_affected() > 0)
+        let ended = self.end_where("id = $2", &id.as_bytes()[..], now).await?;
+        Ok(!ended.is_empty())
     }
 
     async fn end_user_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<SessionId>> {
-        let rows = sqlx::query(
-            "UPDATE tessera_sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING id",
-        )
-        .bind(now.as_millis())
-        .bind(&user_id.as_bytes()[..])
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        rows.iter().map(session_id_from_row).collect()
+        self.end_where("user_id = $2 AND expires_at > $1", &user_id.as_bytes()[..], now).await
     }
 
     async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
@@ -251,21 +281,32 @@ impl SessionStore for PostgresStore {
         rows.iter().map(session_from_row).collect()
     }
 
-    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>> {
-        let rows = sqlx::query("SELECT id, ended_at FROM tessera_sessions WHERE ended_at >= $1")
-            .bind(since.as_millis())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        rows.iter()
-            .map(|r| Ok((session_id_from_row(r)?, Timestamp::from_millis(r.value_of::<i64>("ended_at")?))))
-            .collect()
+    async fn ended_after(&self, after: Option<FeedPosition>, max: usize) -> StoreResult<Vec<EndedSession>> {
+        let rows = sqlx::query(
+            "SELECT position, id, ended_at FROM tessera_session_ends WHERE position > $1 ORDER BY position LIMIT $2",
+        )
+        .bind(feed_position(after)?)
+        .bind(limit(max))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(ended_from_row).collect()
     }
 
-    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64> {
+    async fn purge(
+        &self,
+        expired_before: Timestamp,
+        ended_before: Timestamp,
+        feed_before: Timestamp,
+    ) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM tessera_sessions WHERE expires_at < $1 OR ended_at < $2")
             .bind(expired_before.as_millis())
             .bind(ended_before.as_millis())
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        sqlx::query("DELETE FROM tessera_session_ends WHERE ended_at < $1")
+            .bind(feed_before.as_millis())
             .execute(&self.pool)
             .await
             .map_err(classify)?;

@@ -5,14 +5,18 @@
 //! ```text
 //! P:s:{<session id>}   hash: user, gen, created, last_used, expires, abs, ended?, ua?, ip?
 //! P:u:{<user id>}      set of the user's session ids (for the list and logout-all)
-//! P:ended              sorted set: session id scored by when it ended (the revocation feed)
+//! P:ends               stream: one entry per ended session, `sid` and `at` (the revocation feed)
 //! ```
 //!
 //! The `{…}` hash tags put everything a script touches in one Cluster slot: rotation reads and
 //! writes only its session's hash, in one Lua script (one round trip, no check-then-act race).
 //! Each session hash expires by itself (`PEXPIREAT`) a day after its refresh token could last
-//! be used, so nothing piles up; the user sets and the feed are pruned as they are read and by
-//! `purge`.
+//! be used, so nothing piles up; the user sets are pruned as they are read, the feed by `purge`.
+//!
+//! The feed's positions are the stream's entry ids, assigned by Redis as each entry is added:
+//! strictly increasing in the order the ends happened, whatever the clocks of the instances. On
+//! a standalone server the end and its feed entry are one script; a Cluster keeps the stream in
+//! a slot of its own, so there the entry follows in a second command.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -20,7 +24,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
+use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
+use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{SessionStore, StoreError, StoreResult};
 use tessera_core::{SessionId, Timestamp, UserId};
@@ -51,13 +57,15 @@ return out
 "#;
 
 /// Ends the session at ARGV[1] unless it has ended (or, with ARGV[2] = '1', unless it is not
-/// active); returns 1 if this call ended it.
+/// active); returns 1 if this call ended it. With a second key (the feed stream), also appends
+/// the end to it, ARGV[4] being the session id.
 const END: &str = r#"
 local s = redis.call('HMGET', KEYS[1], 'ended', 'expires')
 if s[2] == false or s[1] then return 0 end
 if ARGV[2] == '1' and tonumber(s[2]) <= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'ended', ARGV[1])
 redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(ARGV[1]) + tonumber(ARGV[3])))
+if KEYS[2] then redis.call('XADD', KEYS[2], '*', 'sid', ARGV[4], 'at', ARGV[1]) end
 return 1
 "#;
 
@@ -125,23 +133,35 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisStore<C> {
         format!("{}:u:{{{id}}}", self.prefix)
     }
 
-    fn ended_key(&self) -> String {
-        format!("{}:ended", self.prefix)
+    fn feed_key(&self) -> String {
+        format!("{}:ends", self.prefix)
     }
 
     async fn end_one(&self, id: SessionId, now: Timestamp, active_only: bool) -> StoreResult<bool> {
         let mut conn = self.conn.clone();
-        let ended: i64 = self
-            .end
-            .key(self.session_key(id))
+        let mut invocation = self.end.key(self.session_key(id));
+        if !self.cluster {
+            invocation.key(self.feed_key());
+        }
+        let ended: i64 = invocation
             .arg(now.as_millis())
             .arg(if active_only { "1" } else { "0" })
             .arg(KEEP_MS)
+            .arg(id.to_string())
             .invoke_async(&mut conn)
             .await
             .map_err(classify)?;
-        if ended == 1 {
-            let _: () = conn.zadd(self.ended_key(), id.to_string(), now.as_millis()).await.map_err(classify)?;
+        if ended == 1 && self.cluster {
+            let _: String = redis::cmd("XADD")
+                .arg(self.feed_key())
+                .arg("*")
+                .arg("sid")
+                .arg(id.to_string())
+                .arg("at")
+                .arg(now.as_millis())
+                .query_async(&mut conn)
+                .await
+                .map_err(classify)?;
         }
         Ok(ended == 1)
     }
@@ -287,35 +307,57 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> SessionStore for RedisSt
         Ok(sessions)
     }
 
-    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>> {
+    async fn ended_after(&self, after: Option<FeedPosition>, max: usize) -> StoreResult<Vec<EndedSession>> {
         let mut conn = self.conn.clone();
-        let entries: Vec<(String, i64)> =
-            conn.zrangebyscore_withscores(self.ended_key(), since.as_millis(), "+inf").await.map_err(classify)?;
-        Ok(entries.into_iter().filter_map(|(id, at)| Some((id.parse().ok()?, Timestamp::from_millis(at)))).collect())
-    }
-
-    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64> {
-        // Hashes expire by themselves. Sessions ended long ago are found in the feed and deleted
-        // with it; on a standalone server a SCAN also sweeps what a clock far from Redis's (or a
-        // caller asking early, as the contract suite does) would leave. A Cluster has no single
-        // keyspace to scan, so there expiry is left to the TTLs.
-        let mut conn = self.conn.clone();
-        let old: Vec<String> = conn
-            .zrangebyscore(self.ended_key(), "-inf", format!("({}", ended_before.as_millis()))
+        let start = after.map_or_else(|| "-".to_owned(), |p| format!("({p}"));
+        let reply: StreamRangeReply = redis::cmd("XRANGE")
+            .arg(self.feed_key())
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(max)
+            .query_async(&mut conn)
             .await
             .map_err(classify)?;
-        let mut purged = 0;
-        for id in old.iter().filter_map(|m| m.parse::<SessionId>().ok()) {
-            let deleted: u64 = conn.del(self.session_key(id)).await.map_err(classify)?;
-            purged += deleted;
-        }
-        let _: () = conn
-            .zrembyscore(self.ended_key(), "-inf", format!("({}", ended_before.as_millis()))
+        reply
+            .ids
+            .iter()
+            .map(|entry| {
+                let position = entry.id.parse().map_err(StoreError::other)?;
+                let sid: String = entry.get("sid").ok_or_else(|| StoreError::other("feed entry without `sid`"))?;
+                let at: i64 = entry.get("at").ok_or_else(|| StoreError::other("feed entry without `at`"))?;
+                Ok(EndedSession {
+                    position,
+                    session_id: sid.parse().map_err(StoreError::other)?,
+                    ended_at: Timestamp::from_millis(at),
+                })
+            })
+            .collect()
+    }
+
+    async fn purge(
+        &self,
+        expired_before: Timestamp,
+        ended_before: Timestamp,
+        feed_before: Timestamp,
+    ) -> StoreResult<u64> {
+        // Hashes expire by themselves; the feed is trimmed to its window (stream ids carry
+        // Redis's clock, close enough to ours for a window of minutes). On a standalone server a
+        // SCAN also sweeps what a clock far from Redis's (or a caller asking early, as the
+        // contract suite does) would leave. A Cluster has no single keyspace to scan, so there
+        // expiry is left to the TTLs.
+        let mut conn = self.conn.clone();
+        let _: u64 = redis::cmd("XTRIM")
+            .arg(self.feed_key())
+            .arg("MINID")
+            .arg(feed_before.as_millis().max(0))
+            .query_async(&mut conn)
             .await
             .map_err(classify)?;
         if self.cluster {
-            return Ok(purged);
+            return Ok(0);
         }
+        let mut purged = 0;
         let pattern = format!("{}:s:*", self.prefix);
         let mut keys: Vec<String> = Vec::new();
         {

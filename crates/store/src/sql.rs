@@ -2,6 +2,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use tessera_core::account::User;
+use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::Session;
 use tessera_core::store::{StoreError, StoreResult};
 use tessera_core::{SessionId, Timestamp, UserId};
@@ -72,6 +73,32 @@ where
     Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(SessionId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("id")?)?))
+}
+
+/// A feed entry from a row of `(position, id, ended_at)`.
+pub fn ended_from_row<'r, R>(row: &'r R) -> StoreResult<EndedSession>
+where
+    R: Decodes<'r>,
+    &'r str: ColumnIndex<R>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let position = u64::try_from(row.value_of::<i64>("position")?).map_err(StoreError::other)?;
+    Ok(EndedSession {
+        position: FeedPosition::new(position, 0),
+        session_id: session_id_from_row(row)?,
+        ended_at: Timestamp::from_millis(row.value_of::<i64>("ended_at")?),
+    })
+}
+
+/// The SQL bound of a feed position (SQL stores use only its major part).
+pub fn feed_position(after: Option<FeedPosition>) -> StoreResult<i64> {
+    after.map_or(Ok(0), |p| i64::try_from(p.major).map_err(StoreError::other))
+}
+
+/// A row count for `LIMIT`.
+pub fn limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 pub fn generation(g: u64) -> StoreResult<i64> {

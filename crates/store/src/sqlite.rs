@@ -14,14 +14,19 @@ use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tessera_core::account::User;
+use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
-use crate::sql::{Decodes, SESSION_COLUMNS, generation, session_from_row, session_id_from_row, user_from_row};
+use crate::sql::{
+    SESSION_COLUMNS, ended_from_row, feed_position, generation, limit, session_from_row, session_id_from_row,
+    user_from_row,
+};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id            BLOB PRIMARY KEY,
     email         TEXT NOT NULL,
@@ -44,7 +49,25 @@ CREATE TABLE sessions (
 CREATE INDEX sessions_by_user ON sessions (user_id);
 CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL;
 CREATE INDEX sessions_by_expiry ON sessions (expires_at);
-"#];
+"#,
+    r#"
+-- The revocation feed: one row per ended session, numbered in commit order (one writer, and
+-- AUTOINCREMENT never reuses a number, even after every row was purged). The trigger writes it
+-- in the same statement, hence the same transaction, as the end itself.
+CREATE TABLE session_ends (
+    position   INTEGER PRIMARY KEY AUTOINCREMENT,
+    id         BLOB NOT NULL,
+    ended_at   INTEGER NOT NULL
+) STRICT;
+CREATE INDEX session_ends_by_time ON session_ends (ended_at);
+CREATE TRIGGER sessions_ended AFTER UPDATE OF ended_at ON sessions
+    WHEN OLD.ended_at IS NULL AND NEW.ended_at IS NOT NULL
+BEGIN
+    INSERT INTO session_ends (id, ended_at) VALUES (NEW.id, NEW.ended_at);
+END;
+INSERT INTO session_ends (id, ended_at) SELECT id, ended_at FROM sessions WHERE ended_at IS NOT NULL ORDER BY ended_at;
+"#,
+];
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -269,24 +292,36 @@ impl SessionStore for SqliteStore {
         rows.iter().map(session_from_row).collect()
     }
 
-    async fn ended_since(&self, since: Timestamp) -> StoreResult<Vec<(SessionId, Timestamp)>> {
-        let rows = sqlx::query("SELECT id, ended_at FROM sessions WHERE ended_at >= ?")
-            .bind(since.as_millis())
-            .fetch_all(&self.readers)
-            .await
-            .map_err(classify)?;
-        rows.iter()
-            .map(|r| Ok((session_id_from_row(r)?, Timestamp::from_millis(r.value_of::<i64>("ended_at")?))))
-            .collect()
+    async fn ended_after(&self, after: Option<FeedPosition>, max: usize) -> StoreResult<Vec<EndedSession>> {
+        let rows =
+            sqlx::query("SELECT position, id, ended_at FROM session_ends WHERE position > ? ORDER BY position LIMIT ?")
+                .bind(feed_position(after)?)
+                .bind(limit(max))
+                .fetch_all(&self.readers)
+                .await
+                .map_err(classify)?;
+        rows.iter().map(ended_from_row).collect()
     }
 
-    async fn purge(&self, expired_before: Timestamp, ended_before: Timestamp) -> StoreResult<u64> {
+    async fn purge(
+        &self,
+        expired_before: Timestamp,
+        ended_before: Timestamp,
+        feed_before: Timestamp,
+    ) -> StoreResult<u64> {
+        let mut tx = self.writer.begin().await.map_err(classify)?;
         let done = sqlx::query("DELETE FROM sessions WHERE expires_at < ? OR ended_at < ?")
             .bind(expired_before.as_millis())
             .bind(ended_before.as_millis())
-            .execute(&self.writer)
+            .execute(&mut *tx)
             .await
             .map_err(classify)?;
+        sqlx::query("DELETE FROM session_ends WHERE ended_at < ?")
+            .bind(feed_before.as_millis())
+            .execute(&mut *tx)
+            .await
+            .map_err(classify)?;
+        tx.commit().await.map_err(classify)?;
         Ok(done.rows_affected())
     }
 

@@ -38,7 +38,7 @@ impl Timestamp {
 
     /// How long after `earlier` this is (zero if it is not later).
     pub fn since(self, earlier: Self) -> Duration {
-        Duration::from_millis(u64::try_from(self.0 - earlier.0).unwrap_or(0))
+        Duration::from_millis(u64::try_from(self.0.saturating_sub(earlier.0)).unwrap_or(0))
     }
 
     /// RFC 3339 in UTC with millisecond precision, e.g. `2026-11-23T10:32:30.123Z`.

@@ -1,0 +1,61 @@
+//! Verify tessera's access tokens in any Rust service (a *resource server*), and learn of ended
+//! sessions within a second, without a round trip to tessera per request.
+//!
+//! tessera signs short-lived ES256 access tokens; any service can check them against the key set
+//! tessera publishes at `{issuer}/.well-known/jwks.json`. A signature alone cannot tell that the
+//! user logged out, that the session was revoked, or that its refresh token was stolen and
+//! replayed, so tessera also publishes a **revocation feed** (server-sent events at
+//! `{issuer}/api/auth/revocations`) of the sessions that ended. A [`Verifier`] keeps both fresh in
+//! the background and checks every token against them with a hash lookup.
+//!
+//! ```no_run
+//! use axum::{Router, routing::get, Json};
+//! use tessera_verify::{Authenticated, Verifier};
+//!
+//! async fn whoami(user: Authenticated) -> Json<serde_json::Value> {
+//!     Json(serde_json::json!({ "user": user.user_id.to_string(), "email": user.email() }))
+//! }
+//!
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! // Fetches the JWKS, subscribes to the revocation feed and waits until it is in sync.
+//! let verifier = Verifier::builder("https://auth.example.com").audience("tessera").build().await?;
+//! let app: Router = Router::new().route("/whoami", get(whoami)).layer(verifier.extension());
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:3000").await?;
+//! axum::serve(listener, app).await?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! What is checked, strictly by default: the algorithm is ES256 and nothing else (no `none`, no
+//! HMAC keyed with the public key), the signature under the key named by `kid`, `iss`, `aud`,
+//! `exp` to the millisecond (leeway 0 unless configured), and that the session (`sid`) has not
+//! ended. Tokens that passed once are remembered in a bounded cache keyed by the SHA-256 of the
+//! whole token, so a repeat costs a hash, not an ECDSA verification; `exp` and the session are
+//! checked on every request.
+//!
+//! Modules:
+//! - [`claims`]: the access-token claims, defined once for tessera and every verifier.
+//! - [`jwk`]: JWK sets and the decoding keys built from them.
+//! - [`validate`]: the token check itself, shared by tessera's own server.
+//! - [`revocation`]: the set of ended sessions and the feed's wire format.
+//! - [`verifier`]: the [`Verifier`] a service builds: key cache, feed subscriber, policy.
+//! - [`http`]: the axum extractor [`Authenticated`], the tower layer, RFC 6750 errors.
+
+pub mod claims;
+pub mod clock;
+pub mod http;
+pub mod ids;
+pub mod jwk;
+pub mod random;
+pub mod revocation;
+pub mod validate;
+pub mod verifier;
+
+mod feed;
+mod keycache;
+
+pub use claims::AccessClaims;
+pub use clock::Timestamp;
+pub use http::{Authenticated, RequireAuthLayer, VerifyError};
+pub use ids::{SessionId, UserId};
+pub use verifier::{FeedLossPolicy, Verifier, VerifierBuilder};
