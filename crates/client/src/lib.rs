@@ -72,6 +72,42 @@ pub enum Logout {
     LocalOnly { reason: String },
 }
 
+/// An access token for a long-lived connection, and when to replace it on that connection.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SocketToken {
+    pub token: String,
+    /// When the token expires (Unix seconds).
+    pub expires_at: u64,
+    /// When to send its successor on the open connection (Unix seconds): the client's refresh
+    /// point, and at least two seconds before expiry, so a server that closes sockets at expiry
+    /// never has to.
+    pub renew_at: u64,
+}
+
+impl std::fmt::Debug for SocketToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SocketToken")
+            .field("expires_at", &self.expires_at)
+            .field("renew_at", &self.renew_at)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SocketToken {
+    fn of(tokens: &TokenSet) -> Self {
+        Self {
+            token: tokens.access_token.clone(),
+            expires_at: tokens.expires_at,
+            renew_at: tokens.refresh_at().min(tokens.expires_at.saturating_sub(2)),
+        }
+    }
+
+    /// How long until [`renew_at`](Self::renew_at), from now.
+    pub fn renew_in(&self) -> Duration {
+        Duration::from_secs(self.renew_at.saturating_sub(unix_now()))
+    }
+}
+
 /// A tessera client; clones share tokens, refresh gate and connections.
 #[derive(Clone)]
 pub struct Client {
@@ -151,6 +187,25 @@ impl Client {
     /// A valid access token, refreshed first when due.
     pub async fn access_token(&self) -> Result<String, Error> {
         Ok(self.fresh_tokens().await?.access_token)
+    }
+
+    /// A token for a new connection of a socket or another long-lived transport (each connect
+    /// and each reconnect asks anew): the stored access token, refreshed first when due, with
+    /// when to renew it on the open socket. A session that has ended is
+    /// [`Error::SessionExpired`], never a fresh anonymous session: a reconnect loop stops there.
+    ///
+    /// When the server refuses a handshake with this token (401), call
+    /// [`renew_socket_token`](Self::renew_socket_token) once: it refreshes, or says the session
+    /// ended.
+    pub async fn socket_token(&self) -> Result<SocketToken, Error> {
+        Ok(SocketToken::of(&self.fresh_tokens().await?))
+    }
+
+    /// The token to send on an open socket at [`SocketToken::renew_at`] (or to retry a refused
+    /// handshake with): refreshes unless another task already replaced `current`.
+    pub async fn renew_socket_token(&self, current: &SocketToken) -> Result<SocketToken, Error> {
+        let renewed = self.refresh_if(|stored| stored.access_token == current.token).await?;
+        Ok(SocketToken::of(&renewed))
     }
 
     /// Refreshes now (single-flight with any refresh already under way).

@@ -34,6 +34,10 @@ struct Args {
     /// tessera's issuer URL (its `--issuer`, by default its address, e.g. http://127.0.0.1:8080).
     #[arg(long, env = "TODOS_ISSUER")]
     issuer: String,
+    /// Where to reach tessera when not at the issuer URL (e.g. one instance of several behind a
+    /// shared issuer name): the JWKS and the revocation feed are fetched from there.
+    #[arg(long, env = "TODOS_TESSERA_URL")]
+    tessera_url: Option<String>,
     /// The audience tokens must carry.
     #[arg(long, env = "TODOS_AUDIENCE", default_value = "tessera")]
     audience: String,
@@ -120,7 +124,11 @@ async fn main() -> anyhow::Result<()> {
         FeedLoss::FailClosed => FeedLossPolicy::FailClosed,
         FeedLoss::FailOpen => FeedLossPolicy::FailOpen,
     };
-    let verifier = Verifier::builder(&args.issuer)
+    let mut verifier = Verifier::builder(&args.issuer);
+    if let Some(url) = &args.tessera_url {
+        verifier = verifier.tessera_url(url);
+    }
+    let verifier = verifier
         .audience(&args.audience)
         .on_feed_loss(policy)
         .max_feed_silence(args.max_feed_silence)

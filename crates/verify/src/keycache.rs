@@ -147,7 +147,122 @@ fn max_age(headers: &HeaderMap) -> Duration {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use axum::Router;
+    use axum::routing::get;
+
     use super::*;
+    use crate::jwk::Jwk;
+
+    /// A JWKS endpoint on loopback that counts its requests and can be made to fail.
+    struct FakeIssuer {
+        url: String,
+        hits: Arc<AtomicU64>,
+        failing: Arc<AtomicBool>,
+        kids: Arc<Mutex<Vec<String>>>,
+    }
+
+    /// A real P-256 point (the generator), so the key parses.
+    fn jwk(kid: &str) -> Jwk {
+        Jwk {
+            kty: "EC".into(),
+            crv: "P-256".into(),
+            x: "axfR8uEsQkf4vOblY6RA8ncDfYEt6zOg9KE5RdiYwpY".into(),
+            y: "T-NC4v4af5uO5-tKfA-eFivOM1drMV7Oy7ZAaDe_UfU".into(),
+            kid: kid.into(),
+            use_: "sig".into(),
+            alg: "ES256".into(),
+        }
+    }
+
+    async fn fake_issuer(kids: &[&str]) -> FakeIssuer {
+        let hits = Arc::new(AtomicU64::new(0));
+        let failing = Arc::new(AtomicBool::new(false));
+        let kids = Arc::new(Mutex::new(kids.iter().map(|k| k.to_string()).collect::<Vec<_>>()));
+        let (h, f, k) = (hits.clone(), failing.clone(), kids.clone());
+        let app = Router::new().route(
+            "/jwks",
+            get(move || {
+                let (h, f, k) = (h.clone(), f.clone(), k.clone());
+                async move {
+                    h.fetch_add(1, Ordering::SeqCst);
+                    // Slow enough that a storm of callers overlaps one fetch.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if f.load(Ordering::SeqCst) {
+                        return Err(axum::http::StatusCode::INTERNAL_SERVER_ERROR);
+                    }
+                    let keys = k.lock().unwrap().iter().map(|kid| jwk(kid)).collect();
+                    Ok(axum::Json(Jwks { keys }))
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        FakeIssuer { url, hits, failing, kids }
+    }
+
+    async fn cache_for(issuer: &FakeIssuer, min_refetch: Duration) -> Arc<KeyCache> {
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let cache = Arc::new(KeyCache::new(issuer.url.clone(), reqwest::Client::new(), min_refetch));
+        cache.fetch().await.unwrap();
+        cache
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_storm_of_one_unknown_kid_makes_exactly_one_fetch() {
+        let issuer = fake_issuer(&["old"]).await;
+        let cache = cache_for(&issuer, Duration::from_secs(10)).await;
+        issuer.kids.lock().unwrap().push("new".into());
+        let storm: Vec<_> = (0..200)
+            .map(|_| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    cache.refetch_for_unknown_kid().await;
+                    cache.current().contains("new")
+                })
+            })
+            .collect();
+        for caller in storm {
+            assert!(caller.await.unwrap(), "every waiter sees the refetched key");
+        }
+        assert_eq!(issuer.hits.load(Ordering::SeqCst), 2, "the start-up fetch and one shared refetch");
+    }
+
+    #[tokio::test]
+    async fn refetches_for_unknown_kids_are_rate_limited() {
+        let issuer = fake_issuer(&["old"]).await;
+        let cache = cache_for(&issuer, Duration::from_millis(500)).await;
+        for _ in 0..20 {
+            cache.refetch_for_unknown_kid().await;
+        }
+        assert_eq!(issuer.hits.load(Ordering::SeqCst), 2, "one refetch, the rest refused by the limit");
+        tokio::time::sleep(Duration::from_millis(550)).await;
+        cache.refetch_for_unknown_kid().await;
+        assert_eq!(issuer.hits.load(Ordering::SeqCst), 3, "allowed again once the interval passed");
+    }
+
+    #[tokio::test]
+    async fn a_failed_fetch_keeps_the_keys_held() {
+        let issuer = fake_issuer(&["old"]).await;
+        let cache = cache_for(&issuer, Duration::ZERO).await;
+        issuer.failing.store(true, Ordering::SeqCst);
+        assert!(cache.fetch().await.is_err());
+        cache.refetch_for_unknown_kid().await;
+        assert_eq!(cache.current().kids(), vec!["old"]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_caller_that_gives_up_does_not_cancel_the_shared_fetch() {
+        let issuer = fake_issuer(&["old"]).await;
+        let cache = cache_for(&issuer, Duration::from_secs(10)).await;
+        issuer.kids.lock().unwrap().push("new".into());
+        // The caller hangs up long before the (100 ms) fetch answers.
+        let _ = tokio::time::timeout(Duration::from_millis(10), cache.refetch_for_unknown_kid()).await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(cache.current().contains("new"), "the fetch ran to the end in its own task");
+    }
 
     fn headers(cache_control: &str) -> HeaderMap {
         let mut h = HeaderMap::new();

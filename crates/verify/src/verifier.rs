@@ -79,6 +79,15 @@ impl VerifierBuilder {
         self
     }
 
+    /// Where to reach tessera when it is not at the issuer URL (several instances behind one
+    /// issuer, or a private address): the JWKS and the feed are found below this instead.
+    pub fn tessera_url(mut self, url: impl Into<String>) -> Self {
+        let base = url.into().trim_end_matches('/').to_owned();
+        self.jwks_url = Some(format!("{base}/.well-known/jwks.json"));
+        self.feed_url = Some(format!("{base}{FEED_PATH}"));
+        self
+    }
+
     /// Where the keys are (default `{issuer}/.well-known/jwks.json`).
     pub fn jwks_url(mut self, url: impl Into<String>) -> Self {
         self.jwks_url = Some(url.into());

@@ -11,6 +11,8 @@ mod helpers;
 mod instances;
 mod operations;
 mod outages;
+mod resource;
 mod rotation;
 mod sessions;
+mod todos;
 mod tokens;
