@@ -376,6 +376,10 @@ pub fn signal_term(pid: u32) {
     signal_process(pid, libc::SIGTERM);
 }
 
+pub fn signal_kill(pid: u32) {
+    signal_process(pid, libc::SIGKILL);
+}
+
 #[allow(unsafe_code)]
 fn signal_process(pid: u32, signal: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.

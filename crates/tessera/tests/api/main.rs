@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod cookies;
 mod errors;
+mod feed;
 mod helpers;
 mod instances;
 mod operations;
