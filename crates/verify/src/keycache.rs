@@ -22,6 +22,8 @@ const MIN_MAX_AGE: Duration = Duration::from_secs(10);
 const MAX_MAX_AGE: Duration = Duration::from_secs(3600);
 /// Used when the JWKS answer says nothing about caching.
 const DEFAULT_MAX_AGE: Duration = Duration::from_secs(300);
+/// A JWKS answer slower than this is given up on (the keys held are kept).
+const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
@@ -31,6 +33,8 @@ pub enum FetchError {
     Status { url: String, status: reqwest::StatusCode },
     #[error("the JWKS at {url} holds no ES256 key")]
     NoKeys { url: String },
+    #[error("the JWKS at {url} did not answer within {FETCH_TIMEOUT:?}")]
+    Timeout { url: String },
 }
 
 pub(crate) struct KeyCache {
@@ -66,6 +70,12 @@ impl KeyCache {
     /// Fetches the key set now and swaps it in; returns how long it may be cached.
     pub(crate) async fn fetch(&self) -> Result<Duration, FetchError> {
         self.fetches.fetch_add(1, Ordering::Relaxed);
+        tokio::time::timeout(FETCH_TIMEOUT, self.fetch_unbounded())
+            .await
+            .map_err(|_| FetchError::Timeout { url: self.url.clone() })?
+    }
+
+    async fn fetch_unbounded(&self) -> Result<Duration, FetchError> {
         let url = self.url.clone();
         let response =
             self.http.get(&url).send().await.map_err(|source| FetchError::Http { url: url.clone(), source })?;
@@ -98,11 +108,11 @@ impl KeyCache {
                 state.last_started = Some(Instant::now());
                 let cache = self.clone();
                 tokio::spawn(async move {
+                    // Cleared however the task ends, so a later refetch is never blocked.
+                    let _done = InFlight { cache: cache.clone(), _finished: finished };
                     if let Err(e) = cache.fetch().await {
                         tracing::warn!(error = %e, "JWKS refetch failed; keeping the keys held");
                     }
-                    cache.refetch.lock().unwrap_or_else(|e| e.into_inner()).in_flight = None;
-                    drop(finished);
                 });
                 done
             }
@@ -128,6 +138,18 @@ impl KeyCache {
                 }
             }
         }
+    }
+}
+
+/// Marks the refetch finished when dropped: clears it, then wakes the waiters.
+struct InFlight {
+    cache: Arc<KeyCache>,
+    _finished: watch::Sender<()>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.cache.refetch.lock().unwrap_or_else(|e| e.into_inner()).in_flight = None;
     }
 }
 
