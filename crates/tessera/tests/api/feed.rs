@@ -57,6 +57,8 @@ async fn the_feed_opens_with_recent_ends_pushes_new_ones_and_resumes_from_a_curs
     let second = server.login(&email).await;
     let third = server.login(&email).await;
     server.send(Method::POST, "/api/auth/logout", Some(&first.access), None, &[]).await.data();
+    // Past the instance's next read of its store's feed (every 250 ms).
+    tokio::time::sleep(Duration::from_millis(600)).await;
 
     let mut feed = Feed::open(&server, None).await;
     let opening = feed.until("event: synced").await.to_owned();
@@ -94,6 +96,7 @@ async fn a_cursor_from_another_store_starts_over_from_the_window() {
     let server = TestServer::start().await;
     let tokens = server.user(&unique_email()).await;
     server.send(Method::POST, "/api/auth/logout", Some(&tokens.access), None, &[]).await.data();
+    tokio::time::sleep(Duration::from_millis(600)).await;
     let mut feed = Feed::open(&server, Some("999999999999999-0")).await;
     assert!(feed.until("event: synced").await.contains(&sid(&tokens.access)));
 }
