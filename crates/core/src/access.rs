@@ -74,6 +74,11 @@ impl AccessTokens {
         self.ttl
     }
 
+    /// The `iss` of every token minted here (the public URL of the deployment).
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
     pub fn keys(&self) -> Arc<KeySet> {
         self.keys.read().unwrap_or_else(|e| e.into_inner()).signing.clone()
     }

@@ -309,6 +309,20 @@ impl AuthService {
         Ok(ended.len() as u64)
     }
 
+    /// Ends the session a token belongs to (RFC 7009): a refresh token minted here, current or
+    /// already rotated, or an access token signed here that has not expired. Anything else is
+    /// ignored, as the RFC asks. Returns whether the token was recognised.
+    pub async fn revoke_token(&self, token: &str, now: Timestamp) -> Result<bool, AuthError> {
+        let session_id = match self.refresh.decode(token) {
+            Some(claims) => Some(claims.session_id),
+            None => self.access.verify(token, now).ok().and_then(|claims| claims.session_id()),
+        };
+        let Some(session_id) = session_id else { return Ok(false) };
+        self.end_session(session_id, now).await?;
+        tracing::info!(target: "audit", event = "session_revoked", session_id = %session_id, via = "oauth_revocation");
+        Ok(true)
+    }
+
     pub async fn list_sessions(&self, caller: &Caller, now: Timestamp) -> Result<Vec<Session>, AuthError> {
         Ok(self.sessions.list_sessions(caller.user_id, now).await?)
     }

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod meta;
+pub mod oauth;
 pub mod revocations;
 pub mod sessions;
 pub mod web;

@@ -10,6 +10,7 @@ mod errors;
 mod feed;
 mod helpers;
 mod instances;
+mod oauth;
 mod operations;
 mod outages;
 mod resource;

@@ -1,0 +1,210 @@
+//! The standard OAuth 2.0 endpoints beside tessera's own API, over the same sessions and rules:
+//! RFC 8414 metadata, the RFC 6749 refresh grant, RFC 7009 revocation. Errors here are RFC 6749
+//! §5.2 objects (`{"error": …, "error_description": …}`), never tessera's envelope: the same
+//! domain errors, another rendering.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+use tessera_core::Timestamp;
+use tessera_core::service::AuthError;
+
+use crate::state::AppState;
+
+pub const TOKEN_PATH: &str = "/oauth/token";
+pub const REVOCATION_PATH: &str = "/oauth/revoke";
+
+/// An RFC 6749 §5.2 error.
+#[derive(Debug)]
+pub struct OAuthError {
+    status: StatusCode,
+    error: &'static str,
+    description: Cow<'static, str>,
+}
+
+impl OAuthError {
+    pub fn new(status: StatusCode, error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
+        Self { status, error, description: description.into() }
+    }
+
+    pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_request", description)
+    }
+}
+
+impl From<AuthError> for OAuthError {
+    fn from(e: AuthError) -> Self {
+        match e {
+            AuthError::InvalidRefreshToken => Self::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_grant",
+                "The refresh token is invalid, expired or revoked, or was already used (a replay ends its \
+                 session); sign in again",
+            ),
+            AuthError::Busy => {
+                Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "Too busy; retry shortly")
+            }
+            AuthError::Unavailable(cause) => {
+                tracing::warn!(
+                    error = format!("{:#}", anyhow::Error::from(cause)),
+                    "OAuth request failed: store unavailable"
+                );
+                Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "temporarily_unavailable",
+                    "The store cannot be reached; retry shortly",
+                )
+            }
+            other => {
+                tracing::error!(error = format!("{:#}", anyhow::Error::from(other)), "OAuth request failed");
+                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal server error")
+            }
+        }
+    }
+}
+
+impl IntoResponse for OAuthError {
+    fn into_response(self) -> Response {
+        let body = json!({"error": self.error, "error_description": self.description});
+        let mut response = (self.status, axum::Json(body)).into_response();
+        no_store(response.headers_mut());
+        if self.status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="tessera""#));
+        }
+        response
+    }
+}
+
+/// RFC 6749 §5.1: token responses (and their errors) must not be cached.
+fn no_store(headers: &mut HeaderMap) {
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(header::PRAGMA, HeaderValue::from_static("no-cache"));
+}
+
+/// The parameters of an `application/x-www-form-urlencoded` body, each at most once (RFC 6749
+/// §3.2: parameters must not be repeated).
+pub struct FormParams(HashMap<String, String>);
+
+impl FormParams {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str).filter(|v| !v.is_empty())
+    }
+
+    fn require(&self, name: &'static str) -> Result<&str, OAuthError> {
+        self.get(name).ok_or_else(|| OAuthError::invalid_request(format!("The `{name}` parameter is missing")))
+    }
+}
+
+impl FromRequest<AppState> for FormParams {
+    type Rejection = OAuthError;
+
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, OAuthError> {
+        let form = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
+        if form.as_deref() != Some("application/x-www-form-urlencoded") {
+            return Err(OAuthError::invalid_request("Send the parameters as application/x-www-form-urlencoded"));
+        }
+        let limit = state.body_limit();
+        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
+            OAuthError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "invalid_request",
+                format!("The body is larger than {limit} bytes"),
+            )
+        })?;
+        let mut params = HashMap::new();
+        for (name, value) in form_urlencoded::parse(&bytes) {
+            if params.insert(name.clone().into_owned(), value.into_owned()).is_some() {
+                return Err(OAuthError::invalid_request(format!("The `{name}` parameter is repeated")));
+            }
+        }
+        Ok(Self(params))
+    }
+}
+
+/// `POST /oauth/token`: the refresh grant (RFC 6749 §6). `client_id` is tolerated and ignored:
+/// tessera's clients are public clients that need no registration.
+pub async fn token(State(state): State<AppState>, params: Result<FormParams, OAuthError>) -> Response {
+    match refresh_grant(&state, params).await {
+        Ok(response) => response,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn refresh_grant(state: &AppState, params: Result<FormParams, OAuthError>) -> Result<Response, OAuthError> {
+    let params = params?;
+    match params.require("grant_type")? {
+        "refresh_token" => {}
+        _ => {
+            return Err(OAuthError::new(
+                StatusCode::BAD_REQUEST,
+                "unsupported_grant_type",
+                "Only grant_type=refresh_token is supported here; sign in through tessera's API",
+            ));
+        }
+    }
+    let refresh_token = params.require("refresh_token")?;
+    let issued = state.auth().refresh(refresh_token, Timestamp::now()).await?;
+    let body = json!({
+        "access_token": issued.access.token,
+        "token_type": "Bearer",
+        "expires_in": issued.access.expires_in.as_secs(),
+        "refresh_token": issued.refresh.expose(),
+    });
+    let mut response = axum::Json(body).into_response();
+    no_store(response.headers_mut());
+    Ok(response)
+}
+
+/// `POST /oauth/revoke` (RFC 7009): ends the session of a refresh or access token; `200` for
+/// anything else too, as the RFC requires (so it tells nothing about which tokens exist).
+pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OAuthError>) -> Response {
+    let outcome = async {
+        let params = params?;
+        let token = params.require("token")?;
+        state.auth().revoke_token(token, Timestamp::now()).await.map_err(OAuthError::from)
+    };
+    match outcome.await {
+        Ok(_) => {
+            let mut response = StatusCode::OK.into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Any method but `POST` at an OAuth endpoint.
+pub async fn method_not_allowed() -> Response {
+    OAuthError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "Use POST").into_response()
+}
+
+/// `GET /.well-known/oauth-authorization-server` (RFC 8414), built from the configured issuer.
+pub async fn metadata(State(state): State<AppState>) -> Response {
+    let issuer = state.auth().access_tokens().issuer().to_owned();
+    let body = json!({
+        "issuer": issuer,
+        "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
+        "revocation_endpoint": format!("{issuer}{REVOCATION_PATH}"),
+        "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
+        "grant_types_supported": ["refresh_token"],
+        // Required by RFC 8414 even without an authorization endpoint: sign-in is tessera's own API.
+        "response_types_supported": [],
+        "token_endpoint_auth_methods_supported": ["none"],
+        "revocation_endpoint_auth_methods_supported": ["none"],
+        "service_documentation": format!("{issuer}/"),
+    });
+    let mut response = axum::Json(body).into_response();
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
+    response
+}

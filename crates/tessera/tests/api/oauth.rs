@@ -1,0 +1,176 @@
+//! The standard OAuth 2.0 endpoints, driven by a real OAuth client library (the `oauth2` crate)
+//! and by hand where the library would hide the wire.
+
+use std::time::Duration;
+
+use oauth2::basic::{BasicClient, BasicErrorResponseType};
+use oauth2::{ClientId, RefreshToken, RequestTokenError, StandardErrorResponse, TokenResponse, TokenUrl};
+use reqwest::Method;
+use serde_json::Value;
+
+use crate::helpers::*;
+
+/// An HTTP client as the `oauth2` crate wants it: no redirects followed.
+fn oauth_http() -> reqwest::Client {
+    let _ = http_client();
+    reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap()
+}
+
+async fn post_form(server: &TestServer, path: &str, form: &[(&str, &str)]) -> Reply {
+    read(http_client().post(server.url(path)).form(form).send().await.unwrap()).await
+}
+
+/// Asserts an RFC 6749 §5.2 error: status, `error`, a readable description, never the envelope.
+fn assert_oauth_error(reply: &Reply, status: u16, error: &str) {
+    assert_eq!((reply.status.as_u16(), reply.body["error"].as_str()), (status, Some(error)), "{}", reply.body);
+    assert!(reply.body["error_description"].as_str().is_some_and(|d| d.len() > 10), "{}", reply.body);
+    assert!(reply.body.get("success").is_none(), "not tessera's envelope: {}", reply.body);
+    assert_eq!(reply.header("cache-control"), Some("no-store"));
+}
+
+#[tokio::test]
+async fn metadata_names_the_endpoints_under_the_configured_issuer() {
+    let server = TestServer::start_with(&["--issuer", "https://auth.example.com"]).await;
+    let reply = server.send(Method::GET, "/.well-known/oauth-authorization-server", None, None, &[]).await;
+    reply.assert_status(200);
+    let m = &reply.body;
+    assert_eq!(m["issuer"], "https://auth.example.com");
+    assert_eq!(m["token_endpoint"], "https://auth.example.com/oauth/token");
+    assert_eq!(m["revocation_endpoint"], "https://auth.example.com/oauth/revoke");
+    assert_eq!(m["jwks_uri"], "https://auth.example.com/.well-known/jwks.json");
+    assert!(m["grant_types_supported"].as_array().unwrap().contains(&Value::from("refresh_token")));
+    assert!(m["response_types_supported"].is_array(), "required by RFC 8414");
+    assert!(m["token_endpoint_auth_methods_supported"].is_array());
+    assert!(m["revocation_endpoint_auth_methods_supported"].is_array());
+}
+
+#[tokio::test]
+async fn an_oauth_client_library_refreshes_and_a_replay_ends_the_session() {
+    let server = TestServer::start().await;
+    let tokens = server.user(&unique_email()).await;
+    let client = BasicClient::new(ClientId::new("any-public-client".into()))
+        .set_token_uri(TokenUrl::new(server.url("/oauth/token")).unwrap());
+    let http = oauth_http();
+
+    let fresh = client.exchange_refresh_token(&RefreshToken::new(tokens.refresh.clone())).request_async(&http).await;
+    let fresh = fresh.expect("the refresh grant");
+    assert_eq!(fresh.token_type(), &oauth2::basic::BasicTokenType::Bearer);
+    assert_eq!(fresh.expires_in(), Some(Duration::from_secs(900)));
+    let access = fresh.access_token().secret().clone();
+    let refresh = fresh.refresh_token().expect("a rotated refresh token").secret().clone();
+    assert_ne!(refresh, tokens.refresh);
+    server.me(&access).await.data();
+
+    // The old token again: a replay. The library sees invalid_grant; the session is over.
+    let replay = client.exchange_refresh_token(&RefreshToken::new(tokens.refresh.clone())).request_async(&http).await;
+    match replay {
+        Err(RequestTokenError::ServerResponse(e)) => {
+            assert_eq!(*e.error(), BasicErrorResponseType::InvalidGrant);
+            assert!(e.error_description().is_some_and(|d| d.contains("sign in again")), "{e:?}");
+        }
+        other => panic!("expected invalid_grant, got {other:?}"),
+    }
+    assert_eq!(server.audit("refresh_token_reused").len(), 1);
+    server.me(&access).await.assert_error(401, "UNAUTHORIZED");
+    let reply =
+        post_form(&server, "/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &refresh)]).await;
+    assert_oauth_error(&reply, 400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn every_token_endpoint_error_is_an_rfc_6749_error() {
+    let server = TestServer::start().await;
+    let tokens = server.user(&unique_email()).await;
+    let token_path = "/oauth/token";
+
+    assert_oauth_error(&post_form(&server, token_path, &[]).await, 400, "invalid_request");
+    assert_oauth_error(
+        &post_form(&server, token_path, &[("grant_type", "refresh_token")]).await,
+        400,
+        "invalid_request",
+    );
+    for grant in
+        ["password", "client_credentials", "authorization_code", "urn:ietf:params:oauth:grant-type:device_code"]
+    {
+        let reply = post_form(&server, token_path, &[("grant_type", grant), ("refresh_token", &tokens.refresh)]).await;
+        assert_oauth_error(&reply, 400, "unsupported_grant_type");
+    }
+    for bad in ["garbage", &"A".repeat(76), &tokens.access] {
+        let reply = post_form(&server, token_path, &[("grant_type", "refresh_token"), ("refresh_token", bad)]).await;
+        assert_oauth_error(&reply, 400, "invalid_grant");
+    }
+    let repeated = read(
+        http_client()
+            .post(server.url(token_path))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(format!("grant_type=refresh_token&refresh_token={0}&refresh_token={0}", tokens.refresh))
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_oauth_error(&repeated, 400, "invalid_request");
+    let json = server
+        .send(Method::POST, token_path, None, Some(serde_json::json!({"grant_type": "refresh_token"})), &[])
+        .await;
+    assert_oauth_error(&json, 400, "invalid_request");
+    let huge = "x".repeat(20_000);
+    let reply = post_form(&server, token_path, &[("grant_type", "refresh_token"), ("refresh_token", &huge)]).await;
+    assert_eq!(reply.status, 413);
+    let get = server.send(Method::GET, token_path, None, None, &[]).await;
+    assert_eq!(get.status, 405);
+    assert!(get.body.get("success").is_none());
+
+    // A revoked (logged-out) session's token, and a client_id that is tolerated.
+    server.send(Method::POST, "/api/auth/logout", Some(&tokens.access), None, &[]).await.data();
+    let form = [("grant_type", "refresh_token"), ("refresh_token", tokens.refresh.as_str()), ("client_id", "web")];
+    assert_oauth_error(&post_form(&server, token_path, &form).await, 400, "invalid_grant");
+
+    let other = server.user(&unique_email()).await;
+    let form = [("grant_type", "refresh_token"), ("refresh_token", other.refresh.as_str()), ("client_id", "web")];
+    let ok = post_form(&server, token_path, &form).await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.header("cache-control"), Some("no-store"));
+    assert_eq!(ok.body["token_type"], "Bearer");
+    assert!(ok.body["access_token"].is_string() && ok.body["refresh_token"].is_string());
+}
+
+#[tokio::test]
+async fn an_expired_refresh_token_is_invalid_grant() {
+    let server = TestServer::start_with(&["--refresh-ttl", "1s"]).await;
+    let tokens = server.user(&unique_email()).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let reply =
+        post_form(&server, "/oauth/token", &[("grant_type", "refresh_token"), ("refresh_token", &tokens.refresh)])
+            .await;
+    assert_oauth_error(&reply, 400, "invalid_grant");
+}
+
+#[tokio::test]
+async fn revocation_ends_the_session_of_a_refresh_or_access_token_and_answers_200_for_anything() {
+    let server = TestServer::start().await;
+    let email = unique_email();
+    let by_refresh = server.user(&email).await;
+    let by_access = server.login(&email).await;
+    let bystander = server.login(&email).await;
+
+    let reply =
+        post_form(&server, "/oauth/revoke", &[("token", &by_refresh.refresh), ("token_type_hint", "refresh_token")])
+            .await;
+    reply.assert_status(200);
+    server.refresh(&by_refresh.refresh).await.assert_error(401, "INVALID_TOKEN");
+    server.me(&by_refresh.access).await.assert_error(401, "UNAUTHORIZED");
+
+    let reply = post_form(&server, "/oauth/revoke", &[("token", &by_access.access)]).await;
+    reply.assert_status(200);
+    server.me(&by_access.access).await.assert_error(401, "UNAUTHORIZED");
+    server.refresh(&by_access.refresh).await.assert_error(401, "INVALID_TOKEN");
+
+    for junk in ["garbage", &"A".repeat(76), &by_refresh.refresh] {
+        post_form(&server, "/oauth/revoke", &[("token", junk), ("token_type_hint", "access_token")])
+            .await
+            .assert_status(200);
+    }
+    server.me(&bystander.access).await.data();
+    assert_oauth_error(&post_form(&server, "/oauth/revoke", &[]).await, 400, "invalid_request");
+}
