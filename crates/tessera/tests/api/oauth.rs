@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use oauth2::basic::{BasicClient, BasicErrorResponseType};
-use oauth2::{ClientId, RefreshToken, RequestTokenError, StandardErrorResponse, TokenResponse, TokenUrl};
+use oauth2::{ClientId, RefreshToken, RequestTokenError, TokenResponse, TokenUrl};
 use reqwest::Method;
 use serde_json::Value;
 
