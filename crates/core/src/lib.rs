@@ -13,6 +13,7 @@
 
 pub mod access;
 pub mod account;
+pub mod clients;
 pub mod duration;
 pub mod journal;
 pub mod keys;

@@ -74,6 +74,7 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => Self::EmailTaken,
+            e @ StoreError::ClientNameTaken => Self::Internal(e.into()),
             StoreError::Unavailable(_) => Self::Unavailable(e),
             StoreError::Other(cause) => Self::Internal(anyhow::Error::from_boxed(cause)),
         }
@@ -120,6 +121,14 @@ pub struct Caller {
     pub user_id: UserId,
     pub session_id: SessionId,
     pub claims: Arc<AccessClaims>,
+}
+
+/// An active token, as introspection describes it.
+#[derive(Debug, Clone)]
+pub enum Introspection {
+    Access(Caller),
+    /// The current refresh token of this session.
+    Refresh(Session),
 }
 
 const PROFILE_CACHE_CAPACITY: usize = 32_768;
@@ -321,6 +330,19 @@ impl AuthService {
         self.end_session(session_id, now).await?;
         tracing::info!(target: "audit", event = "session_revoked", session_id = %session_id, via = "oauth_revocation");
         Ok(true)
+    }
+
+    /// What a token is (RFC 7662), without using it up: a live access token of a session that
+    /// has not ended, or the current refresh token of an active session. `None` for anything
+    /// else: expired, forged, rotated, of an ended session, or not tessera's.
+    pub async fn introspect(&self, token: &str, now: Timestamp) -> Result<Option<Introspection>, AuthError> {
+        if let Some(RefreshClaims { session_id, generation }) = self.refresh.decode(token) {
+            let session = self.sessions.get_session(session_id).await?;
+            return Ok(session
+                .filter(|s| s.is_active(now) && s.generation == generation && !self.revoked.contains(s.id))
+                .map(Introspection::Refresh));
+        }
+        Ok(self.authenticate(token, now).ok().map(Introspection::Access))
     }
 
     pub async fn list_sessions(&self, caller: &Caller, now: Timestamp) -> Result<Vec<Session>, AuthError> {

@@ -8,6 +8,7 @@
 use async_trait::async_trait;
 
 use crate::account::User;
+use crate::clients::OAuthClient;
 use crate::clock::Timestamp;
 use crate::ids::{SessionId, UserId};
 use crate::revocation::{EndedSession, FeedPosition};
@@ -20,6 +21,9 @@ pub enum StoreError {
     /// A user with that email key exists already.
     #[error("email already registered")]
     EmailTaken,
+    /// An OAuth client with that name exists already.
+    #[error("client name taken")]
+    ClientNameTaken,
     /// The backend cannot be reached or timed out: the request may succeed later.
     #[error("store unavailable")]
     Unavailable(#[source] Cause),
@@ -103,4 +107,19 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Answers when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Registered OAuth clients (in the user database, so every instance knows them).
+#[async_trait]
+pub trait ClientStore: Send + Sync + 'static {
+    /// Stores a new client; [`StoreError::ClientNameTaken`] if its name is taken.
+    async fn create_client(&self, client: &OAuthClient) -> StoreResult<()>;
+
+    async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>>;
+
+    /// Every client, oldest first.
+    async fn list_clients(&self) -> StoreResult<Vec<OAuthClient>>;
+
+    /// Deletes the client whose id or name this is; `true` if there was one.
+    async fn delete_client(&self, id_or_name: &str) -> StoreResult<bool>;
 }

@@ -257,7 +257,7 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
+pub fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
     if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
         return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
     }

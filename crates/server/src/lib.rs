@@ -28,11 +28,12 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use tessera_core::Timestamp;
 use tessera_core::access::AccessTokens;
+use tessera_core::clients::Clients;
 use tessera_core::keys::KeyDir;
 use tessera_core::password::PasswordHasher;
 use tessera_core::refresh::RefreshTokenCodec;
 use tessera_core::service::AuthService;
-use tessera_core::store::{SessionStore, UserStore};
+use tessera_core::store::{ClientStore, SessionStore, UserStore};
 use tessera_proto::ErrorCode;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -65,6 +66,10 @@ pub fn app(state: AppState) -> Router {
         .route("/.well-known/oauth-authorization-server", get(routes::oauth::metadata))
         .route(routes::oauth::TOKEN_PATH, post(routes::oauth::token).fallback(routes::oauth::method_not_allowed))
         .route(routes::oauth::REVOCATION_PATH, post(routes::oauth::revoke).fallback(routes::oauth::method_not_allowed))
+        .route(
+            routes::oauth::INTROSPECTION_PATH,
+            post(routes::oauth::introspect).fallback(routes::oauth::method_not_allowed),
+        )
         .route("/healthz", get(routes::meta::healthz))
         .route("/readyz", get(routes::meta::readyz))
         .route("/metrics", get(metrics::render))
@@ -103,44 +108,56 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Resu
     let keys = key_dir.load_keys()?;
     let refresh = RefreshTokenCodec::new(&key_dir.refresh_secret()?);
 
-    let (users, sessions) = open_stores(settings).await?;
+    let db = open_stores(settings).await?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = PasswordHasher::start(settings.hash_params, threads, 64 * threads)?;
     let issuer = settings.issuer.clone().unwrap_or_else(|| format!("http://{bound}"));
     let access = AccessTokens::new(keys, issuer, settings.audience.clone(), settings.lifetimes.access_ttl);
-    let auth = AuthService::new(users, sessions, access, refresh, hasher, settings.lifetimes);
+    let auth = AuthService::new(db.users, db.sessions, access, refresh, hasher, settings.lifetimes);
     let cookies =
         CookiePolicy { secure: !settings.insecure_cookies, allowed_origins: settings.allowed_origins.clone() };
     let limiter = settings.login_rate_limit.map(RateLimiter::new);
-    Ok(AppState::new(auth, cookies, limiter, settings.body_limit))
+    Ok(AppState::new(auth, Clients::new(db.clients), cookies, limiter, settings.body_limit))
 }
 
-/// Opens the user store (SQL) and the session store (the same database, or Redis).
-async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn UserStore>, Arc<dyn SessionStore>)> {
+/// The SQL database's stores: users, OAuth clients, and sessions unless they live elsewhere.
+pub struct Database {
+    pub users: Arc<dyn UserStore>,
+    pub clients: Arc<dyn ClientStore>,
+    pub sessions: Arc<dyn SessionStore>,
+}
+
+/// Opens (and migrates) the SQL database at `url`.
+pub async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> anyhow::Result<Database> {
     use tessera_store::postgres::PostgresStore;
-    use tessera_store::redis::RedisStore;
     use tessera_store::sqlite::SqliteStore;
-    let (users, same_db_sessions): (Arc<dyn UserStore>, Arc<dyn SessionStore>) = match &settings.database {
+    match url {
         StoreUrl::Sqlite(db) => {
-            let store = SqliteStore::open(db, settings.sqlite_synchronous_full)
+            let store = SqliteStore::open(db, sqlite_synchronous_full)
                 .await
                 .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
             let store = Arc::new(store);
-            (store.clone(), store)
+            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store })
         }
         StoreUrl::Postgres(url) => {
             let store = PostgresStore::connect(url)
                 .await
                 .with_context(|| format!("cannot open the PostgreSQL database {}", redact_url(url)))?;
             let store = Arc::new(store);
-            (store.clone(), store)
+            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store })
         }
         StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => {
             bail!("Redis holds sessions, not users: use it as --session-store-url, with a SQL --database-url")
         }
-    };
-    let sessions: Arc<dyn SessionStore> = match &settings.session_store {
-        same if *same == settings.database => same_db_sessions,
+    }
+}
+
+/// Opens the database and the session store (the same database, or Redis).
+async fn open_stores(settings: &Settings) -> anyhow::Result<Database> {
+    use tessera_store::redis::RedisStore;
+    let mut db = open_database(&settings.database, settings.sqlite_synchronous_full).await?;
+    db.sessions = match &settings.session_store {
+        same if *same == settings.database => db.sessions,
         StoreUrl::Redis(url) => Arc::new(
             RedisStore::connect(url, &settings.redis_key_prefix)
                 .await
@@ -153,7 +170,7 @@ async fn open_stores(settings: &Settings) -> anyhow::Result<(Arc<dyn UserStore>,
         ),
         _ => bail!("--session-store-url must be the database, a redis:// or a redis+cluster:// URL"),
     };
-    Ok((users, sessions))
+    Ok(db)
 }
 
 fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {

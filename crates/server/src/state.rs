@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use tessera_core::clients::Clients;
 use tessera_core::service::AuthService;
 
 use crate::cookies::CookiePolicy;
@@ -12,6 +13,7 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     auth: AuthService,
+    clients: Clients,
     shutdown: tokio::sync::watch::Sender<bool>,
     cookies: CookiePolicy,
     login_limiter: Option<RateLimiter>,
@@ -21,12 +23,14 @@ struct Inner {
 impl AppState {
     pub fn new(
         auth: AuthService,
+        clients: Clients,
         cookies: CookiePolicy,
         login_limiter: Option<RateLimiter>,
         body_limit: usize,
     ) -> Self {
         Self(Arc::new(Inner {
             auth,
+            clients,
             shutdown: tokio::sync::watch::channel(false).0,
             cookies,
             login_limiter,
@@ -36,6 +40,10 @@ impl AppState {
 
     pub fn auth(&self) -> &AuthService {
         &self.0.auth
+    }
+
+    pub fn clients(&self) -> &Clients {
+        &self.0.clients
     }
 
     /// Tells long-lived responses that the server is stopping.

@@ -9,14 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tessera_core::account::User;
+use tessera_core::clients::OAuthClient;
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{SessionStore, StoreError, UserStore};
+use tessera_core::store::{ClientStore, SessionStore, StoreError, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
 /// A backend under test. `guard` keeps whatever the stores need alive (a temp dir, a schema).
 pub struct Stores {
     pub users: Arc<dyn UserStore>,
+    pub clients: Arc<dyn ClientStore>,
     pub sessions: Arc<dyn SessionStore>,
     pub guard: Box<dyn Any + Send + Sync>,
 }
@@ -35,6 +37,7 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $make;
             users_are_found_by_id_and_by_email_key,
             a_taken_email_key_is_refused,
+            clients_round_trip_and_their_names_are_unique,
             sessions_round_trip,
             rotate_moves_to_the_next_generation_and_renews_expiry,
             rotate_never_extends_past_the_absolute_lifetime,
@@ -312,6 +315,28 @@ pub async fn purge_deletes_only_dead_sessions(s: &Stores) {
     assert!(s.sessions.get_session(recently_ended.id).await.unwrap().is_some());
     assert!(s.sessions.get_session(expired.id).await.unwrap().is_none());
     assert!(s.sessions.get_session(ended.id).await.unwrap().is_none());
+}
+
+pub async fn clients_round_trip_and_their_names_are_unique(s: &Stores) {
+    let client = |id: &str, name: &str, at: i64| OAuthClient {
+        id: id.into(),
+        name: name.into(),
+        secret_digest: vec![7; 32],
+        created_at: t(at),
+    };
+    let (billing, reports) = (client("tc_1", "billing", 1), client("tc_2", "reports", 2));
+    s.clients.create_client(&reports).await.unwrap();
+    s.clients.create_client(&billing).await.unwrap();
+    assert_eq!(s.clients.find_client("tc_1").await.unwrap(), Some(billing.clone()));
+    assert_eq!(s.clients.find_client("tc_9").await.unwrap(), None);
+    assert_eq!(s.clients.list_clients().await.unwrap(), vec![billing.clone(), reports.clone()]);
+    let err = s.clients.create_client(&client("tc_3", "billing", 3)).await.unwrap_err();
+    assert!(matches!(err, StoreError::ClientNameTaken), "{err:?}");
+
+    assert!(s.clients.delete_client("tc_1").await.unwrap(), "by id");
+    assert!(s.clients.delete_client("reports").await.unwrap(), "by name");
+    assert!(!s.clients.delete_client("reports").await.unwrap());
+    assert!(s.clients.list_clients().await.unwrap().is_empty());
 }
 
 pub async fn ping_answers(s: &Stores) {

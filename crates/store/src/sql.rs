@@ -2,6 +2,7 @@
 
 use sqlx::{ColumnIndex, Decode, Row, Type};
 use tessera_core::account::User;
+use tessera_core::clients::OAuthClient;
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::Session;
 use tessera_core::store::{StoreError, StoreResult};
@@ -73,6 +74,23 @@ where
     Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(SessionId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("id")?)?))
+}
+
+/// An OAuth client from a row of `oauth_clients`.
+pub fn client_from_row<'r, R>(row: &'r R) -> StoreResult<OAuthClient>
+where
+    R: Decodes<'r>,
+    &'r str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(OAuthClient {
+        id: row.value_of("id")?,
+        name: row.value_of("name")?,
+        secret_digest: row.value_of("secret_digest")?,
+        created_at: Timestamp::from_millis(row.value_of::<i64>("created_at")?),
+    })
 }
 
 /// A feed entry from a row of `(position, id, ended_at)`.

@@ -14,14 +14,15 @@ use async_trait::async_trait;
 use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use tessera_core::account::User;
+use tessera_core::clients::OAuthClient;
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{SessionStore, StoreError, StoreResult, UserStore};
+use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
 use crate::sql::{
-    SESSION_COLUMNS, ended_from_row, feed_position, generation, limit, session_from_row, session_id_from_row,
-    user_from_row,
+    SESSION_COLUMNS, client_from_row, ended_from_row, feed_position, generation, limit, session_from_row,
+    session_id_from_row, user_from_row,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -66,6 +67,14 @@ BEGIN
     INSERT INTO session_ends (id, ended_at) VALUES (NEW.id, NEW.ended_at);
 END;
 INSERT INTO session_ends (id, ended_at) SELECT id, ended_at FROM sessions WHERE ended_at IS NOT NULL ORDER BY ended_at;
+"#,
+    r#"
+CREATE TABLE oauth_clients (
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL UNIQUE,
+    secret_digest BLOB NOT NULL,
+    created_at    INTEGER NOT NULL
+) STRICT;
 "#,
 ];
 
@@ -201,6 +210,50 @@ impl UserStore for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.readers).await.map_err(classify)?;
         Ok(())
+    }
+}
+
+#[async_trait]
+impl ClientStore for SqliteStore {
+    async fn create_client(&self, client: &OAuthClient) -> StoreResult<()> {
+        sqlx::query("INSERT INTO oauth_clients (id, name, secret_digest, created_at) VALUES (?, ?, ?, ?)")
+            .bind(&client.id)
+            .bind(&client.name)
+            .bind(&client.secret_digest)
+            .bind(client.created_at.as_millis())
+            .execute(&self.writer)
+            .await
+            .map_err(|e| match classify(e) {
+                StoreError::EmailTaken => StoreError::ClientNameTaken,
+                other => other,
+            })?;
+        Ok(())
+    }
+
+    async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>> {
+        let row = sqlx::query("SELECT * FROM oauth_clients WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(client_from_row).transpose()
+    }
+
+    async fn list_clients(&self) -> StoreResult<Vec<OAuthClient>> {
+        let rows = sqlx::query("SELECT * FROM oauth_clients ORDER BY created_at, id")
+            .fetch_all(&self.readers)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(client_from_row).collect()
+    }
+
+    async fn delete_client(&self, id_or_name: &str) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM oauth_clients WHERE id = ?1 OR name = ?1")
+            .bind(id_or_name)
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() > 0)
     }
 }
 

@@ -16,7 +16,8 @@ async fn fresh_redis() -> Stores {
     let sessions = RedisStore::connect(&url, &prefix).await.expect("connect to the test Redis");
     let dir = tempfile::tempdir().expect("temp dir");
     let users = SqliteStore::open(&dir.path().join("users.db"), false).await.expect("open SQLite");
-    Stores { users: Arc::new(users), sessions: Arc::new(sessions), guard: Box::new(dir) }
+    let users = Arc::new(users);
+    Stores { users: users.clone(), clients: users, sessions: Arc::new(sessions), guard: Box::new(dir) }
 }
 
 tessera_store::store_contract_tests!(fresh_redis);

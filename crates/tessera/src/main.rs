@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Manage the OAuth clients allowed to introspect tokens (RFC 7662).
+    Clients {
+        #[command(subcommand)]
+        command: ClientsCommand,
+    },
     /// Log in and save the tokens (prompts on a terminal, password hidden).
     Login(cli::LoginArgs),
     /// Show the server, whether you are logged in, as whom, and the time left on the token.
@@ -65,6 +70,42 @@ enum KeysCommand {
     },
 }
 
+/// Where the clients live: the server's database.
+#[derive(Debug, clap::Args)]
+struct DatabaseArgs {
+    #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
+    data_dir: PathBuf,
+    /// The server's database [default: the SQLite file in the data directory].
+    #[arg(long, env = "TESSERA_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ClientsCommand {
+    /// Register a confidential client; prints its id and secret once (keep the secret: only its
+    /// digest is stored).
+    Add {
+        /// A name for people: letters, digits, `-`, `_`, `.`.
+        name: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// List the registered clients.
+    List {
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+    /// Remove a client by id or name; it can no longer introspect.
+    Remove {
+        id_or_name: String,
+        #[command(flatten)]
+        db: DatabaseArgs,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -72,6 +113,7 @@ fn main() -> ExitCode {
         Command::Keys { command: KeysCommand::Rotate { data_dir, activate_in, access_ttl } } => {
             rotate_keys(&data_dir, activate_in, &access_ttl)
         }
+        Command::Clients { command } => clients(command),
         Command::Login(args) => return cli::run(async || cli::login(args).await),
         Command::Status(arg) => return cli::run(async || cli::status(arg).await),
         Command::Logout(arg) => return cli::run(async || cli::logout(arg).await),
@@ -110,4 +152,56 @@ fn rotate_keys(data_dir: &std::path::Path, activate_in: Option<String>, access_t
         println!("removed retired key {old}");
     }
     Ok(())
+}
+
+fn clients(command: ClientsCommand) -> anyhow::Result<()> {
+    use tessera_core::clients::Clients;
+    let db = match &command {
+        ClientsCommand::Add { db, .. } | ClientsCommand::List { db } | ClientsCommand::Remove { db, .. } => db,
+    };
+    let url = match &db.database_url {
+        Some(url) => tessera_server::config::parse_store_url(url)?,
+        None => tessera_server::config::StoreUrl::Sqlite(db.data_dir.join("tessera.db")),
+    };
+    if let tessera_server::config::StoreUrl::Sqlite(path) = &url {
+        std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
+    }
+    let json = db.json;
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(async {
+        let clients = Clients::new(tessera_server::open_database(&url, false).await?.clients);
+        match command {
+            ClientsCommand::Add { name, .. } => {
+                let (client, secret) = clients.register(&name, Timestamp::now()).await?;
+                if json {
+                    let out = serde_json::json!({"client_id": client.id, "client_secret": secret.expose(), "name": client.name});
+                    println!("{out}");
+                } else {
+                    println!("client_id:     {}\nclient_secret: {}", client.id, secret.expose());
+                    eprintln!("The secret is shown only now; tessera keeps only its digest.");
+                }
+            }
+            ClientsCommand::List { .. } => {
+                let list = clients.list().await?;
+                if json {
+                    let out: Vec<_> = list
+                        .iter()
+                        .map(|c| serde_json::json!({"client_id": c.id, "name": c.name, "created_at": c.created_at.to_rfc3339()}))
+                        .collect();
+                    println!("{}", serde_json::Value::from(out));
+                } else {
+                    for c in list {
+                        println!("{}  {}  {}", c.id, c.created_at.to_rfc3339(), c.name);
+                    }
+                }
+            }
+            ClientsCommand::Remove { id_or_name, .. } => {
+                if !clients.remove(&id_or_name).await? {
+                    anyhow::bail!("no client `{id_or_name}`");
+                }
+                println!("removed client {id_or_name}");
+            }
+        }
+        Ok(())
+    })
 }

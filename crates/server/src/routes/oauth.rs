@@ -12,12 +12,13 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tessera_core::Timestamp;
-use tessera_core::service::AuthError;
+use tessera_core::service::{AuthError, Introspection};
 
 use crate::state::AppState;
 
 pub const TOKEN_PATH: &str = "/oauth/token";
 pub const REVOCATION_PATH: &str = "/oauth/revoke";
+pub const INTROSPECTION_PATH: &str = "/oauth/introspect";
 
 /// An RFC 6749 §5.2 error.
 #[derive(Debug)]
@@ -184,6 +185,97 @@ pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OA
     }
 }
 
+/// `POST /oauth/introspect` (RFC 7662), for registered clients only (HTTP Basic). An active
+/// token is described; anything else is exactly `{"active": false}`. Introspecting a refresh
+/// token neither rotates nor uses it up.
+pub async fn introspect(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    params: Result<FormParams, OAuthError>,
+) -> Response {
+    let outcome = async {
+        authenticate_client(&state, &headers).await?;
+        let params = params?;
+        let token = params.require("token")?;
+        let now = Timestamp::now();
+        let found = state.auth().introspect(token, now).await?;
+        Ok::<_, OAuthError>(describe(&state, found))
+    };
+    match outcome.await {
+        Ok(body) => {
+            let mut response = axum::Json(body).into_response();
+            no_store(response.headers_mut());
+            response
+        }
+        Err(e) => e.into_response(),
+    }
+}
+
+fn describe(state: &AppState, found: Option<Introspection>) -> serde_json::Value {
+    match found {
+        None => json!({"active": false}),
+        Some(Introspection::Access(caller)) => {
+            let c = &caller.claims;
+            let mut body = json!({
+                "active": true,
+                "token_type": "Bearer",
+                "sub": c.sub,
+                "sid": c.sid,
+                "exp": c.exp,
+                "iat": c.iat,
+                "iss": c.iss,
+                "aud": c.aud,
+                "jti": c.jti,
+            });
+            if let Some(email) = &c.email {
+                body["email"] = json!(email);
+                body["username"] = json!(email);
+            }
+            body
+        }
+        Some(Introspection::Refresh(session)) => json!({
+            "active": true,
+            "token_type": "refresh_token",
+            "sub": session.user_id.to_string(),
+            "sid": session.id.to_string(),
+            "exp": session.expires_at.as_secs(),
+            "iat": session.last_used_at.as_secs(),
+            "iss": state.auth().access_tokens().issuer(),
+        }),
+    }
+}
+
+/// HTTP Basic client authentication (RFC 6749 §2.3.1: id and secret form-urlencoded, then
+/// base64), checked against the registered clients.
+async fn authenticate_client(state: &AppState, headers: &HeaderMap) -> Result<(), OAuthError> {
+    use base64::Engine;
+    let invalid = || {
+        OAuthError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Introspection needs a registered client's id and secret (HTTP Basic); see `tessera clients add`",
+        )
+    };
+    let value = headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).ok_or_else(invalid)?;
+    let (scheme, encoded) = value.split_once(' ').ok_or_else(invalid)?;
+    if !scheme.eq_ignore_ascii_case("basic") {
+        return Err(invalid());
+    }
+    let decoded = base64::engine::general_purpose::STANDARD.decode(encoded.trim()).map_err(|_| invalid())?;
+    let decoded = String::from_utf8(decoded).map_err(|_| invalid())?;
+    let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
+    let unescape = |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
+    let (id, secret) = (unescape(id).ok_or_else(invalid)?, unescape(secret).ok_or_else(invalid)?);
+    match state.clients().authenticate(&id, &secret).await {
+        Ok(true) => Ok(()),
+        Ok(false) => {
+            tracing::info!(target: "audit", event = "client_authentication_failed", client_id = %id.chars().take(64).collect::<String>());
+            Err(invalid())
+        }
+        Err(e) => Err(AuthError::from(e).into()),
+    }
+}
+
 /// Any method but `POST` at an OAuth endpoint.
 pub async fn method_not_allowed() -> Response {
     OAuthError::new(StatusCode::METHOD_NOT_ALLOWED, "invalid_request", "Use POST").into_response()
@@ -196,12 +288,14 @@ pub async fn metadata(State(state): State<AppState>) -> Response {
         "issuer": issuer,
         "token_endpoint": format!("{issuer}{TOKEN_PATH}"),
         "revocation_endpoint": format!("{issuer}{REVOCATION_PATH}"),
+        "introspection_endpoint": format!("{issuer}{INTROSPECTION_PATH}"),
         "jwks_uri": format!("{issuer}/.well-known/jwks.json"),
         "grant_types_supported": ["refresh_token"],
         // Required by RFC 8414 even without an authorization endpoint: sign-in is tessera's own API.
         "response_types_supported": [],
         "token_endpoint_auth_methods_supported": ["none"],
         "revocation_endpoint_auth_methods_supported": ["none"],
+        "introspection_endpoint_auth_methods_supported": ["client_secret_basic"],
         "service_documentation": format!("{issuer}/"),
     });
     let mut response = axum::Json(body).into_response();

@@ -239,6 +239,14 @@ impl TestServer {
         self.child.0.wait().expect("wait")
     }
 
+    /// Flags that name this server's database to another `tessera` command.
+    pub fn database_args(&self) -> Vec<String> {
+        match self.args.iter().position(|a| a == "--database-url") {
+            Some(i) => vec!["--database-url".into(), self.args[i + 1].clone()],
+            None => vec!["--data-dir".into(), self.data_dir.path().display().to_string()],
+        }
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }

@@ -174,3 +174,120 @@ async fn revocation_ends_the_session_of_a_refresh_or_access_token_and_answers_20
     server.me(&bystander.access).await.data();
     assert_oauth_error(&post_form(&server, "/oauth/revoke", &[]).await, 400, "invalid_request");
 }
+
+/// `tessera clients …` against this server's database.
+fn clients_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .arg("clients")
+        .args(args)
+        .args(server.database_args())
+        .output()
+        .unwrap()
+}
+
+/// Registers a client; its id and secret.
+fn add_client(server: &TestServer, name: &str) -> (String, String) {
+    let out = clients_cli(server, &["add", name, "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    (v["client_id"].as_str().unwrap().to_owned(), v["client_secret"].as_str().unwrap().to_owned())
+}
+
+async fn introspect(server: &TestServer, client: Option<(&str, &str)>, token: &str) -> Reply {
+    let mut request = http_client().post(server.url("/oauth/introspect")).form(&[("token", token)]);
+    if let Some((id, secret)) = client {
+        request = request.basic_auth(id, Some(secret));
+    }
+    read(request.send().await.unwrap()).await
+}
+
+#[tokio::test]
+async fn clients_are_added_listed_and_removed_from_the_command_line() {
+    let server = TestServer::start().await;
+    let (id, secret) = add_client(&server, "billing");
+    assert!(id.starts_with("tc_") && secret.len() >= 43, "{id} {secret}");
+    let listed = clients_cli(&server, &["list", "--json"]);
+    let listed: Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["client_id"], id.as_str());
+    assert_eq!(listed[0]["name"], "billing");
+    assert!(!String::from_utf8_lossy(&clients_cli(&server, &["list"]).stdout).contains(&secret), "never shown again");
+    assert!(!clients_cli(&server, &["add", "billing"]).status.success(), "names are unique");
+    assert!(!clients_cli(&server, &["add", "bad name!"]).status.success());
+
+    let live = server.user(&unique_email()).await;
+    assert_eq!(introspect(&server, Some((&id, &secret)), &live.access).await.body["active"], true);
+    assert!(clients_cli(&server, &["remove", "billing"]).status.success());
+    assert_eq!(introspect(&server, Some((&id, &secret)), &live.access).await.status, 401, "a removed client");
+    assert!(!clients_cli(&server, &["remove", "billing"]).status.success());
+}
+
+#[tokio::test]
+async fn introspection_needs_a_registered_client() {
+    let server = TestServer::start().await;
+    let (id, secret) = add_client(&server, "reports");
+    let token = server.user(&unique_email()).await.access;
+    for client in [None, Some((id.as_str(), "wrong")), Some(("tc_unknown", secret.as_str())), Some(("", ""))] {
+        let reply = introspect(&server, client, &token).await;
+        assert_oauth_error(&reply, 401, "invalid_client");
+        assert!(reply.header("www-authenticate").is_some_and(|c| c.starts_with("Basic")));
+    }
+    let bearer = read(
+        http_client()
+            .post(server.url("/oauth/introspect"))
+            .bearer_auth(&token)
+            .form(&[("token", &token)])
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_oauth_error(&bearer, 401, "invalid_client");
+}
+
+#[tokio::test]
+async fn introspection_describes_live_tokens_and_nothing_else() {
+    let server = TestServer::start().await;
+    let (id, secret) = add_client(&server, "reports");
+    let client = Some((id.as_str(), secret.as_str()));
+    let email = unique_email();
+    let tokens = server.user(&email).await;
+
+    let live = introspect(&server, client, &tokens.access).await;
+    live.assert_status(200);
+    assert_eq!(live.header("cache-control"), Some("no-store"));
+    let (_, claims) = jwt_parts(&tokens.access);
+    for field in ["sub", "sid", "exp", "iat", "iss", "aud"] {
+        assert_eq!(live.body[field], claims[field], "{field}: {}", live.body);
+    }
+    assert_eq!((live.body["active"].as_bool(), live.body["token_type"].as_str()), (Some(true), Some("Bearer")));
+
+    // A refresh token can be looked at without being used up.
+    let refresh = introspect(&server, client, &tokens.refresh).await;
+    assert_eq!((refresh.body["active"].as_bool(), refresh.body["sid"].clone()), (Some(true), claims["sid"].clone()));
+    assert_eq!(refresh.body["token_type"], "refresh_token");
+    let rotated = tokens_of(&server.refresh(&tokens.refresh).await);
+    assert_eq!(
+        introspect(&server, client, &tokens.refresh).await.body,
+        serde_json::json!({"active": false}),
+        "rotated"
+    );
+    assert_eq!(introspect(&server, client, &rotated.refresh).await.body["active"], true);
+
+    let mut forged = tokens.access.clone();
+    forged.pop();
+    forged.push(if tokens.access.ends_with('A') { 'B' } else { 'A' });
+    for dead in [forged.as_str(), "garbage", &"A".repeat(76)] {
+        assert_eq!(introspect(&server, client, dead).await.body, serde_json::json!({"active": false}), "{dead}");
+    }
+    server.send(Method::POST, "/api/auth/logout", Some(&rotated.access), None, &[]).await.data();
+    for ended in [&rotated.access, &rotated.refresh, &tokens.access] {
+        assert_eq!(introspect(&server, client, ended).await.body, serde_json::json!({"active": false}));
+    }
+
+    let short = TestServer::start_with(&["--access-ttl", "1s"]).await;
+    let (id, secret) = add_client(&short, "reports");
+    let expiring = short.user(&unique_email()).await.access;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    let expired = introspect(&short, Some((&id, &secret)), &expiring).await;
+    assert_eq!(expired.body, serde_json::json!({"active": false}));
+}
