@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
+pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod state;
@@ -25,7 +26,7 @@ use anyhow::{Context, bail};
 use axum::Router;
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use tessera_core::Timestamp;
 use tessera_core::access::AccessTokens;
 use tessera_core::clients::Clients;
@@ -46,33 +47,12 @@ pub use crate::state::AppState;
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    let api = Router::new()
-        .route("/register", post(routes::auth::register))
-        .route("/login", post(routes::auth::login))
-        .route("/refresh", post(routes::auth::refresh))
-        .route("/logout", post(routes::auth::logout))
-        .route("/logout-all", post(routes::auth::logout_all))
-        .route("/me", get(routes::auth::me))
-        .route("/sessions", get(routes::sessions::list))
-        .route("/sessions/{id}", delete(routes::sessions::revoke))
-        .route("/revocations", get(routes::revocations::stream))
-        .layer(axum::middleware::map_response(never_cache));
-    Router::new()
-        .nest("/api/auth", api)
+    let (api, document) = openapi::routes(never_cache).split_for_parts();
+    let document = Arc::new(document.to_pretty_json().unwrap_or_default());
+    api.route("/openapi.json", get(move || routes::meta::openapi(document.clone())))
         .route("/", get(routes::web::index))
         .route("/app.js", get(routes::web::script))
         .route("/app.css", get(routes::web::style))
-        .route("/.well-known/jwks.json", get(routes::meta::jwks))
-        .route("/.well-known/oauth-authorization-server", get(routes::oauth::metadata))
-        .route(routes::oauth::TOKEN_PATH, post(routes::oauth::token).fallback(routes::oauth::method_not_allowed))
-        .route(routes::oauth::REVOCATION_PATH, post(routes::oauth::revoke).fallback(routes::oauth::method_not_allowed))
-        .route(
-            routes::oauth::INTROSPECTION_PATH,
-            post(routes::oauth::introspect).fallback(routes::oauth::method_not_allowed),
-        )
-        .route("/healthz", get(routes::meta::healthz))
-        .route("/readyz", get(routes::meta::readyz))
-        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
@@ -84,11 +64,11 @@ pub fn app(state: AppState) -> Router {
 
 /// Token responses must not be stored by any cache (RFC 6749 §5.1); nor should anything else
 /// of the auth API.
-async fn never_cache(mut response: Response) -> Response {
+fn never_cache(mut response: Response) -> std::future::Ready<Response> {
     let headers = response.headers_mut();
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    response
+    std::future::ready(response)
 }
 
 async fn not_found(method: Method, uri: Uri) -> AppError {

@@ -61,6 +61,8 @@ impl Visit for AuditVisitor {
     fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn render(State(state): State<AppState>) -> Response {
     let mut out = String::new();
     let _ = writeln!(out, "# HELP tessera_http_responses_total HTTP responses by status class.");

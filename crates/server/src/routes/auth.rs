@@ -14,6 +14,7 @@ use super::{created, ok};
 use crate::error::AppError;
 use crate::extract::{ApiJson, AuthUser, ClientMeta, OptionalJson};
 use crate::state::AppState;
+use tessera_proto::{Envelope, ErrorEnvelope};
 
 pub fn user_view(p: &Profile) -> UserView {
     UserView { id: p.id.to_string(), email: p.email.clone(), created_at: p.created_at.to_rfc3339() }
@@ -28,6 +29,17 @@ fn check_rate(state: &AppState, client: &ClientMeta) -> Result<(), AppError> {
     limiter.check(ip, std::time::Instant::now()).map_err(AppError::rate_limited)
 }
 
+#[utoipa::path(post, path = "/register", tag = "auth", request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "Registered", body = Envelope<RegisterResponse>),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 409, description = "`EMAIL_TAKEN`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn register(
     State(state): State<AppState>,
     client: ClientMeta,
@@ -38,6 +50,17 @@ pub async fn register(
     Ok(created(RegisterResponse { user: user_view(&profile) }))
 }
 
+#[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest,
+    responses(
+        (status = 200, description = "A new session's token pair (the refresh token only as a cookie with `refresh_transport: cookie`)", body = Envelope<TokenResponse>),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn login(
     State(state): State<AppState>,
     client: ClientMeta,
@@ -50,6 +73,18 @@ pub async fn login(
     Ok(token_response(&state, issued, req.refresh_transport.unwrap_or_default(), Some(user), now))
 }
 
+#[utoipa::path(post, path = "/refresh", tag = "auth", request_body(content = Option<RefreshRequest>, description = "Or no body, with the refresh cookie and `X-Requested-With: tessera`"),
+    responses(
+        (status = 200, description = "The rotated pair", body = Envelope<TokenResponse>),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 403, description = "`CSRF_REJECTED`", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -84,6 +119,17 @@ pub async fn refresh(
     }
 }
 
+#[utoipa::path(post, path = "/logout", tag = "auth", request_body(content = Option<LogoutRequest>), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The session ended", body = Envelope<LogoutResponse>),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 403, description = "`CSRF_REJECTED`", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn logout(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -100,6 +146,13 @@ pub async fn logout(
     Ok(response)
 }
 
+#[utoipa::path(post, path = "/logout-all", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every session of the user ended", body = Envelope<LogoutAllResponse>),
+        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn logout_all(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let sessions_ended = state.auth().logout_all(&caller, Timestamp::now()).await?;
     let mut response = ok(LogoutAllResponse { sessions_ended });
@@ -107,6 +160,13 @@ pub async fn logout_all(State(state): State<AppState>, AuthUser(caller): AuthUse
     Ok(response)
 }
 
+#[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller", body = Envelope<MeResponse>),
+        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn me(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let profile = state.auth().me(&caller).await?;
     Ok(ok(MeResponse {

@@ -20,6 +20,25 @@ pub const TOKEN_PATH: &str = "/oauth/token";
 pub const REVOCATION_PATH: &str = "/oauth/revoke";
 pub const INTROSPECTION_PATH: &str = "/oauth/introspect";
 
+/// The body of an RFC 6749 §5.2 error, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OAuthErrorBody {
+    error: String,
+    error_description: String,
+}
+
+/// The body of a successful token response, for the OpenAPI document.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct OAuthTokenBody {
+    access_token: String,
+    /// Always `Bearer`.
+    token_type: String,
+    expires_in: u64,
+    refresh_token: String,
+}
+
 /// An RFC 6749 §5.2 error.
 #[derive(Debug)]
 pub struct OAuthError {
@@ -135,6 +154,16 @@ impl FromRequest<AppState> for FormParams {
 
 /// `POST /oauth/token`: the refresh grant (RFC 6749 §6). `client_id` is tolerated and ignored:
 /// tessera's clients are public clients that need no registration.
+#[utoipa::path(post, path = "/oauth/token", tag = "oauth",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`grant_type=refresh_token&refresh_token=…[&client_id=…]`"),
+    responses(
+        (status = 200, description = "The rotated pair (RFC 6749 §5.1)", body = OAuthTokenBody),
+        (status = 400, description = "`invalid_request`, `invalid_grant`, `unsupported_grant_type`", body = OAuthErrorBody),
+        (status = 405, description = "Not `POST`", body = OAuthErrorBody),
+        (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
+        (status = 500, description = "`server_error`", body = OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
+    ))]
 pub async fn token(State(state): State<AppState>, params: Result<FormParams, OAuthError>) -> Response {
     match refresh_grant(&state, params).await {
         Ok(response) => response,
@@ -169,6 +198,16 @@ async fn refresh_grant(state: &AppState, params: Result<FormParams, OAuthError>)
 
 /// `POST /oauth/revoke` (RFC 7009): ends the session of a refresh or access token; `200` for
 /// anything else too, as the RFC requires (so it tells nothing about which tokens exist).
+#[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token=…[&token_type_hint=…]`"),
+    responses(
+        (status = 200, description = "Revoked, or nothing to revoke (RFC 7009)"),
+        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 405, description = "Not `POST`", body = OAuthErrorBody),
+        (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
+        (status = 500, description = "`server_error`", body = OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
+    ))]
 pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OAuthError>) -> Response {
     let outcome = async {
         let params = params?;
@@ -188,6 +227,18 @@ pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OA
 /// `POST /oauth/introspect` (RFC 7662), for registered clients only (HTTP Basic). An active
 /// token is described; anything else is exactly `{"active": false}`. Introspecting a refresh
 /// token neither rotates nor uses it up.
+#[utoipa::path(post, path = "/oauth/introspect", tag = "oauth",
+    request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token=…[&token_type_hint=…]`"),
+    security(("client" = [])),
+    responses(
+        (status = 200, description = "RFC 7662: `{active: true, sub, sid, exp, iat, iss, aud, token_type, …}` or exactly `{active: false}`", body = Object),
+        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
+        (status = 401, description = "`invalid_client`, with `WWW-Authenticate: Basic`", body = OAuthErrorBody),
+        (status = 405, description = "Not `POST`", body = OAuthErrorBody),
+        (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
+        (status = 500, description = "`server_error`", body = OAuthErrorBody),
+        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
+    ))]
 pub async fn introspect(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -282,6 +333,8 @@ pub async fn method_not_allowed() -> Response {
 }
 
 /// `GET /.well-known/oauth-authorization-server` (RFC 8414), built from the configured issuer.
+#[utoipa::path(get, path = "/.well-known/oauth-authorization-server", tag = "oauth",
+    responses((status = 200, description = "RFC 8414 authorization server metadata", body = Object)))]
 pub async fn metadata(State(state): State<AppState>) -> Response {
     let issuer = state.auth().access_tokens().issuer().to_owned();
     let body = json!({

@@ -34,6 +34,15 @@ pub struct FeedQuery {
     after: Option<String>,
 }
 
+#[utoipa::path(get, path = "/revocations", tag = "tokens",
+    params(
+        ("after" = Option<String>, Query, description = "Resume after this event id (or send `Last-Event-ID`)"),
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event id"),
+    ),
+    responses(
+        (status = 200, description = "Server-sent events: `ended` (id, `{sid, ended_at}`), `synced`, `heartbeat`", content_type = "text/event-stream", body = String),
+        (status = 400, description = "`INVALID_REQUEST`: not a feed position", body = tessera_proto::ErrorEnvelope)
+    ))]
 pub async fn stream(
     State(state): State<AppState>,
     query: Result<Query<FeedQuery>, QueryRejection>,

@@ -9,7 +9,15 @@ use super::ok;
 use crate::error::AppError;
 use crate::extract::AuthUser;
 use crate::state::AppState;
+use tessera_proto::{Envelope, ErrorEnvelope};
 
+#[utoipa::path(get, path = "/sessions", tag = "sessions", security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The caller's active sessions", body = Envelope<SessionsResponse>),
+        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let sessions = state.auth().list_sessions(&caller, Timestamp::now()).await?;
     let sessions = sessions
@@ -27,6 +35,15 @@ pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> 
     Ok(ok(SessionsResponse { sessions }))
 }
 
+#[utoipa::path(delete, path = "/sessions/{id}", tag = "sessions", security(("bearer" = [])),
+    params(("id" = String, Path, description = "A session id of the caller's")),
+    responses(
+        (status = 200, description = "The session ended", body = Envelope<RevokeResponse>),
+        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
 pub async fn revoke(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,

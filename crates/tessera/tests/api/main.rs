@@ -11,6 +11,7 @@ mod feed;
 mod helpers;
 mod instances;
 mod oauth;
+mod openapi;
 mod operations;
 mod outages;
 mod resource;

@@ -186,7 +186,7 @@ fn clients_cli(server: &TestServer, args: &[&str]) -> std::process::Output {
 }
 
 /// Registers a client; its id and secret.
-fn add_client(server: &TestServer, name: &str) -> (String, String) {
+pub fn add_client(server: &TestServer, name: &str) -> (String, String) {
     let out = clients_cli(server, &["add", name, "--json"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
