@@ -104,6 +104,7 @@ impl AccessTokens {
             jti: crate::encode_id(&random::bytes::<16>()),
             iat,
             exp: iat.saturating_add(ttl),
+            nbf: None,
         };
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());

@@ -96,7 +96,12 @@ impl RefreshTokenCodec {
         sid.copy_from_slice(&body[1..17]);
         let mut generation = [0u8; 8];
         generation.copy_from_slice(&body[17..25]);
-        Some(RefreshClaims { session_id: SessionId::from_bytes(sid), generation: u64::from_be_bytes(generation) })
+        // Stores count generations in signed 64-bit integers; nothing this server minted is beyond.
+        let generation = u64::from_be_bytes(generation);
+        if generation > i64::MAX as u64 {
+            return None;
+        }
+        Some(RefreshClaims { session_id: SessionId::from_bytes(sid), generation })
     }
 }
 

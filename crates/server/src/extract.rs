@@ -81,6 +81,10 @@ async fn read_body(req: Request, limit: usize) -> Result<Bytes, AppError> {
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    // serde would also read a struct from an array of its fields: only an object is one.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(AppError::invalid_request("The body must be a JSON object"));
+    }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
         let path = e.path().to_string();
@@ -106,6 +110,9 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        if parts.headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+            return Err(AppError::invalid_request("Send one Authorization header, not several"));
+        }
         let token = bearer_token(&parts.headers).ok_or_else(AppError::unauthorized)?;
         state.auth().authenticate(token, Timestamp::now()).map(AuthUser).map_err(AppError::from)
     }

@@ -2,7 +2,8 @@
 //!
 //! [`Validator::validate`] pins ES256, finds the key by `kid`, verifies the signature, and
 //! checks `iss`, `aud` and `exp` against the caller's clock (`now`, in milliseconds: a token is
-//! dead from the millisecond its `exp` second begins, plus the configured leeway). Whether the
+//! dead from the millisecond its `exp` second begins, plus the configured leeway), and refuses a
+//! token whose `iat` or `nbf` lies in the future (beyond the leeway). Whether the
 //! session has ended is not checked here: that takes the revocation set, which the caller holds.
 //!
 //! One ES256 verification costs tens of microseconds, so tokens that passed once are remembered
@@ -112,7 +113,15 @@ impl Validator {
 
     fn check_time(&self, claims: &AccessClaims, now: Timestamp) -> Result<(), TokenError> {
         let leeway = i64::try_from(self.leeway.as_millis()).unwrap_or(i64::MAX);
-        let expires_at = claims.exp.saturating_mul(1000).saturating_add(leeway);
-        if now.as_millis() >= expires_at { Err(TokenError::Expired) } else { Ok(()) }
+        let now = now.as_millis();
+        if now >= claims.exp.saturating_mul(1000).saturating_add(leeway) {
+            return Err(TokenError::Expired);
+        }
+        // Issued (or valid from) in the future: a clock gone wrong or a forgery; not yet valid.
+        let not_before = claims.nbf.unwrap_or(i64::MIN).max(claims.iat);
+        if not_before.saturating_mul(1000) > now.saturating_add(leeway) {
+            return Err(TokenError::Invalid);
+        }
+        Ok(())
     }
 }

@@ -76,6 +76,7 @@ impl Issuer {
             jti: "jti".into(),
             iat: Timestamp::now().as_secs(),
             exp,
+            nbf: None,
         }
     }
 
@@ -191,4 +192,20 @@ async fn tokens_for_another_issuer_or_audience_are_refused() {
     claims.aud = "tessera".into();
     claims.iss = "https://evil.example".into();
     assert!(verifier.verify(&issuer.token(&claims)).await.is_err(), "issuer");
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused_unless_within_the_leeway() {
+    let issuer = Issuer::start().await;
+    let now = Timestamp::now().as_secs();
+    let mut claims = issuer.claims(SessionId::generate(), now + 600);
+    claims.iat = now + 60;
+    let early = issuer.token(&claims);
+    let strict = Verifier::builder(&issuer.url).build().await.unwrap();
+    assert_eq!(strict.verify(&early).await.unwrap_err(), tessera_verify::VerifyError::Invalid);
+    claims.iat = now;
+    claims.nbf = Some(now + 60);
+    assert_eq!(strict.verify(&issuer.token(&claims)).await.unwrap_err(), tessera_verify::VerifyError::Invalid);
+    let lenient = Verifier::builder(&issuer.url).leeway(Duration::from_secs(120)).build().await.unwrap();
+    assert!(lenient.verify(&early).await.is_ok(), "clock skew within the leeway");
 }

@@ -149,6 +149,7 @@ pub async fn logout(
 #[utoipa::path(post, path = "/logout-all", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "Every session of the user ended", body = Envelope<LogoutAllResponse>),
+        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
         (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
@@ -163,6 +164,7 @@ pub async fn logout_all(State(state): State<AppState>, AuthUser(caller): AuthUse
 #[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller", body = Envelope<MeResponse>),
+        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
         (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)

@@ -1,5 +1,6 @@
 //! The caller's sessions: list and revoke.
 
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
 use tessera_core::{SessionId, Timestamp};
@@ -14,6 +15,7 @@ use tessera_proto::{Envelope, ErrorEnvelope};
 #[utoipa::path(get, path = "/sessions", tag = "sessions", security(("bearer" = [])),
     responses(
         (status = 200, description = "The caller's active sessions", body = Envelope<SessionsResponse>),
+        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
         (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
@@ -39,6 +41,7 @@ pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> 
     params(("id" = String, Path, description = "A session id of the caller's")),
     responses(
         (status = 200, description = "The session ended", body = Envelope<RevokeResponse>),
+        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
         (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
@@ -47,10 +50,11 @@ pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> 
 pub async fn revoke(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, AppError> {
-    // An id that does not parse is nobody's session: the same 404 as someone else's.
-    let id: SessionId = id.parse().map_err(|_| tessera_core::service::AuthError::SessionNotFound)?;
+    // An id that does not parse (or decode) is nobody's session: the same 404 as someone else's.
+    let id: SessionId =
+        id.ok().and_then(|Path(id)| id.parse().ok()).ok_or(tessera_core::service::AuthError::SessionNotFound)?;
     state.auth().revoke_session(&caller, id, Timestamp::now()).await?;
     Ok(ok(RevokeResponse { revoked: true }))
 }

@@ -17,5 +17,6 @@ mod outages;
 mod resource;
 mod rotation;
 mod sessions;
+mod strict;
 mod todos;
 mod tokens;
