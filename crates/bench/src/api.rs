@@ -12,6 +12,7 @@ pub const REGISTER: &str = "/api/auth/register";
 pub const LOGIN: &str = "/api/auth/login";
 pub const REFRESH: &str = "/api/auth/refresh";
 pub const ME: &str = "/api/auth/me";
+pub const LOGOUT: &str = "/api/auth/logout";
 
 /// The benchmark's user.
 pub struct Account {
@@ -44,6 +45,12 @@ pub async fn register(conn: &mut Conn, account: &Account) -> Result<(), BoxError
 pub async fn login(conn: &mut Conn, body: Bytes) -> Result<TokenResponse, BoxError> {
     let reply = conn.post_json(LOGIN, body).await?;
     tokens(reply).map_err(|e| format!("login: {e}").into())
+}
+
+/// Ends the session of the access token in `bearer`.
+pub async fn logout(conn: &mut Conn, bearer: &HeaderValue) -> Result<(), BoxError> {
+    let reply = conn.post_json_as(LOGOUT, Bytes::from_static(b"{}"), bearer).await?;
+    expect_success(reply).map(drop).map_err(|e| format!("logout: {e}").into())
 }
 
 pub fn refresh_body(refresh_token: &str) -> Result<Bytes, BoxError> {

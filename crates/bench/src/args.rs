@@ -14,10 +14,16 @@ usage: tessera-bench [OPTIONS]
   --warmup SECS          unmeasured seconds before each run [default: 2]
   --connections N        concurrent keep-alive connections [default: 32]
   --runs N               runs per scenario; the median run is reported [default: 3]
-  --only NAME            run one scenario: me, refresh, login or me-during-login
+  --only NAME[,NAME...]  run only these scenarios: me, refresh, login, me-during-login,
+                         rs-bare, rs-layer, logout-latency (e.g. --only rs-bare,rs-layer)
+  --logouts N            logouts timed by logout-latency, per row [default: 100]
   --server-bin PATH      the tessera binary [default: tessera next to this binary]
   --client-threads N     threads of the load generator [default: 1]
-  -h, --help             print this help";
+  -h, --help             print this help
+
+rs-bare and rs-layer load a resource server inside the benchmark (GET /bare, and GET /protected
+behind tessera-verify's layer); logout-latency times logout -> 401 at that resource server, on the
+benchmark's server and, when TESSERA_TEST_REDIS_URL is set, on two instances sharing that Redis.";
 
 #[derive(Debug, Clone)]
 pub struct Args {
@@ -25,9 +31,11 @@ pub struct Args {
     pub warmup: Duration,
     pub connections: usize,
     pub runs: usize,
-    pub only: Option<String>,
+    /// The scenarios to run; `None`: all of them.
+    pub only: Option<Vec<String>>,
     pub server_bin: PathBuf,
     pub client_threads: usize,
+    pub logouts: usize,
 }
 
 /// What the command line asks for.
@@ -37,6 +45,11 @@ pub enum Command {
 }
 
 impl Args {
+    /// Whether scenario `name` is to run.
+    pub fn selects(&self, name: &str) -> bool {
+        self.only.as_ref().is_none_or(|only| only.iter().any(|o| o == name))
+    }
+
     fn defaults() -> Result<Self, BoxError> {
         let exe = std::env::current_exe().map_err(|e| format!("cannot locate the tessera-bench binary: {e}"))?;
         let dir = exe.parent().ok_or("the tessera-bench binary has no parent directory")?;
@@ -48,6 +61,7 @@ impl Args {
             only: None,
             server_bin: dir.join("tessera"),
             client_threads: 1,
+            logouts: 100,
         })
     }
 
@@ -55,16 +69,14 @@ impl Args {
         if self.duration.is_zero() {
             return Err("--duration must be at least 1".into());
         }
-        let splits = self.only.as_deref().is_none_or(|name| name == "me-during-login");
+        let splits = self.selects("me-during-login");
         if self.connections == 0 || (splits && self.connections < 2) {
             return Err("--connections must be at least 1, and 2 for me-during-login".into());
         }
-        if self.runs == 0 || self.client_threads == 0 {
-            return Err("--runs and --client-threads must be at least 1".into());
+        if self.runs == 0 || self.client_threads == 0 || self.logouts == 0 {
+            return Err("--runs, --client-threads and --logouts must be at least 1".into());
         }
-        if let Some(name) = &self.only
-            && !SCENARIOS.contains(&name.as_str())
-        {
+        if let Some(name) = self.only.iter().flatten().find(|name| !SCENARIOS.contains(&name.as_str())) {
             return Err(format!("unknown scenario `{name}`: use one of {}", SCENARIOS.join(", ")).into());
         }
         if !self.server_bin.is_file() {
@@ -91,9 +103,10 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, BoxError
             "--warmup" => args.warmup = Duration::from_secs(number(&flag, &value()?)?),
             "--connections" => args.connections = number(&flag, &value()?)?,
             "--runs" => args.runs = number(&flag, &value()?)?,
-            "--only" => args.only = Some(value()?),
+            "--only" => args.only = Some(value()?.split(',').map(|name| name.trim().to_owned()).collect()),
             "--server-bin" => args.server_bin = PathBuf::from(value()?),
             "--client-threads" => args.client_threads = number(&flag, &value()?)?,
+            "--logouts" => args.logouts = number(&flag, &value()?)?,
             _ => return Err(format!("unknown argument `{flag}`\n\n{USAGE}").into()),
         }
     }

@@ -57,13 +57,24 @@ impl Conn {
     }
 
     pub async fn post_json(&mut self, path: &str, body: Bytes) -> Result<Reply, BoxError> {
-        let request = Request::builder()
+        self.post(path, body, None).await
+    }
+
+    /// A JSON `POST` with an access token.
+    pub async fn post_json_as(&mut self, path: &str, body: Bytes, bearer: &HeaderValue) -> Result<Reply, BoxError> {
+        self.post(path, body, Some(bearer)).await
+    }
+
+    async fn post(&mut self, path: &str, body: Bytes, bearer: Option<&HeaderValue>) -> Result<Reply, BoxError> {
+        let mut request = Request::builder()
             .method(Method::POST)
             .uri(path)
             .header(HOST, self.host.clone())
-            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"))
-            .body(Full::new(body))?;
-        self.send(request).await
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(bearer) = bearer {
+            request = request.header(AUTHORIZATION, bearer.clone());
+        }
+        self.send(request.body(Full::new(body))?).await
     }
 
     async fn send(&mut self, request: Request<Full<Bytes>>) -> Result<Reply, BoxError> {

@@ -12,8 +12,9 @@ use crate::http::Conn;
 
 /// What a connection sends.
 pub enum Load {
-    /// `GET /api/auth/me` with a shared access token.
-    Me { bearer: HeaderValue },
+    /// `GET path` with a shared access token: tessera's `/api/auth/me`, or a route of the
+    /// benchmark's resource server.
+    Get { path: &'static str, bearer: HeaderValue },
     /// `POST /api/auth/login` for the shared account.
     Login { body: Bytes },
     /// `POST /api/auth/refresh`, rotating this connection's own session.
@@ -99,8 +100,8 @@ impl Worker {
     /// One request.
     async fn step(&mut self) -> Result<(), Failure> {
         match &mut self.load {
-            Load::Me { bearer } => {
-                let reply = self.conn.get(api::ME, bearer).await?;
+            Load::Get { path, bearer } => {
+                let reply = self.conn.get(path, bearer).await?;
                 api::expect_success(reply).map(drop).map_err(recoverable)
             }
             Load::Login { body } => {

@@ -15,32 +15,65 @@
 //!   stops that connection;
 //! - `login`: `POST /api/auth/login` — bound by argon2 (target ≈ cores / hash time);
 //! - `me-during-login`: half the connections flood logins while the other half call `/me` —
-//!   hashing runs on low-priority threads, so `/me` should keep a p99 ≤ 10 ms.
+//!   hashing runs on low-priority threads, so `/me` should keep a p99 ≤ 10 ms;
+//! - `rs-bare` and `rs-layer`: the cost of `tessera-verify`'s layer in a resource server. The
+//!   benchmark serves a small axum app ([`resource`]) on 127.0.0.1 — on a tokio runtime of its
+//!   own with one worker thread, apart from the load generator's, so both rows give the app the
+//!   same single thread and differ only by the layer's work on it — with the same small JSON
+//!   answer on `GET /bare` (no authentication) and `GET /protected` (behind
+//!   `verifier.require()`, the verifier fed by the benchmark's server). Both rows send the same
+//!   `Authorization: Bearer` header with a real access token, so their requests differ only in
+//!   the path; the one token means the layer's cache of verified tokens is warm, as for a client
+//!   that reuses its token. The two take turns run by run, so that drifts in the machine's load
+//!   hit both alike, and the ratio `rs-layer / rs-bare` (target ≥ 0.90, printed under the table)
+//!   is the median of the runs' ratios, each of two neighbouring runs.
+//!
+//! And, not a load, `logout-latency` ([`logout`]): `--logouts` times, a fresh session is logged
+//! in, `/protected` answers 200 with its token, the session is logged out on tessera, and the
+//! time from the logout answer to the first 401 of `/protected` (polled every 2 ms, failure after
+//! 5 s) is one sample (target p99 ≤ 1000 ms; `--runs`, `--duration` and `--warmup` do not apply,
+//! and the resolution is the poll's interval). One row has the resource server's verifier fed by
+//! the benchmark's server itself; the other by a second instance: when `TESSERA_TEST_REDIS_URL`
+//! is set, two more `tessera serve` ([`server::Pair`]) share a data directory (keys, SQLite users)
+//! and keep sessions in that Redis under a key prefix of their own, both minting the same `iss`;
+//! sessions are logged in and out on instance A while the verifier follows instance B's feed.
+//! Without the variable that row is skipped, with a note on stderr.
 //!
 //! The median run (by req/s) of each scenario is printed as a Markdown table on stdout, with
 //! the server's peak memory (`VmHWM`, target ≤ 128 MiB) and the machine; progress and errors go
 //! to stderr. The exit status is non-zero if any request failed.
 //!
-//! Run it from the workspace root with `scripts/bench` (builds the release binaries first),
-//! e.g. `scripts/bench --duration 5 --runs 1` or `scripts/bench --only refresh`;
-//! `scripts/bench --help` lists the flags. The load generator shares the machine with the
-//! server, so it runs on one thread by default (`--client-threads`).
+//! Run it from the workspace root with `scripts/bench` (builds the release binaries first, and
+//! starts throwaway PostgreSQL and Redis with `scripts/services` when `logout-latency` is to run
+//! and `TESSERA_TEST_REDIS_URL` is unset), e.g. `scripts/bench --duration 5 --runs 1` or
+//! `scripts/bench --only refresh`; `scripts/bench --help` lists the flags. The load generator
+//! shares the machine with the server, so it runs on one thread by default (`--client-threads`).
 
 mod api;
 mod args;
 mod http;
 mod load;
+mod logout;
 mod report;
+mod resource;
 mod scenario;
 mod server;
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
+use crate::api::Account;
 use crate::args::{Args, Command, USAGE};
-use crate::report::Row;
-use crate::scenario::{Scenario, Setup};
-use crate::server::Server;
+use crate::http::Conn;
+use crate::report::{Row, Summary, Target};
+use crate::resource::{Issuer, ResourceServer};
+use crate::scenario::{LOGOUT_LATENCY, RS_BARE, RS_LAYER, Scenario, Setup};
+use crate::server::{Pair, Server};
+
+/// Where the two-instance row of `logout-latency` finds Redis.
+const REDIS_URL_VAR: &str = "TESSERA_TEST_REDIS_URL";
+/// The target of `logout-latency`: a logged-out token refused within a second.
+const LOGOUT_TARGET: Target = Target::Delay { max_p99_ms: 1000.0 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -66,9 +99,12 @@ fn run() -> Result<(), BoxError> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?;
     let server = Server::start(&args.server_bin)?;
     eprintln!("tessera-bench: {} listening on {}", args.server_bin.display(), server.addr());
-    let outcome = runtime.block_on(bench(&args, server.addr()))?;
+    let mut outcome = runtime.block_on(bench(&args, server.addr()))?;
     let peak_rss_kib = server.peak_rss_kib().inspect_err(|e| eprintln!("tessera-bench: {e}")).ok();
     drop(server);
+    // Started only now, so that they sit idle through none of the other scenarios.
+    let pair_error =
+        if args.selects(LOGOUT_LATENCY) { two_instances(&runtime, &args, &mut outcome).err() } else { None };
     let (cores, cpu_model) = report::machine();
     let context = report::Context {
         cores,
@@ -78,8 +114,12 @@ fn run() -> Result<(), BoxError> {
         runs: args.runs,
         login_ms: outcome.login_ms,
         peak_rss_kib,
+        poll_ms: u64::try_from(logout::POLL.as_millis()).unwrap_or(u64::MAX),
     };
     print!("{}", report::markdown(&context, &outcome.rows));
+    if let Some(e) = pair_error {
+        return Err(format!("the two-instance row of {LOGOUT_LATENCY} failed: {e}").into());
+    }
     match outcome.failed_requests {
         0 => Ok(()),
         n => Err(format!("{n} requests failed over all runs; see the errors above").into()),
@@ -93,41 +133,134 @@ struct Outcome {
     failed_requests: u64,
 }
 
+/// The two-instance row of `logout-latency`, when the environment names a Redis: starts the
+/// instances, measures, and stops them.
+fn two_instances(runtime: &tokio::runtime::Runtime, args: &Args, outcome: &mut Outcome) -> Result<(), BoxError> {
+    let Some(url) = std::env::var(REDIS_URL_VAR).ok().filter(|url| !url.is_empty()) else {
+        eprintln!(
+            "tessera-bench: {REDIS_URL_VAR} is not set: skipping the two-instance row of {LOGOUT_LATENCY} \
+             (scripts/bench starts a throwaway Redis for it)"
+        );
+        return Ok(());
+    };
+    let pair = Pair::start(&args.server_bin, &url)?;
+    eprintln!(
+        "tessera-bench: instances A on {} and B on {}, sessions in Redis, issuer {}",
+        pair.a.addr(),
+        pair.b.addr(),
+        Pair::ISSUER
+    );
+    runtime.block_on(measure_pair(&pair, args, outcome))
+}
+
 async fn bench(args: &Args, addr: SocketAddr) -> Result<Outcome, BoxError> {
-    let setup = Setup::new(addr).await?;
+    let mut setup = Setup::new(addr).await?;
     eprintln!("tessera-bench: one login on the idle server takes {:.1} ms", setup.login_ms);
     let mut outcome = Outcome { rows: Vec::new(), login_ms: setup.login_ms, failed_requests: 0 };
-    let selected =
-        scenario::all(args.connections).into_iter().filter(|s| args.only.as_deref().is_none_or(|name| name == s.name));
-    for scenario in selected {
-        measure(&setup, &scenario, args, &mut outcome).await?;
+    let resource = if [RS_BARE, RS_LAYER, LOGOUT_LATENCY].iter().any(|name| args.selects(name)) {
+        let issuer = Issuer { issuer: format!("http://{addr}"), tessera_url: None };
+        let resource = ResourceServer::start("single", issuer).await?;
+        eprintln!("tessera-bench: resource server on {}, verifier fed by the server", resource.addr());
+        setup.resource = Some(resource.addr());
+        setup.resource_cpu = Some(resource.cpu_probe());
+        Some(resource)
+    } else {
+        None
+    };
+    for batch in scenario::all(args.connections) {
+        let batch: Vec<Scenario> = batch.into_iter().filter(|s| args.selects(s.name)).collect();
+        if !batch.is_empty() {
+            measure(&setup, &batch, args, &mut outcome).await?;
+        }
+    }
+    if let Some(resource) = &resource
+        && args.selects(LOGOUT_LATENCY)
+    {
+        let target = logout::Target {
+            label: "logout-latency: 1 instance",
+            tessera: addr,
+            resource: resource.addr(),
+            login_body: setup.login_body.clone(),
+        };
+        measure_logouts(&target, args, &mut outcome).await;
     }
     Ok(outcome)
 }
 
-/// Runs `scenario` `--runs` times and adds the rows of its median run to `outcome`.
-async fn measure(setup: &Setup, scenario: &Scenario, args: &Args, outcome: &mut Outcome) -> Result<(), BoxError> {
-    let mut runs = Vec::with_capacity(args.runs);
-    for run in 1..=args.runs {
-        let summaries = setup.run_once(scenario, args.warmup, args.duration).await?;
-        for (group, s) in scenario.groups.iter().zip(&summaries) {
-            eprintln!(
-                "{} run {run}/{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
-                group.label, args.runs, s.rps, s.p50_ms, s.p99_ms, s.errors
-            );
-            if let Some(error) = &s.first_error {
-                eprintln!("  first error: {error}; {} of {} connections stopped early", s.stopped, group.connections);
-            }
-            outcome.failed_requests += s.errors;
-        }
-        runs.push(summaries);
+/// The two-instance row: log in and out on A, a resource server fed by B.
+async fn measure_pair(pair: &Pair, args: &Args, outcome: &mut Outcome) -> Result<(), BoxError> {
+    let account = Account { email: "bench-pair@example.com".into(), password: "correct horse battery staple".into() };
+    api::register(&mut Conn::open(pair.a.addr()).await?, &account).await?;
+    let issuer = Issuer { issuer: Pair::ISSUER.into(), tessera_url: Some(format!("http://{}", pair.b.addr())) };
+    let resource = ResourceServer::start("pair", issuer).await?;
+    eprintln!("tessera-bench: resource server on {}, verifier fed by instance B", resource.addr());
+    let target = logout::Target {
+        label: "logout-latency: 2 instances, Redis",
+        tessera: pair.a.addr(),
+        resource: resource.addr(),
+        login_body: account.login_body()?,
+    };
+    measure_logouts(&target, args, outcome).await;
+    Ok(())
+}
+
+/// Takes `--logouts` samples of `target` and adds its row to `outcome`.
+async fn measure_logouts(target: &logout::Target, args: &Args, outcome: &mut Outcome) {
+    let s = logout::measure(target, args.logouts).await;
+    eprintln!(
+        "{}: {} logouts, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+        target.label, s.requests, s.p50_ms, s.p99_ms, s.max_ms, s.errors
+    );
+    if let Some(error) = &s.first_error {
+        eprintln!("  first error: {error}");
     }
-    let median = runs.swap_remove(report::median_run(&runs));
-    outcome.rows.extend(scenario.groups.iter().zip(median).map(|(group, summary)| Row {
-        label: group.label.to_owned(),
-        connections: group.connections,
-        target: group.target,
-        summary,
-    }));
+    outcome.failed_requests += s.errors;
+    outcome.rows.push(Row {
+        label: target.label.to_owned(),
+        connections: 1,
+        target: LOGOUT_TARGET,
+        summary: s,
+        ratio: None,
+    });
+}
+
+/// Runs each scenario of `batch` `--runs` times, taking turns, and adds the rows of each one's
+/// median run to `outcome`.
+async fn measure(setup: &Setup, batch: &[Scenario], args: &Args, outcome: &mut Outcome) -> Result<(), BoxError> {
+    let mut runs: Vec<Vec<Vec<Summary>>> = batch.iter().map(|_| Vec::with_capacity(args.runs)).collect();
+    for run in 1..=args.runs {
+        for (scenario, scenario_runs) in batch.iter().zip(&mut runs) {
+            let summaries = setup.run_once(scenario, args.warmup, args.duration).await?;
+            for (group, s) in scenario.groups.iter().zip(&summaries) {
+                let cpu = s.cpu_us_per_request.map_or_else(String::new, |us| format!(", {us:.2} µs CPU/request"));
+                eprintln!(
+                    "{} run {run}/{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{cpu}",
+                    group.label, args.runs, s.rps, s.p50_ms, s.p99_ms, s.errors
+                );
+                if let Some(error) = &s.first_error {
+                    eprintln!(
+                        "  first error: {error}; {} of {} connections stopped early",
+                        s.stopped, group.connections
+                    );
+                }
+                outcome.failed_requests += s.errors;
+            }
+            scenario_runs.push(summaries);
+        }
+    }
+    for (scenario, scenario_runs) in batch.iter().zip(&runs) {
+        let median = scenario_runs[report::median_run(scenario_runs)].clone();
+        outcome.rows.extend(scenario.groups.iter().zip(median).map(|(group, summary)| {
+            // A baseline in the same batch took turns with this scenario, run by run.
+            let ratio = match group.target {
+                Target::Ratio { baseline, .. } => batch
+                    .iter()
+                    .position(|s| s.name == baseline)
+                    .and_then(|b| report::paired_ratio(scenario_runs, &runs[b])),
+                _ => None,
+            };
+            Row { label: group.label.to_owned(), connections: group.connections, target: group.target, summary, ratio }
+        }));
+    }
     Ok(())
 }

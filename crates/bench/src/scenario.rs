@@ -12,8 +12,17 @@ use crate::api::{self, Account};
 use crate::http::Conn;
 use crate::load::{Load, Window, Worker, WorkerStats};
 use crate::report::{Summary, Target};
+use crate::resource::{self, CpuProbe};
 
-pub const SCENARIOS: &[&str] = &["me", "refresh", "login", "me-during-login"];
+pub const SCENARIOS: &[&str] = &["me", "refresh", "login", "me-during-login", RS_BARE, RS_LAYER, LOGOUT_LATENCY];
+
+pub const RS_BARE: &str = "rs-bare";
+pub const RS_LAYER: &str = "rs-layer";
+/// Not a load scenario: see `crate::logout`.
+pub const LOGOUT_LATENCY: &str = "logout-latency";
+
+/// The least `rs-layer / rs-bare` throughput: the verification layer costs at most 10 %.
+pub const MIN_LAYER_RATIO: f64 = 0.90;
 
 /// Sequential logins timed on the idle server to estimate the cost of one hash.
 const LOGIN_PROBES: usize = 20;
@@ -23,6 +32,10 @@ pub enum Kind {
     Me,
     Login,
     Refresh,
+    /// `GET /bare` on the resource server (no authentication), with a bearer token all the same.
+    RsBare,
+    /// `GET /protected` on the resource server, behind `verifier.require()`.
+    RsLayer,
 }
 
 /// Connections of a scenario that all send the same kind of request.
@@ -40,21 +53,36 @@ pub struct Scenario {
     pub groups: Vec<Group>,
 }
 
-/// The scenarios with `connections` connections each, in the order they run.
-pub fn all(connections: usize) -> Vec<Scenario> {
+/// The scenarios with `connections` connections each, in the order they run, in batches: the
+/// scenarios of a batch take turns run by run, so that a change in the machine's load (another
+/// process starting to compile, say) hits them alike. `rs-bare` and `rs-layer` are compared with
+/// each other, so they share a batch.
+pub fn all(connections: usize) -> Vec<Vec<Scenario>> {
     let group = |label, kind, connections, target| Group { label, kind, connections, target };
     let half = connections / 2;
     vec![
-        Scenario { name: "me", groups: vec![group("me", Kind::Me, connections, ME_TARGET)] },
-        Scenario { name: "refresh", groups: vec![group("refresh", Kind::Refresh, connections, REFRESH_TARGET)] },
-        Scenario { name: "login", groups: vec![group("login", Kind::Login, connections, Target::Argon2)] },
-        Scenario {
+        vec![Scenario { name: "me", groups: vec![group("me", Kind::Me, connections, ME_TARGET)] }],
+        vec![Scenario { name: "refresh", groups: vec![group("refresh", Kind::Refresh, connections, REFRESH_TARGET)] }],
+        vec![Scenario { name: "login", groups: vec![group("login", Kind::Login, connections, Target::Argon2)] }],
+        vec![Scenario {
             name: "me-during-login",
             groups: vec![
                 group("me-during-login: login", Kind::Login, half, Target::None),
                 group("me-during-login: me", Kind::Me, connections - half, Target::P99 { max_ms: 10.0 }),
             ],
-        },
+        }],
+        vec![
+            Scenario { name: RS_BARE, groups: vec![group(RS_BARE, Kind::RsBare, connections, Target::None)] },
+            Scenario {
+                name: RS_LAYER,
+                groups: vec![group(
+                    RS_LAYER,
+                    Kind::RsLayer,
+                    connections,
+                    Target::Ratio { baseline: RS_BARE, min: MIN_LAYER_RATIO },
+                )],
+            },
+        ],
     ]
 }
 
@@ -64,6 +92,10 @@ const REFRESH_TARGET: Target = Target::Throughput { min_rps: 5_000.0, max_p99_ms
 /// The server and the registered account every scenario uses.
 pub struct Setup {
     pub addr: SocketAddr,
+    /// The benchmark's resource server, when a scenario needs it.
+    pub resource: Option<SocketAddr>,
+    /// The CPU time of the resource server's thread.
+    pub resource_cpu: Option<CpuProbe>,
     pub login_body: Bytes,
     /// Fastest of a few sequential logins on the idle server, in milliseconds.
     pub login_ms: f64,
@@ -82,7 +114,7 @@ impl Setup {
             api::login(&mut conn, login_body.clone()).await?;
             fastest = fastest.min(started.elapsed());
         }
-        Ok(Self { addr, login_body, login_ms: fastest.as_secs_f64() * 1000.0 })
+        Ok(Self { addr, resource: None, resource_cpu: None, login_body, login_ms: fastest.as_secs_f64() * 1000.0 })
     }
 
     /// Runs `scenario` once: sets up every connection, then loads the server for
@@ -98,6 +130,15 @@ impl Setup {
             prepared.push(self.prepare(group).await?);
         }
         let window = Window::starting_now(warmup, duration);
+        let loads_resource = scenario.groups.iter().any(|g| matches!(g.kind, Kind::RsBare | Kind::RsLayer));
+        let cpu = self.resource_cpu.clone().filter(|_| loads_resource).map(|probe| {
+            tokio::spawn(async move {
+                tokio::time::sleep_until(window.measure_from.into()).await;
+                let start = probe.read()?;
+                tokio::time::sleep_until(window.end.into()).await;
+                probe.read()?.checked_sub(start)
+            })
+        });
         let mut tasks = JoinSet::new();
         for (index, workers) in prepared.into_iter().enumerate() {
             for worker in workers {
@@ -109,19 +150,35 @@ impl Setup {
             let (index, worker_stats) = joined?;
             stats[index].push(worker_stats);
         }
-        Ok(stats.into_iter().map(|group_stats| Summary::merge(group_stats, duration)).collect())
+        let cpu = match cpu {
+            Some(task) => task.await?,
+            None => None,
+        };
+        Ok(stats
+            .into_iter()
+            .map(|group_stats| {
+                let summary = Summary::merge(group_stats, duration);
+                let per_request =
+                    cpu.filter(|_| summary.requests > 0).map(|cpu| cpu.as_secs_f64() * 1e6 / summary.requests as f64);
+                Summary { cpu_us_per_request: per_request, ..summary }
+            })
+            .collect())
     }
 
     /// Opens a group's connections; refresh connections log in their own session first.
     async fn prepare(&self, group: &Group) -> Result<Vec<Worker>, BoxError> {
         // A fresh access token per run, so no run outlives its token.
         let bearer = match group.kind {
-            Kind::Me => Some(self.fresh_bearer().await?),
+            Kind::Me | Kind::RsBare | Kind::RsLayer => Some(self.fresh_bearer().await?),
             Kind::Login | Kind::Refresh => None,
+        };
+        let addr = match group.kind {
+            Kind::RsBare | Kind::RsLayer => self.resource.ok_or("the resource server is not running")?,
+            Kind::Me | Kind::Login | Kind::Refresh => self.addr,
         };
         let mut tasks = JoinSet::new();
         for _ in 0..group.connections {
-            let (kind, addr, body, bearer) = (group.kind, self.addr, self.login_body.clone(), bearer.clone());
+            let (kind, body, bearer) = (group.kind, self.login_body.clone(), bearer.clone());
             tasks.spawn(async move { open_worker(kind, addr, body, bearer).await });
         }
         let mut workers = Vec::with_capacity(group.connections);
@@ -146,8 +203,10 @@ async fn open_worker(
 ) -> Result<Worker, BoxError> {
     let mut conn = Conn::open(addr).await?;
     let load = match (kind, bearer) {
-        (Kind::Me, Some(bearer)) => Load::Me { bearer },
-        (Kind::Me, None) => return Err("a /me connection needs an access token".into()),
+        (Kind::Me, Some(bearer)) => Load::Get { path: api::ME, bearer },
+        (Kind::RsBare, Some(bearer)) => Load::Get { path: resource::BARE, bearer },
+        (Kind::RsLayer, Some(bearer)) => Load::Get { path: resource::PROTECTED, bearer },
+        (Kind::Me | Kind::RsBare | Kind::RsLayer, None) => return Err("a GET connection needs an access token".into()),
         (Kind::Login, _) => Load::Login { body: login_body },
         (Kind::Refresh, _) => {
             let tokens = api::login(&mut conn, login_body).await?;

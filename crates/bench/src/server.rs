@@ -1,13 +1,18 @@
-//! The server under test: `tessera serve` as a child process on a free port of 127.0.0.1, with
-//! its data in a temporary directory. It is killed when [`Server`] is dropped, on success and on
-//! error alike.
+//! The servers under test: `tessera serve` as child processes on free ports of 127.0.0.1, with
+//! their data in a temporary directory. Each is killed when its [`Server`] is dropped, on success
+//! and on error alike; the directory is removed after the last server that uses it.
+//!
+//! [`Server::start`] is the benchmark's server. [`Pair`] is two more instances that behave as
+//! one tessera: they share a data directory (the signing keys, and the SQLite file of users, which
+//! SQLite in WAL mode lets both processes use), keep sessions in the same Redis under the same key
+//! prefix, and mint the same `iss`.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tempfile::TempDir;
 
@@ -19,21 +24,36 @@ const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub struct Server {
     child: Child,
     addr: SocketAddr,
-    // Removed after the child is killed (fields drop after `Drop::drop` runs).
-    _data_dir: TempDir,
+    // Removed after the last child using it is killed (fields drop after `Drop::drop` runs).
+    data_dir: Arc<TempDir>,
 }
 
 impl Server {
-    /// Starts `bin serve` and waits for its "listening" log line.
+    /// Starts `bin serve` on a fresh data directory and waits for its "listening" log line.
     pub fn start(bin: &Path) -> Result<Self, BoxError> {
+        Self::start_with(bin, "server", &[])
+    }
+
+    /// Like [`start`](Self::start), with more flags; `name` prefixes its log lines.
+    pub fn start_with(bin: &Path, name: &str, extra: &[String]) -> Result<Self, BoxError> {
         let data_dir = tempfile::Builder::new()
             .prefix("tessera-bench-")
             .tempdir()
             .map_err(|e| format!("cannot create a temporary data directory: {e}"))?;
+        Self::spawn(bin, name, Arc::new(data_dir), extra)
+    }
+
+    /// Another instance on this one's data directory (same keys, same SQLite file).
+    pub fn sibling(&self, bin: &Path, name: &str, extra: &[String]) -> Result<Self, BoxError> {
+        Self::spawn(bin, name, self.data_dir.clone(), extra)
+    }
+
+    fn spawn(bin: &Path, name: &str, data_dir: Arc<TempDir>, extra: &[String]) -> Result<Self, BoxError> {
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
             .args(["--login-rate-limit", "off", "--log-format", "json"])
+            .args(extra)
             .env("RUST_LOG", "warn,tessera_server=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -41,8 +61,8 @@ impl Server {
             .spawn()
             .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
         let stdout = child.stdout.take().ok_or("the server's stdout is not piped")?;
-        let mut server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), _data_dir: data_dir };
-        server.addr = server.wait_for_listening(stdout)?;
+        let mut server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir };
+        server.addr = server.wait_for_listening(name, stdout)?;
         Ok(server)
     }
 
@@ -61,20 +81,21 @@ impl Server {
             .ok_or_else(|| format!("no VmHWM line in {path}").into())
     }
 
-    fn wait_for_listening(&mut self, stdout: ChildStdout) -> Result<SocketAddr, BoxError> {
+    fn wait_for_listening(&mut self, name: &str, stdout: ChildStdout) -> Result<SocketAddr, BoxError> {
         let (tx, rx) = mpsc::channel();
+        let prefix = format!("[{name}]");
         std::thread::Builder::new()
-            .name("server-stdout".into())
-            .spawn(move || drain_stdout(stdout, tx))
+            .name(format!("{name}-stdout"))
+            .spawn(move || drain_stdout(stdout, &prefix, tx))
             .map_err(|e| format!("cannot start the stdout reader: {e}"))?;
         match rx.recv_timeout(START_TIMEOUT) {
             Ok(addr) => Ok(addr),
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                Err(format!("the server did not report listening within {START_TIMEOUT:?}").into())
+                Err(format!("{name} did not report listening within {START_TIMEOUT:?}").into())
             }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 let status = self.child.wait().map_or_else(|e| e.to_string(), |s| s.to_string());
-                Err(format!("the server exited before listening ({status}); see its output above").into())
+                Err(format!("{name} exited before listening ({status}); see its output above").into())
             }
         }
     }
@@ -87,10 +108,48 @@ impl Drop for Server {
     }
 }
 
+/// Two instances that behave as one tessera, with sessions in Redis: see the module docs.
+pub struct Pair {
+    pub a: Server,
+    pub b: Server,
+}
+
+impl Pair {
+    /// The `iss` both instances mint (any fixed string will do; neither is reached by it).
+    pub const ISSUER: &str = "https://bench.local";
+
+    /// Starts instance A, then B on A's data directory, both with sessions at `redis_url` under
+    /// a key prefix of their own, so nothing else in that Redis is touched. Short lifetimes let
+    /// the benchmark's sessions expire from Redis soon after the run.
+    pub fn start(bin: &Path, redis_url: &str) -> Result<Self, BoxError> {
+        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let prefix = format!("tessera-bench-{}-{nanos}", std::process::id());
+        let flags: Vec<String> = [
+            "--issuer",
+            Self::ISSUER,
+            "--session-store-url",
+            redis_url,
+            "--redis-key-prefix",
+            &prefix,
+            "--access-ttl",
+            "5m",
+            "--refresh-ttl",
+            "10m",
+            "--session-max-lifetime",
+            "10m",
+        ]
+        .map(str::to_owned)
+        .into();
+        let a = Server::start_with(bin, "instance A", &flags)?;
+        let b = a.sibling(bin, "instance B", &flags)?;
+        Ok(Self { a, b })
+    }
+}
+
 /// Reads the server's log lines until the pipe closes: sends the address of the "listening"
 /// line, echoes every other line to stderr (at `warn` they are worth seeing), so the pipe never
 /// fills and blocks the server.
-fn drain_stdout(stdout: ChildStdout, tx: mpsc::Sender<SocketAddr>) {
+fn drain_stdout(stdout: ChildStdout, prefix: &str, tx: mpsc::Sender<SocketAddr>) {
     let mut tx = Some(tx);
     for line in BufReader::new(stdout).lines() {
         let Ok(line) = line else { return };
@@ -100,7 +159,7 @@ fn drain_stdout(stdout: ChildStdout, tx: mpsc::Sender<SocketAddr>) {
                     let _ = tx.send(addr);
                 }
             }
-            None => eprintln!("[server] {line}"),
+            None => eprintln!("{prefix} {line}"),
         }
     }
 }
