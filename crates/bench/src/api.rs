@@ -8,6 +8,7 @@ use tessera_proto::{ErrorBody, LoginRequest, RefreshRequest, RegisterRequest, Se
 use crate::BoxError;
 use crate::http::{Conn, Reply};
 
+pub const INTROSPECT: &str = "/oauth/introspect";
 pub const REGISTER: &str = "/api/auth/register";
 pub const LOGIN: &str = "/api/auth/login";
 pub const REFRESH: &str = "/api/auth/refresh";

@@ -65,6 +65,18 @@ impl Conn {
         self.post(path, body, Some(bearer)).await
     }
 
+    /// A form-encoded `POST` with an `Authorization` header (OAuth endpoints).
+    pub async fn post_form(&mut self, path: &str, body: Bytes, authorization: &HeaderValue) -> Result<Reply, BoxError> {
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(path)
+            .header(HOST, self.host.clone())
+            .header(CONTENT_TYPE, HeaderValue::from_static("application/x-www-form-urlencoded"))
+            .header(AUTHORIZATION, authorization.clone())
+            .body(Full::new(body))?;
+        self.send(request).await
+    }
+
     async fn post(&mut self, path: &str, body: Bytes, bearer: Option<&HeaderValue>) -> Result<Reply, BoxError> {
         let mut request = Request::builder()
             .method(Method::POST)

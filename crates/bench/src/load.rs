@@ -19,6 +19,8 @@ pub enum Load {
     Login { body: Bytes },
     /// `POST /api/auth/refresh`, rotating this connection's own session.
     Refresh { token: String },
+    /// `POST /oauth/introspect` of one token (`body` is `token=…`) as a registered client.
+    Introspect { body: Bytes, client: HeaderValue },
 }
 
 /// One connection and what it sends.
@@ -107,6 +109,11 @@ impl Worker {
             Load::Login { body } => {
                 let reply = self.conn.post_json(api::LOGIN, body.clone()).await?;
                 api::expect_success(reply).map(drop).map_err(recoverable)
+            }
+            Load::Introspect { body, client } => {
+                let reply = self.conn.post_form(api::INTROSPECT, body.clone(), client).await?;
+                let active = reply.status.is_success() && reply.body.starts_with(br#"{"active":true"#);
+                if active { Ok(()) } else { Err(recoverable(format!("not active: {}", reply.describe()))) }
             }
             Load::Refresh { token } => {
                 let reply = self.conn.post_json(api::REFRESH, api::refresh_body(token)?).await?;

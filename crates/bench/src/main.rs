@@ -67,7 +67,7 @@ use crate::args::{Args, Command, USAGE};
 use crate::http::Conn;
 use crate::report::{Row, Summary, Target};
 use crate::resource::{Issuer, ResourceServer};
-use crate::scenario::{LOGOUT_LATENCY, RS_BARE, RS_LAYER, Scenario, Setup};
+use crate::scenario::{INTROSPECT_ACCESS, INTROSPECT_REFRESH, LOGOUT_LATENCY, RS_BARE, RS_LAYER, Scenario, Setup};
 use crate::server::{Pair, Server};
 
 /// Where the two-instance row of `logout-latency` finds Redis.
@@ -99,7 +99,12 @@ fn run() -> Result<(), BoxError> {
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?;
     let server = Server::start(&args.server_bin)?;
     eprintln!("tessera-bench: {} listening on {}", args.server_bin.display(), server.addr());
-    let mut outcome = runtime.block_on(bench(&args, server.addr()))?;
+    let client = if [INTROSPECT_ACCESS, INTROSPECT_REFRESH].iter().any(|name| args.selects(name)) {
+        Some(server.register_client(&args.server_bin)?)
+    } else {
+        None
+    };
+    let mut outcome = runtime.block_on(bench(&args, server.addr(), client))?;
     let peak_rss_kib = server.peak_rss_kib().inspect_err(|e| eprintln!("tessera-bench: {e}")).ok();
     drop(server);
     // Started only now, so that they sit idle through none of the other scenarios.
@@ -153,8 +158,9 @@ fn two_instances(runtime: &tokio::runtime::Runtime, args: &Args, outcome: &mut O
     runtime.block_on(measure_pair(&pair, args, outcome))
 }
 
-async fn bench(args: &Args, addr: SocketAddr) -> Result<Outcome, BoxError> {
+async fn bench(args: &Args, addr: SocketAddr, client: Option<String>) -> Result<Outcome, BoxError> {
     let mut setup = Setup::new(addr).await?;
+    setup.client = client.map(|c| hyper::header::HeaderValue::from_str(&c)).transpose()?;
     eprintln!("tessera-bench: one login on the idle server takes {:.1} ms", setup.login_ms);
     let mut outcome = Outcome { rows: Vec::new(), login_ms: setup.login_ms, failed_requests: 0 };
     let resource = if [RS_BARE, RS_LAYER, LOGOUT_LATENCY].iter().any(|name| args.selects(name)) {

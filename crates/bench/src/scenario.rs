@@ -14,8 +14,20 @@ use crate::load::{Load, Window, Worker, WorkerStats};
 use crate::report::{Summary, Target};
 use crate::resource::{self, CpuProbe};
 
-pub const SCENARIOS: &[&str] = &["me", "refresh", "login", "me-during-login", RS_BARE, RS_LAYER, LOGOUT_LATENCY];
+pub const SCENARIOS: &[&str] = &[
+    "me",
+    INTROSPECT_ACCESS,
+    INTROSPECT_REFRESH,
+    "refresh",
+    "login",
+    "me-during-login",
+    RS_BARE,
+    RS_LAYER,
+    LOGOUT_LATENCY,
+];
 
+pub const INTROSPECT_ACCESS: &str = "introspect-access";
+pub const INTROSPECT_REFRESH: &str = "introspect-refresh";
 pub const RS_BARE: &str = "rs-bare";
 pub const RS_LAYER: &str = "rs-layer";
 /// Not a load scenario: see `crate::logout`.
@@ -32,6 +44,10 @@ pub enum Kind {
     Me,
     Login,
     Refresh,
+    /// `POST /oauth/introspect` of an access token (checked in memory, client looked up in SQL).
+    IntrospectAccess,
+    /// `POST /oauth/introspect` of a refresh token (its session read from the session store).
+    IntrospectRefresh,
     /// `GET /bare` on the resource server (no authentication), with a bearer token all the same.
     RsBare,
     /// `GET /protected` on the resource server, behind `verifier.require()`.
@@ -62,6 +78,16 @@ pub fn all(connections: usize) -> Vec<Vec<Scenario>> {
     let half = connections / 2;
     vec![
         vec![Scenario { name: "me", groups: vec![group("me", Kind::Me, connections, ME_TARGET)] }],
+        vec![
+            Scenario {
+                name: INTROSPECT_ACCESS,
+                groups: vec![group(INTROSPECT_ACCESS, Kind::IntrospectAccess, connections, Target::None)],
+            },
+            Scenario {
+                name: INTROSPECT_REFRESH,
+                groups: vec![group(INTROSPECT_REFRESH, Kind::IntrospectRefresh, connections, Target::None)],
+            },
+        ],
         vec![Scenario { name: "refresh", groups: vec![group("refresh", Kind::Refresh, connections, REFRESH_TARGET)] }],
         vec![Scenario { name: "login", groups: vec![group("login", Kind::Login, connections, Target::Argon2)] }],
         vec![Scenario {
@@ -96,6 +122,8 @@ pub struct Setup {
     pub resource: Option<SocketAddr>,
     /// The CPU time of the resource server's thread.
     pub resource_cpu: Option<CpuProbe>,
+    /// `Authorization: Basic …` of a registered OAuth client, for introspection.
+    pub client: Option<HeaderValue>,
     pub login_body: Bytes,
     /// Fastest of a few sequential logins on the idle server, in milliseconds.
     pub login_ms: f64,
@@ -114,7 +142,14 @@ impl Setup {
             api::login(&mut conn, login_body.clone()).await?;
             fastest = fastest.min(started.elapsed());
         }
-        Ok(Self { addr, resource: None, resource_cpu: None, login_body, login_ms: fastest.as_secs_f64() * 1000.0 })
+        Ok(Self {
+            addr,
+            resource: None,
+            resource_cpu: None,
+            client: None,
+            login_body,
+            login_ms: fastest.as_secs_f64() * 1000.0,
+        })
     }
 
     /// Runs `scenario` once: sets up every connection, then loads the server for
@@ -170,22 +205,36 @@ impl Setup {
         // A fresh access token per run, so no run outlives its token.
         let bearer = match group.kind {
             Kind::Me | Kind::RsBare | Kind::RsLayer => Some(self.fresh_bearer().await?),
+            Kind::IntrospectAccess | Kind::IntrospectRefresh => Some(self.introspection(group.kind).await?),
             Kind::Login | Kind::Refresh => None,
         };
         let addr = match group.kind {
             Kind::RsBare | Kind::RsLayer => self.resource.ok_or("the resource server is not running")?,
-            Kind::Me | Kind::Login | Kind::Refresh => self.addr,
+            Kind::Me | Kind::Login | Kind::Refresh | Kind::IntrospectAccess | Kind::IntrospectRefresh => self.addr,
         };
         let mut tasks = JoinSet::new();
         for _ in 0..group.connections {
-            let (kind, body, bearer) = (group.kind, self.login_body.clone(), bearer.clone());
-            tasks.spawn(async move { open_worker(kind, addr, body, bearer).await });
+            let (kind, body, bearer, client) =
+                (group.kind, self.login_body.clone(), bearer.clone(), self.client.clone());
+            tasks.spawn(async move { open_worker(kind, addr, body, bearer, client).await });
         }
         let mut workers = Vec::with_capacity(group.connections);
         while let Some(joined) = tasks.join_next().await {
             workers.push(joined??);
         }
         Ok(workers)
+    }
+
+    /// What an introspection connection sends: `token=…` (a fresh login's access or refresh
+    /// token), as the form body.
+    async fn introspection(&self, kind: Kind) -> Result<HeaderValue, BoxError> {
+        let mut conn = Conn::open(self.addr).await?;
+        let tokens = api::login(&mut conn, self.login_body.clone()).await?;
+        let token = match kind {
+            Kind::IntrospectRefresh => api::refresh_token(tokens)?,
+            _ => tokens.token.into_inner(),
+        };
+        Ok(HeaderValue::from_str(&format!("token={token}"))?)
     }
 
     async fn fresh_bearer(&self) -> Result<HeaderValue, BoxError> {
@@ -200,9 +249,15 @@ async fn open_worker(
     addr: SocketAddr,
     login_body: Bytes,
     bearer: Option<HeaderValue>,
+    client: Option<HeaderValue>,
 ) -> Result<Worker, BoxError> {
     let mut conn = Conn::open(addr).await?;
     let load = match (kind, bearer) {
+        (Kind::IntrospectAccess | Kind::IntrospectRefresh, Some(form)) => {
+            let client = client.ok_or("introspection needs a registered client")?;
+            Load::Introspect { body: Bytes::copy_from_slice(form.as_bytes()), client }
+        }
+        (Kind::IntrospectAccess | Kind::IntrospectRefresh, None) => return Err("no token to introspect".into()),
         (Kind::Me, Some(bearer)) => Load::Get { path: api::ME, bearer },
         (Kind::RsBare, Some(bearer)) => Load::Get { path: resource::BARE, bearer },
         (Kind::RsLayer, Some(bearer)) => Load::Get { path: resource::PROTECTED, bearer },

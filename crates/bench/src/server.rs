@@ -66,6 +66,25 @@ impl Server {
         Ok(server)
     }
 
+    /// Registers an OAuth client in this server's database (`tessera clients add`); its HTTP
+    /// Basic credentials, for introspection.
+    pub fn register_client(&self, bin: &Path) -> Result<String, BoxError> {
+        let out = Command::new(bin)
+            .args(["clients", "add", "bench", "--json", "--data-dir"])
+            .arg(self.data_dir.path())
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot run {} clients add: {e}", bin.display()))?;
+        if !out.status.success() {
+            return Err(format!("clients add failed: {}", String::from_utf8_lossy(&out.stderr)).into());
+        }
+        let client: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+        let (id, secret) = (client["client_id"].as_str(), client["client_secret"].as_str());
+        let (Some(id), Some(secret)) = (id, secret) else { return Err("clients add printed no credentials".into()) };
+        use base64::Engine;
+        Ok(format!("Basic {}", base64::engine::general_purpose::STANDARD.encode(format!("{id}:{secret}"))))
+    }
+
     pub fn addr(&self) -> SocketAddr {
         self.addr
     }
