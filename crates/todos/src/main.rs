@@ -47,6 +47,9 @@ struct Args {
     /// How long the revocation feed may be silent (e.g. 30s) before --on-feed-loss applies.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     max_feed_silence: Duration,
+    /// How long to wait at start for tessera's keys and revocation feed before giving up.
+    #[arg(long, default_value = "30s", value_parser = parse_duration)]
+    startup_timeout: Duration,
     /// Log lines as JSON objects (the default is text).
     #[arg(long, value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -132,7 +135,7 @@ async fn main() -> anyhow::Result<()> {
         .audience(&args.audience)
         .on_feed_loss(policy)
         .max_feed_silence(args.max_feed_silence)
-        .startup_timeout(Duration::from_secs(30))
+        .startup_timeout(args.startup_timeout)
         .build()
         .await
         .with_context(|| format!("cannot trust tokens of {}", args.issuer))?;
