@@ -9,6 +9,10 @@
 //!
 //! - `me`: `GET /api/auth/me` with one shared access token — token verification and the
 //!   request path, no database write (target ≥ 30 000 req/s, p99 ≤ 5 ms);
+//! - `introspect-access` and `introspect-refresh`: `POST /oauth/introspect` (RFC 7662) of an
+//!   access token (checked in memory) or of a refresh token (its session read from the session
+//!   store), as a client registered with `tessera clients add` (looked up in the user database
+//!   on every request);
 //! - `refresh`: every connection logs in its own session, then rotates it with
 //!   `POST /api/auth/refresh`, always with the token the previous answer gave — a store write
 //!   per request (target ≥ 5 000 req/s, p99 ≤ 20 ms). A failure ends that session, so it also
