@@ -183,23 +183,26 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
     Ok(())
 }
 
-/// Resolves on SIGINT or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
+/// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (from within
+/// the runtime), not when the future is first polled: a signal that arrives early is never left
+/// to the default action, which would end the process without a graceful stop.
+pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut terminate = signal(SignalKind::terminate()).ok();
+    let mut interrupt = signal(SignalKind::interrupt()).ok();
+    async move {
+        let received = async |s: Option<&mut tokio::signal::unix::Signal>| match s {
+            Some(s) => {
                 s.recv().await;
             }
-            Err(_) => std::future::pending::<()>().await,
+            None => std::future::pending::<()>().await,
+        };
+        tokio::select! {
+            () = received(terminate.as_mut()) => {},
+            () = received(interrupt.as_mut()) => {},
         }
-    };
-    tokio::select! {
-        _ = interrupt => {},
-        _ = terminate => {},
+        tracing::info!("shutting down: finishing in-flight requests");
     }
-    tracing::info!("shutting down: finishing in-flight requests");
 }
 
 /// How often the store's feed of ended sessions is read for ends made by other instances.

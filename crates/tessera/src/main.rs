@@ -137,7 +137,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         tracing::warn!(variable = %name, "unknown TESSERA_* variable ignored; check its spelling");
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(tessera_server::serve(settings, tessera_server::shutdown_signal()))
+    // The signal handlers are installed first thing inside the runtime.
+    runtime.block_on(async { tessera_server::serve(settings, tessera_server::shutdown_signal()).await })
 }
 
 fn rotate_keys(data_dir: &std::path::Path, activate_in: Option<String>, access_ttl: &str) -> anyhow::Result<()> {

@@ -110,7 +110,10 @@ async fn an_open_feed_does_not_hold_up_shutdown() {
     let pid = server.pid();
     let exit = tokio::task::spawn_blocking(move || server.wait_exit());
     match tokio::time::timeout(Duration::from_secs(5), exit).await {
-        Ok(status) => assert!(status.unwrap().success()),
+        Ok(status) => {
+            let status = status.unwrap();
+            assert!(status.success(), "{status:?}");
+        }
         Err(_) => {
             signal_kill(pid);
             panic!("the server was still running 5 s after SIGTERM, held by the feed");
