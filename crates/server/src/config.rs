@@ -63,6 +63,10 @@ pub struct ServeArgs {
     /// Largest accepted request body in bytes [default: 16384].
     #[arg(long, env = "TESSERA_BODY_LIMIT", value_name = "BYTES")]
     pub body_limit: Option<usize>,
+    /// How long a stopping server lets in-flight requests finish before it exits anyway
+    /// [default: 10s].
+    #[arg(long, env = "TESSERA_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
+    pub shutdown_timeout: Option<String>,
     /// argon2id memory cost in KiB [default: 19456].
     #[arg(long, env = "TESSERA_ARGON2_MEMORY_KIB", value_name = "KIB")]
     pub argon2_memory_kib: Option<u32>,
@@ -101,6 +105,7 @@ struct FileConfig {
     insecure_cookies: Option<bool>,
     login_rate_limit: Option<String>,
     body_limit: Option<usize>,
+    shutdown_timeout: Option<DurationValue>,
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
     argon2_parallelism: Option<u32>,
@@ -164,6 +169,7 @@ pub struct Settings {
     pub insecure_cookies: bool,
     pub login_rate_limit: Option<Rate>,
     pub body_limit: usize,
+    pub shutdown_timeout: Duration,
     pub hash_params: HashParams,
     pub sqlite_synchronous_full: bool,
     pub log_format: LogFormat,
@@ -244,6 +250,7 @@ impl Settings {
             insecure_cookies: args.insecure_cookies.or(file.insecure_cookies).unwrap_or(false),
             login_rate_limit: parse_rate(&rate).context("--login-rate-limit")?,
             body_limit: args.body_limit.or(file.body_limit).unwrap_or(16 * 1024),
+            shutdown_timeout: duration(args.shutdown_timeout, file.shutdown_timeout, "10s", "shutdown-timeout")?,
             hash_params,
             sqlite_synchronous_full,
             log_format,
@@ -329,6 +336,7 @@ const KNOWN_VARIABLES: &[&str] = &[
     "TESSERA_INSECURE_COOKIES",
     "TESSERA_LOGIN_RATE_LIMIT",
     "TESSERA_BODY_LIMIT",
+    "TESSERA_SHUTDOWN_TIMEOUT",
     "TESSERA_ARGON2_MEMORY_KIB",
     "TESSERA_ARGON2_ITERATIONS",
     "TESSERA_ARGON2_PARALLELISM",

@@ -171,13 +171,30 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
     let background = spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
     tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
     let stopping = state.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let shutdown = async move {
         shutdown.await;
         // Long-lived streams (the revocation feed) end now, so in-flight requests can finish.
         stopping.begin_shutdown();
+        let _ = stop_tx.send(());
     };
     let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, service).with_graceful_shutdown(shutdown).await.context("server failed")?;
+    let serving = axum::serve(listener, service).with_graceful_shutdown(shutdown);
+    // In-flight requests get `shutdown_timeout` once the signal came; a client that holds a
+    // request half-sent cannot keep the process alive past that.
+    let deadline = async move {
+        if stop_rx.await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        tokio::time::sleep(settings.shutdown_timeout).await;
+    };
+    tokio::select! {
+        served = serving => served.context("server failed")?,
+        () = deadline => tracing::warn!(
+            timeout = ?settings.shutdown_timeout,
+            "in-flight requests did not finish within the shutdown timeout; closing their connections"
+        ),
+    }
     background.abort();
     tracing::info!("stopped");
     Ok(())

@@ -229,3 +229,25 @@ async fn the_web_page_is_served_from_the_binary_with_a_strict_policy() {
         assert!(!body.contains("http://") && !body.contains("https://"), "{path} loads nothing from elsewhere");
     }
 }
+
+#[tokio::test]
+async fn shutdown_has_a_deadline_even_with_a_client_holding_a_half_sent_request() {
+    use tokio::io::AsyncWriteExt;
+    let mut server = TestServer::start_with(&["--shutdown-timeout", "1s"]).await;
+    let mut stuck = tokio::net::TcpStream::connect(server.base.trim_start_matches("http://")).await.unwrap();
+    stuck.write_all(b"POST /api/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"em").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    super::helpers::signal_term(server.pid());
+    let started = std::time::Instant::now();
+    let pid = server.pid();
+    let exit = tokio::task::spawn_blocking(move || server.wait_exit());
+    match tokio::time::timeout(Duration::from_secs(8), exit).await {
+        Ok(status) => assert!(status.unwrap().success()),
+        Err(_) => {
+            super::helpers::signal_kill(pid);
+            panic!("still running 8 s after SIGTERM with --shutdown-timeout 1s");
+        }
+    }
+    assert!(started.elapsed() >= Duration::from_millis(900), "in-flight work had its second");
+    drop(stuck);
+}
