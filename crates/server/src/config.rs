@@ -29,10 +29,10 @@ pub struct ServeArgs {
     pub data_dir: Option<PathBuf>,
     /// Where users (and, by default, sessions) live [default: the SQLite file in the data dir].
     #[arg(long, env = "TESSERA_DATABASE_URL", value_name = "URL")]
-    pub database_url: Option<String>,
+    pub database_url: Option<SecretUrl>,
     /// Where sessions live [default: the database].
     #[arg(long, env = "TESSERA_SESSION_STORE_URL", value_name = "URL")]
-    pub session_store_url: Option<String>,
+    pub session_store_url: Option<SecretUrl>,
     /// Access-token lifetime, e.g. 3600, 90s, 15m, 1h [default: 15m].
     #[arg(long, env = "TESSERA_ACCESS_TTL", value_name = "DURATION")]
     pub access_ttl: Option<String>,
@@ -93,8 +93,8 @@ pub struct ServeArgs {
 struct FileConfig {
     listen: Option<SocketAddr>,
     data_dir: Option<PathBuf>,
-    database_url: Option<String>,
-    session_store_url: Option<String>,
+    database_url: Option<SecretUrl>,
+    session_store_url: Option<SecretUrl>,
     access_ttl: Option<DurationValue>,
     refresh_ttl: Option<DurationValue>,
     session_max_lifetime: Option<DurationValue>,
@@ -144,14 +144,46 @@ pub enum LogFormat {
     Json,
 }
 
-/// Where a store lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A store URL that may hold a password: shown with the password masked by `Debug`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretUrl(pub String);
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", redact_url(&self.0))
+    }
+}
+
+impl std::str::FromStr for SecretUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(Self(s.to_owned()))
+    }
+}
+
+/// Where a store lives. `Debug` masks passwords.
+#[derive(Clone, PartialEq, Eq)]
 pub enum StoreUrl {
     Sqlite(PathBuf),
     Postgres(String),
     Redis(String),
     /// `redis+cluster://host:port,host:port,…`: any nodes of a Cluster, as `redis://` URLs.
     RedisCluster(Vec<String>),
+}
+
+impl std::fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
+            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
+            Self::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
+            Self::RedisCluster(nodes) => {
+                f.debug_tuple("RedisCluster").field(&nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>()).finish()
+            }
+        }
+    }
 }
 
 /// Resolved settings of a server.
@@ -186,11 +218,11 @@ impl Settings {
         };
         let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./tessera-data"));
         let database = match args.database_url.or(file.database_url) {
-            Some(url) => parse_store_url(&url).context("--database-url")?,
+            Some(url) => parse_store_url(&url.0).context("--database-url")?,
             None => StoreUrl::Sqlite(data_dir.join("tessera.db")),
         };
         let session_store = match args.session_store_url.or(file.session_store_url) {
-            Some(url) => parse_store_url(&url).context("--session-store-url")?,
+            Some(url) => parse_store_url(&url.0).context("--session-store-url")?,
             None => database.clone(),
         };
         let duration = |flag: Option<String>, file: Option<DurationValue>, default: &str, name: &str| {
@@ -402,8 +434,9 @@ mod tests {
     fn bad_values_name_the_setting() {
         let err = Settings::resolve(ServeArgs { access_ttl: Some("soon".into()), ..ServeArgs::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("--access-ttl"), "{err:#}");
-        let err = Settings::resolve(ServeArgs { database_url: Some("mysql://x".into()), ..ServeArgs::default() })
-            .unwrap_err();
+        let err =
+            Settings::resolve(ServeArgs { database_url: Some(SecretUrl("mysql://x".into())), ..ServeArgs::default() })
+                .unwrap_err();
         assert!(format!("{err:#}").contains("unsupported store URL"), "{err:#}");
     }
 
@@ -418,5 +451,20 @@ mod tests {
     fn passwords_in_urls_are_redacted() {
         assert_eq!(redact_url("postgres://app:s3cret@db:5432/tessera"), "postgres://app:***@db:5432/tessera");
         assert_eq!(redact_url("redis://localhost:6379"), "redis://localhost:6379");
+    }
+
+    #[test]
+    fn debug_output_never_shows_a_database_password() {
+        let args = ServeArgs {
+            database_url: Some(SecretUrl("postgres://tessera:hunter2-secret@db:5432/tessera".into())),
+            session_store_url: Some(SecretUrl("redis://:hunter2-secret@cache:6379".into())),
+            ..ServeArgs::default()
+        };
+        let shown = format!("{args:?}");
+        let settings = Settings::resolve(args).unwrap();
+        for text in [shown, format!("{settings:?}")] {
+            assert!(!text.contains("hunter2"), "{text}");
+            assert!(text.contains("tessera:***@db:5432"), "{text}");
+        }
     }
 }

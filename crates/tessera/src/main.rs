@@ -77,7 +77,7 @@ struct DatabaseArgs {
     data_dir: PathBuf,
     /// The server's database [default: the SQLite file in the data directory].
     #[arg(long, env = "TESSERA_DATABASE_URL")]
-    database_url: Option<String>,
+    database_url: Option<tessera_server::config::SecretUrl>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -161,7 +161,7 @@ fn clients(command: ClientsCommand) -> anyhow::Result<()> {
         ClientsCommand::Add { db, .. } | ClientsCommand::List { db } | ClientsCommand::Remove { db, .. } => db,
     };
     let url = match &db.database_url {
-        Some(url) => tessera_server::config::parse_store_url(url)?,
+        Some(url) => tessera_server::config::parse_store_url(&url.0)?,
         None => tessera_server::config::StoreUrl::Sqlite(db.data_dir.join("tessera.db")),
     };
     if let tessera_server::config::StoreUrl::Sqlite(path) = &url {
