@@ -59,14 +59,19 @@ enum KeysCommand {
     /// `--activate-in`, so verifiers that cache the JWKS never meet an unknown `kid`; keys whose
     /// tokens have all expired are deleted.
     Rotate {
-        #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
-        data_dir: PathBuf,
+        /// The server's TOML configuration file (its `data_dir` and `access_ttl` apply here).
+        #[arg(long, env = "TESSERA_CONFIG", value_name = "FILE")]
+        config: Option<PathBuf>,
+        /// [default: ./tessera-data]
+        #[arg(long, env = "TESSERA_DATA_DIR", value_name = "DIR")]
+        data_dir: Option<PathBuf>,
         /// Delay before the new key signs [default: the JWKS cache lifetime, 5m].
         #[arg(long, value_name = "DURATION")]
         activate_in: Option<String>,
-        /// The access-token lifetime the server runs with: how long a replaced key stays published.
-        #[arg(long, env = "TESSERA_ACCESS_TTL", default_value = "15m", value_name = "DURATION")]
-        access_ttl: String,
+        /// The access-token lifetime the server runs with: how long a replaced key stays
+        /// published [default: 15m].
+        #[arg(long, env = "TESSERA_ACCESS_TTL", value_name = "DURATION")]
+        access_ttl: Option<String>,
     },
 }
 
@@ -110,8 +115,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
-        Command::Keys { command: KeysCommand::Rotate { data_dir, activate_in, access_ttl } } => {
-            rotate_keys(&data_dir, activate_in, &access_ttl)
+        Command::Keys { command: KeysCommand::Rotate { config, data_dir, activate_in, access_ttl } } => {
+            rotate_keys(ServeArgs { config, data_dir, access_ttl, ..ServeArgs::default() }, activate_in)
         }
         Command::Clients { command } => clients(command),
         Command::Login(args) => return cli::run(async || cli::login(args).await),
@@ -141,9 +146,13 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     runtime.block_on(async { tessera_server::serve(settings, tessera_server::shutdown_signal()).await })
 }
 
-fn rotate_keys(data_dir: &std::path::Path, activate_in: Option<String>, access_ttl: &str) -> anyhow::Result<()> {
+/// Adds a signing key in the server's key directory, with the data directory and the access-token
+/// lifetime resolved as `tessera serve` resolves them (file, environment, flags).
+fn rotate_keys(args: ServeArgs, activate_in: Option<String>) -> anyhow::Result<()> {
+    let settings = Settings::resolve(args)?;
     let delay = activate_in.as_deref().map(parse_duration).transpose()?.unwrap_or(JWKS_MAX_AGE);
-    let retention = parse_duration(access_ttl)? + Duration::from_secs(60);
+    let retention = settings.lifetimes.access_ttl + Duration::from_secs(60);
+    let data_dir = settings.data_dir;
     let keys = KeyDir::new(data_dir.join("keys"));
     let now = Timestamp::now();
     keys.init(now)?;

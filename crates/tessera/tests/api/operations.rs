@@ -251,3 +251,34 @@ async fn shutdown_has_a_deadline_even_with_a_client_holding_a_half_sent_request(
     assert!(started.elapsed() >= Duration::from_millis(900), "in-flight work had its second");
     drop(stuck);
 }
+
+#[test]
+fn keys_rotate_reads_the_data_dir_and_access_ttl_from_the_config_file() {
+    use tessera_core::Timestamp;
+    use tessera_core::keys::KeyDir;
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().join("data");
+    let keys = KeyDir::new(data_dir.join("keys"));
+    let now = Timestamp::now();
+    let hour = Duration::from_secs(3600);
+    // Key A signed until 20 minutes ago, when key B took over: with one-hour access tokens, A's
+    // tokens still live, so A must stay published (a 15-minute default would delete it).
+    keys.init(now.saturating_sub(3 * hour)).unwrap();
+    let a = keys.load_keys().unwrap().kids()[0].to_owned();
+    let twenty_minutes_ago = now.saturating_sub(Duration::from_secs(20 * 60));
+    keys.add_key(twenty_minutes_ago, twenty_minutes_ago).unwrap();
+    let file = dir.path().join("tessera.toml");
+    std::fs::write(&file, format!("data_dir = {:?}\naccess_ttl = \"1h\"\n", data_dir.display().to_string())).unwrap();
+
+    let rotate = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+        .args(["keys", "rotate", "--activate-in", "5m", "--config"])
+        .arg(&file)
+        .env_remove("TESSERA_DATA_DIR")
+        .env_remove("TESSERA_ACCESS_TTL")
+        .output()
+        .unwrap();
+    assert!(rotate.status.success(), "{}", String::from_utf8_lossy(&rotate.stderr));
+    let kids = keys.load_keys().unwrap();
+    assert!(kids.kids().contains(&a.as_str()), "the key of live tokens was kept: {:?}", kids.kids());
+    assert_eq!(kids.kids().len(), 3, "and the new key was added in the configured data directory");
+}
