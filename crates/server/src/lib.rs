@@ -231,7 +231,10 @@ const PURGE_EVERY: Duration = Duration::from_secs(3600);
 /// the feed's journal), the key set and the session table fresh in the background.
 async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::JoinHandle<()> {
     if let Err(e) = state.auth().catch_up_revocations(Timestamp::now()).await {
-        tracing::warn!(error = %e, "could not load ended sessions; retrying in the background");
+        tracing::warn!(
+            error = crate::telemetry::error_chain(&e),
+            "could not load ended sessions; retrying in the background"
+        );
     }
     tokio::spawn(async move {
         let mut known_keys = key_dir.signing_key_files().unwrap_or_default();
@@ -248,7 +251,7 @@ async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::Joi
                 _ = purge_tick.tick() => match state.auth().purge_sessions(Timestamp::now()).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(purged = n, "purged dead sessions"),
-                    Err(e) => tracing::warn!(error = %e, "session purge failed"),
+                    Err(e) => tracing::warn!(error = crate::telemetry::error_chain(&e), "session purge failed"),
                 },
             }
         }
@@ -265,7 +268,10 @@ async fn catch_up(state: &AppState, failing: &mut bool) {
         Ok(_) => {}
         Err(e) if !*failing => {
             *failing = true;
-            tracing::warn!(error = %e, "revocation catch-up failed; the feed's heartbeats stop until it works");
+            tracing::warn!(
+                error = crate::telemetry::error_chain(&e),
+                "revocation catch-up failed; the feed's heartbeats stop until it works"
+            );
         }
         Err(_) => {}
     }

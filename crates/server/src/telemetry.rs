@@ -31,3 +31,28 @@ pub fn init(format: LogFormat) {
     // Already initialised (several servers in one process): keep the first.
     let _ = result;
 }
+
+/// An error with every cause behind it, outermost first: `store unavailable: pool timed out: …`.
+/// What a log line needs; `Display` of a wrapper error alone often says only its own layer.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_chain_shows_every_cause() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+        let e = tessera_core::store::StoreError::unavailable(io);
+        assert_eq!(error_chain(&e), "store unavailable: connection refused");
+    }
+}

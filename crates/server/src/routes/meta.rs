@@ -28,7 +28,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     match tokio::time::timeout(Duration::from_secs(2), state.auth().ready()).await {
         Ok(Ok(())) => Json(json!({"status": "ready"})).into_response(),
         Ok(Err(e)) => {
-            tracing::warn!(error = %e, "not ready: store does not answer");
+            tracing::warn!(error = crate::telemetry::error_chain(&e), "not ready: store does not answer");
             (StatusCode::SERVICE_UNAVAILABLE, Json(json!({"status": "unavailable"}))).into_response()
         }
         Err(_) => {
