@@ -247,12 +247,17 @@ impl Settings {
         if lifetimes.refresh_grace > Duration::from_secs(300) {
             bail!("--refresh-grace must be at most 5m: a longer window gives a thief time to use a rotated token");
         }
-        let allowed_origins = match args.allowed_origins {
-            Some(list) => {
-                list.split(',').map(|o| o.trim().trim_end_matches('/').to_owned()).filter(|o| !o.is_empty()).collect()
-            }
+        // As configured, an origin may carry one trailing slash; as compared, it has none.
+        let origins: Vec<String> = match args.allowed_origins {
+            Some(list) => list.split(',').map(str::to_owned).collect(),
             None => file.allowed_origins.unwrap_or_default(),
         };
+        let allowed_origins = origins
+            .iter()
+            .map(|o| o.trim())
+            .map(|o| o.strip_suffix('/').unwrap_or(o).to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
         let rate = args.login_rate_limit.or(file.login_rate_limit).unwrap_or_else(|| "30/min".into());
         let defaults = HashParams::default();
         let hash_params = HashParams {

@@ -16,8 +16,11 @@ pub const CSRF_VALUE: &str = "tessera";
 pub struct CookiePolicy {
     /// `false` only with `--insecure-cookies`, for plain-http development.
     pub secure: bool,
-    /// Origins allowed besides the server's own.
+    /// Origins allowed besides the server's own, each `scheme://host[:port]` exactly.
     pub allowed_origins: Vec<String>,
+    /// The scheme of the server's own origin: that of its public URL (`--issuer`), which is
+    /// `https` behind a TLS-terminating proxy although the server itself speaks plain http.
+    pub own_scheme: &'static str,
 }
 
 impl CookiePolicy {
@@ -61,9 +64,10 @@ impl CookiePolicy {
         let Some(origin) = headers.get(header::ORIGIN) else {
             return Ok(());
         };
-        let origin = origin.to_str().map_err(|_| rejected("Origin not allowed"))?.trim_end_matches('/');
+        // Scheme, host and port compared exactly: an `Origin` is never spelled any other way.
+        let origin = origin.to_str().map_err(|_| rejected("Origin not allowed"))?;
         let same_origin = headers.get(header::HOST).and_then(|h| h.to_str().ok()).is_some_and(|host| {
-            origin.strip_prefix("https://").or_else(|| origin.strip_prefix("http://")) == Some(host)
+            origin.strip_prefix(self.own_scheme).and_then(|rest| rest.strip_prefix("://")) == Some(host)
         });
         if same_origin || self.allowed_origins.iter().any(|o| o == origin) {
             Ok(())
@@ -90,7 +94,7 @@ mod tests {
     use super::*;
 
     fn policy() -> CookiePolicy {
-        CookiePolicy { secure: true, allowed_origins: vec!["https://app.example".into()] }
+        CookiePolicy { secure: true, allowed_origins: vec!["https://app.example".into()], own_scheme: "http" }
     }
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
@@ -106,7 +110,7 @@ mod tests {
         let now = Timestamp::from_millis(0);
         let value = policy().set("tok", Timestamp::from_millis(60_000), now);
         assert_eq!(value, "tessera_refresh=tok; HttpOnly; Secure; SameSite=Strict; Path=/api/auth; Max-Age=60");
-        let dev = CookiePolicy { secure: false, allowed_origins: vec![] };
+        let dev = CookiePolicy { secure: false, allowed_origins: vec![], own_scheme: "http" };
         assert!(!dev.clear().to_str().unwrap().contains("Secure"));
     }
 
@@ -131,6 +135,14 @@ mod tests {
             ("origin", "https://evil.example"),
         ]);
         reject(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera"), ("origin", "null")]);
+        let csrf = [("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera")];
+        for near_miss in
+            ["https://app.example/", "https://app.example//", "http://app.example", "https://app.example:8443"]
+        {
+            reject(&[csrf[0], csrf[1], ("origin", near_miss)]);
+        }
+        // The server's own host, but not its scheme.
+        reject(&[csrf[0], csrf[1], ("origin", "https://auth.local:8080"), ("host", "auth.local:8080")]);
 
         let ok = |pairs: &[(&'static str, &'static str)]| assert!(policy().token_from_cookie(&headers(pairs)).is_ok());
         ok(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera"), ("origin", "https://app.example")]);

@@ -92,10 +92,14 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Resu
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = PasswordHasher::start(settings.hash_params, threads, 64 * threads)?;
     let issuer = settings.issuer.clone().unwrap_or_else(|| format!("http://{bound}"));
+    let own_scheme = if issuer.starts_with("https://") { "https" } else { "http" };
     let access = AccessTokens::new(keys, issuer, settings.audience.clone(), settings.lifetimes.access_ttl);
     let auth = AuthService::new(db.users, db.sessions, access, refresh, hasher, settings.lifetimes);
-    let cookies =
-        CookiePolicy { secure: !settings.insecure_cookies, allowed_origins: settings.allowed_origins.clone() };
+    let cookies = CookiePolicy {
+        secure: !settings.insecure_cookies,
+        allowed_origins: settings.allowed_origins.clone(),
+        own_scheme,
+    };
     let limiter = settings.login_rate_limit.map(RateLimiter::new);
     Ok(AppState::new(auth, Clients::new(db.clients), cookies, limiter, settings.body_limit))
 }
