@@ -2,7 +2,7 @@
 //! a fresh data directory, and speaks HTTP to it.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, ChildStdout, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -181,24 +181,8 @@ impl TestServer {
             .spawn()
             .map(ChildGuard)
             .expect("start tessera serve");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let stdout = child.0.stdout.take().expect("stdout");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = addr_tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(20)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| panic!("tessera serve did not start; args {args:?}"));
+        let (logs, addr) = follow_logs(child.0.stdout.take().expect("stdout"), Duration::from_secs(20)).await;
+        let addr = addr.unwrap_or_else(|| panic!("tessera serve did not start; args {args:?}"));
         Self { base: format!("http://{addr}"), client, child, logs, args, env, data_dir }
     }
 
@@ -334,6 +318,26 @@ impl TestServer {
     pub async fn me(&self, access: &str) -> Reply {
         self.get("/api/auth/me", access).await
     }
+}
+
+/// Collects a server's JSON log lines from its stdout, and waits (up to `within`) for its
+/// `listening` line: the logs so far and after, and the address it listens on.
+pub async fn follow_logs(stdout: ChildStdout, within: Duration) -> (Arc<Mutex<Vec<String>>>, Option<String>) {
+    let logs = Arc::new(Mutex::new(Vec::new()));
+    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+    let sink = logs.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line)
+                && v["message"] == "listening"
+            {
+                let _ = addr_tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(within).ok()).await.unwrap();
+    (logs, addr)
 }
 
 /// Owns a server process from the moment it is spawned: whatever panics, it is killed.

@@ -1,7 +1,6 @@
 //! The harness for the resource server of the lesson: the real `tessera-todos` binary on a
 //! random loopback port, trusting a [`TestServer`].
 
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -56,27 +55,11 @@ impl TodoServer {
             .stderr(Stdio::inherit())
             .spawn()
             .expect("start tessera-todos");
-        let logs = Arc::new(Mutex::new(Vec::new()));
-        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-        let stdout = child.stdout.take().expect("stdout");
-        let sink = logs.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<Value>(&line)
-                    && v["message"] == "listening"
-                {
-                    let _ = addr_tx.send(v["addr"].as_str().unwrap_or_default().to_owned());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = tokio::task::spawn_blocking(move || addr_rx.recv_timeout(Duration::from_secs(30)))
-            .await
-            .unwrap()
-            .unwrap_or_else(|_| {
-                let _ = child.kill();
-                panic!("tessera-todos did not start ({issuer:?} {extra:?})")
-            });
+        let (logs, addr) = follow_logs(child.stdout.take().expect("stdout"), Duration::from_secs(30)).await;
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!("tessera-todos did not start ({issuer:?} {extra:?})")
+        };
         Self { base: format!("http://{addr}"), child, logs }
     }
 
