@@ -28,8 +28,24 @@ pub const MIN_PASSWORD_BYTES: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 const MAX_EMAIL_BYTES: usize = 254;
 
-/// A registrable email address: `(as entered but trimmed, lookup key)`, or why it is not one.
+/// A registrable email address: `(as shown, lookup key)`, or why it is not one.
+///
+/// Two addresses that look the same are the same account, and an address that cannot be shown
+/// unambiguously is refused:
+/// - invisible characters (zero-width spaces and joiners, soft hyphens, byte-order marks,
+///   bidirectional controls, variation selectors and the other default-ignorable code points)
+///   are refused rather than dropped, so nobody is surprised by what their address is;
+/// - the address is NFKC-normalised (full-width `ａ` is `a`);
+/// - the name before `@` must then be printable ASCII: internationalised local parts are where
+///   look-alike letters hide, and few mail systems deliver to them;
+/// - the domain goes through IDNA (UTS 46) to its ASCII form, which is what the key holds, and a
+///   label that mixes ASCII letters with Cyrillic or Greek ones (the classic homographs, such as
+///   a Cyrillic `а` in `exаmple`) is refused; a label wholly in one script is fine.
+///
+/// The key is the ASCII form in lower case: `Ada@Bücher.example` keys as
+/// `ada@xn--bcher-kva.example`; the address is shown as entered (trimmed and NFKC-normalised).
 pub fn normalize_email(raw: &str) -> Result<(String, String), String> {
+    use unicode_normalization::UnicodeNormalization;
     let email = raw.trim();
     if email.is_empty() {
         return Err("email must not be empty".into());
@@ -37,20 +53,50 @@ pub fn normalize_email(raw: &str) -> Result<(String, String), String> {
     if email.len() > MAX_EMAIL_BYTES {
         return Err(format!("email must be at most {MAX_EMAIL_BYTES} bytes"));
     }
+    if email.chars().any(is_invisible) {
+        return Err("email must not contain invisible characters".into());
+    }
     if email.chars().any(|c| c.is_whitespace() || c.is_control()) {
         return Err("email must not contain spaces or control characters".into());
     }
+    let email: String = email.nfkc().collect();
     let Some((local, domain)) = email.rsplit_once('@') else {
         return Err("email must look like name@example.com".into());
     };
     if local.is_empty() || local.contains('@') {
         return Err("email must have exactly one @ with a name before it".into());
     }
+    if !local.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the name before @ must be plain ASCII letters, digits or punctuation".into());
+    }
     let labels_ok = domain.split('.').all(|l| !l.is_empty() && !l.starts_with('-') && !l.ends_with('-'));
     if !domain.contains('.') || !labels_ok {
         return Err("email must end in a domain such as example.com".into());
     }
-    Ok((email.to_owned(), email.to_lowercase()))
+    if domain.split('.').any(mixes_ascii_with_homographs) {
+        return Err("the domain mixes Latin letters with look-alike Cyrillic or Greek ones".into());
+    }
+    let ascii_domain = idna::domain_to_ascii(domain).map_err(|_| "the domain is not a valid domain name".to_owned())?;
+    let key = format!("{}@{ascii_domain}", local.to_ascii_lowercase());
+    if email.len() > MAX_EMAIL_BYTES || key.len() > MAX_EMAIL_BYTES {
+        return Err(format!("email must be at most {MAX_EMAIL_BYTES} bytes"));
+    }
+    Ok((email.clone(), key))
+}
+
+/// Default-ignorable code points: characters that render as nothing.
+fn is_invisible(c: char) -> bool {
+    matches!(c as u32,
+        0x00AD | 0x034F | 0x061C | 0x115F | 0x1160 | 0x17B4 | 0x17B5 | 0x180B..=0x180F
+        | 0x200B..=0x200F | 0x202A..=0x202E | 0x2060..=0x206F | 0x3164 | 0xFE00..=0xFE0F | 0xFEFF
+        | 0xFFA0 | 0xFFF0..=0xFFF8 | 0x1BCA0..=0x1BCA3 | 0x1D173..=0x1D17A | 0xE0000..=0xE0FFF)
+}
+
+fn mixes_ascii_with_homographs(label: &str) -> bool {
+    let ascii = label.chars().any(|c| c.is_ascii_alphabetic());
+    // Greek (U+0370–03FF) and Cyrillic (U+0400–052F).
+    let homograph = label.chars().any(|c| matches!(c as u32, 0x0370..=0x052F));
+    ascii && homograph
 }
 
 /// `Ok` for an acceptable password, else why not.
@@ -88,6 +134,33 @@ mod tests {
             assert!(normalize_email(raw).is_err(), "{raw:?}");
         }
         assert!(normalize_email(&format!("{}@example.com", "a".repeat(250))).unwrap_err().contains("254"));
+    }
+
+    #[test]
+    fn invisible_characters_are_refused_rather_than_making_a_look_alike_account() {
+        for raw in
+            ["ada\u{200B}@example.com", "a\u{00AD}da@example.com", "\u{FEFF}ada@example.com", "ada@exa\u{200D}mple.com"]
+        {
+            assert!(normalize_email(raw).unwrap_err().contains("invisible"), "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn compatibility_forms_and_internationalised_domains_key_as_one_account() {
+        let key = |raw: &str| normalize_email(raw).unwrap().1;
+        assert_eq!(key("ａｄａ@ｅｘａｍｐｌｅ.com"), "ada@example.com", "full-width letters are NFKC-folded");
+        assert_eq!(key("ada@BÜCHER.example"), "ada@xn--bcher-kva.example", "IDNA, lower-cased");
+        assert_eq!(key("ada@bücher.example"), key("ada@xn--bcher-kva.example"));
+        assert_eq!(normalize_email(" Ada@Bücher.example").unwrap().0, "Ada@Bücher.example", "shown as written");
+    }
+
+    #[test]
+    fn what_cannot_be_shown_unambiguously_is_refused() {
+        // A Cyrillic "а" among Latin letters, in the name or the domain.
+        assert!(normalize_email("\u{0430}da@example.com").is_err());
+        assert!(normalize_email("ada@ex\u{0430}mple.com").is_err());
+        // A domain wholly in one other script is fine.
+        assert!(normalize_email("ada@\u{043F}\u{0440}\u{0438}\u{043C}\u{0435}\u{0440}.example").is_ok());
     }
 
     #[test]

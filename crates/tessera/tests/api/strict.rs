@@ -61,3 +61,28 @@ async fn a_refresh_token_with_a_huge_generation_is_invalid_not_a_500() {
     }
     server.refresh(&tokens.refresh).await.data();
 }
+
+#[tokio::test]
+async fn emails_that_look_the_same_are_the_same_account() {
+    let server = TestServer::start().await;
+    let email = unique_email();
+    server.register(&email).await;
+    let (local, domain) = email.split_once('@').unwrap();
+    let full_width: String = local
+        .chars()
+        .map(|c| char::from_u32(c as u32 + 0xFEE0).filter(|_| c.is_ascii_alphanumeric()).unwrap_or(c))
+        .collect();
+    let reply = server
+        .post("/api/auth/register", json!({"email": format!("{full_width}@{domain}"), "password": PASSWORD}))
+        .await;
+    reply.assert_error(409, "EMAIL_TAKEN");
+    for invisible in
+        [format!("{local}\u{200B}@{domain}"), format!("\u{FEFF}{email}"), format!("{local}@{}\u{00AD}", domain)]
+    {
+        let reply = server.post("/api/auth/register", json!({"email": invisible, "password": PASSWORD})).await;
+        reply.assert_error(400, "INVALID_EMAIL");
+    }
+    let login =
+        server.post("/api/auth/login", json!({"email": format!("{full_width}@{domain}"), "password": PASSWORD})).await;
+    login.data();
+}
