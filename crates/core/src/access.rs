@@ -109,7 +109,7 @@ impl AccessTokens {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(key.kid.clone());
         let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|_| AccessError::NoKey)?;
-        Ok(IssuedAccess { token, expires_in: self.ttl })
+        Ok(IssuedAccess { token: low_s(token), expires_in: self.ttl })
     }
 
     /// The claims of a token this server minted that has not expired at `now`.
@@ -117,6 +117,19 @@ impl AccessTokens {
         let ring = self.keys.read().unwrap_or_else(|e| e.into_inner()).verifying.clone();
         self.validator.validate(token, &ring, now).map_err(|_| AccessError::Invalid)
     }
+}
+
+/// The token with its signature in the one spelling verifiers accept ([`tessera_verify::ecdsa`]).
+fn low_s(token: String) -> String {
+    use base64::Engine;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let Some((signed, signature)) = token.rsplit_once('.') else { return token };
+    let Ok(mut signature) = URL_SAFE_NO_PAD.decode(signature) else { return token };
+    if tessera_verify::ecdsa::is_low_s(&signature) {
+        return token;
+    }
+    tessera_verify::ecdsa::normalize_s(&mut signature);
+    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 #[cfg(test)]
@@ -221,6 +234,25 @@ mod tests {
         claims["sub"] = serde_json::json!(UserId::generate().to_string());
         parts[1] = URL_SAFE_NO_PAD.encode(claims.to_string());
         assert_eq!(tokens.verify(&parts.join("."), now), Err(AccessError::Invalid));
+    }
+
+    #[test]
+    fn tokens_are_signed_with_the_low_s_and_their_high_s_twin_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let tokens = tokens_in(dir.path(), Duration::from_secs(60));
+        let now = Timestamp::now();
+        for _ in 0..32 {
+            let token = tokens.issue(subject(), now).unwrap().token;
+            let (signed, signature) = token.rsplit_once('.').unwrap();
+            let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+            assert!(tessera_verify::ecdsa::is_low_s(&signature), "every token is spelled once");
+            assert!(tokens.verify(&token, now).is_ok());
+            // n − s: the same signature, spelled the other way.
+            let mut twin = signature.clone();
+            tessera_verify::ecdsa::mirror_s(&mut twin);
+            let twin = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(twin));
+            assert_eq!(tokens.verify(&twin, now), Err(AccessError::Invalid));
+        }
     }
 
     #[test]

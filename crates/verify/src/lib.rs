@@ -43,6 +43,7 @@
 
 pub mod claims;
 pub mod clock;
+pub mod ecdsa;
 pub mod http;
 pub mod ids;
 pub mod jwk;

@@ -14,6 +14,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lc_rs::digest;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use jsonwebtoken::{Algorithm, Validation};
 
 use crate::claims::AccessClaims;
@@ -101,6 +103,12 @@ impl Validator {
 
     fn verify_signature(&self, token: &str, keys: &KeyRing) -> Result<AccessClaims, TokenError> {
         let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+        // One spelling per token: the high-`s` twin of a valid signature is refused.
+        let signature = token.rsplit('.').next().unwrap_or_default();
+        let signature = URL_SAFE_NO_PAD.decode(signature).map_err(|_| TokenError::Malformed)?;
+        if !crate::ecdsa::is_low_s(&signature) {
+            return Err(TokenError::Invalid);
+        }
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::Invalid);
         }

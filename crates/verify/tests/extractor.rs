@@ -83,7 +83,12 @@ impl Issuer {
     fn token(&self, claims: &AccessClaims) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
-        jsonwebtoken::encode(&header, claims, &self.key).unwrap()
+        let token = jsonwebtoken::encode(&header, claims, &self.key).unwrap();
+        // Signed as tessera signs: the low-`s` spelling (tessera_verify::ecdsa).
+        let (signed, signature) = token.rsplit_once('.').unwrap();
+        let mut signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
+        tessera_verify::ecdsa::normalize_s(&mut signature);
+        format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
     }
 
     fn fresh_token(&self, session: SessionId) -> String {
