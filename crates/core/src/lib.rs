@@ -14,7 +14,6 @@
 pub mod access;
 pub mod account;
 pub mod clients;
-pub mod duration;
 pub mod journal;
 pub mod keys;
 pub mod password;
@@ -24,7 +23,7 @@ pub mod session;
 pub mod store;
 
 pub use tessera_verify::{SessionId, Timestamp, UserId};
-pub use tessera_verify::{clock, ids, random, revocation};
+pub use tessera_verify::{clock, duration, ids, random, revocation};
 
 /// Short URL-safe text for random ids (`jti`).
 pub(crate) fn encode_id(bytes: &[u8]) -> String {

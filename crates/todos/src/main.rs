@@ -21,6 +21,7 @@ use anyhow::Context;
 use axum::Router;
 use axum::routing::get;
 use clap::{Parser, ValueEnum};
+use tessera_verify::duration::parse_duration;
 use tessera_verify::{FeedLossPolicy, Verifier};
 
 use crate::todos::Todos;
@@ -44,7 +45,7 @@ struct Args {
     /// What to do when tessera's revocation feed has been silent past --max-feed-silence.
     #[arg(long, value_enum, default_value = "fail-closed")]
     on_feed_loss: FeedLoss,
-    /// How long the revocation feed may be silent (e.g. 30s) before --on-feed-loss applies.
+    /// How long the revocation feed may be silent (e.g. 30s, 2m) before --on-feed-loss applies.
     #[arg(long, default_value = "30s", value_parser = parse_duration)]
     max_feed_silence: Duration,
     /// How long to wait at start for tessera's keys and revocation feed before giving up.
@@ -65,17 +66,6 @@ enum FeedLoss {
 enum LogFormat {
     Text,
     Json,
-}
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let (number, unit) = text.split_at(text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len()));
-    let n: u64 = number.parse().map_err(|_| format!("`{text}` is not a duration such as 500ms, 30s or 2m"))?;
-    match unit {
-        "ms" => Ok(Duration::from_millis(n)),
-        "" | "s" => Ok(Duration::from_secs(n)),
-        "m" => Ok(Duration::from_secs(n * 60)),
-        _ => Err(format!("`{text}` is not a duration such as 500ms, 30s or 2m")),
-    }
 }
 
 /// What every handler shares.

@@ -43,6 +43,7 @@
 
 pub mod claims;
 pub mod clock;
+pub mod duration;
 pub mod ecdsa;
 pub mod http;
 pub mod ids;
