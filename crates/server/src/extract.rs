@@ -16,6 +16,8 @@ use serde::de::DeserializeOwned;
 use tessera_core::Timestamp;
 use tessera_core::service::{Caller, ClientInfo};
 use tessera_proto::ErrorCode;
+use tessera_verify::VerifyError;
+use tessera_verify::http::token_from_headers;
 
 use crate::error::AppError;
 use crate::state::AppState;
@@ -110,20 +112,16 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
-        if parts.headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
-            return Err(AppError::invalid_request("Send one Authorization header, not several"));
-        }
-        let token = bearer_token(&parts.headers).ok_or_else(AppError::unauthorized)?;
+        // The same reading of the Authorization header as every resource server's.
+        let token = match token_from_headers(&parts.headers) {
+            Ok(Some(token)) => token,
+            Err(VerifyError::Ambiguous) => {
+                return Err(AppError::invalid_request("Send one Authorization header, not several"));
+            }
+            Ok(None) | Err(_) => return Err(AppError::unauthorized()),
+        };
         state.auth().authenticate(token, Timestamp::now()).map(AuthUser).map_err(AppError::from)
     }
-}
-
-/// The token of an `Authorization: Bearer …` header (scheme case-insensitive, RFC 6750).
-pub fn bearer_token(headers: &HeaderMap) -> Option<&str> {
-    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
-    let (scheme, token) = value.split_once(' ')?;
-    let token = token.trim();
-    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
 /// Who is calling, as far as the connection tells.
