@@ -20,21 +20,19 @@ pub const TOKEN_PATH: &str = "/oauth/token";
 pub const REVOCATION_PATH: &str = "/oauth/revoke";
 pub const INTROSPECTION_PATH: &str = "/oauth/introspect";
 
-/// The body of an RFC 6749 §5.2 error, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+/// The body of an RFC 6749 §5.2 error: what is sent, and what the OpenAPI document shows.
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct OAuthErrorBody {
-    error: String,
-    error_description: String,
+    error: &'static str,
+    error_description: Cow<'static, str>,
 }
 
-/// The body of a successful token response, for the OpenAPI document.
-#[derive(utoipa::ToSchema)]
-#[allow(dead_code)]
+/// The body of a successful token response (RFC 6749 §5.1).
+#[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct OAuthTokenBody {
     access_token: String,
     /// Always `Bearer`.
-    token_type: String,
+    token_type: &'static str,
     expires_in: u64,
     refresh_token: String,
 }
@@ -90,7 +88,7 @@ impl From<AuthError> for OAuthError {
 
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
-        let body = json!({"error": self.error, "error_description": self.description});
+        let body = OAuthErrorBody { error: self.error, error_description: self.description };
         let mut response = (self.status, axum::Json(body)).into_response();
         no_store(response.headers_mut());
         if self.status == StatusCode::UNAUTHORIZED {
@@ -185,12 +183,12 @@ async fn refresh_grant(state: &AppState, params: Result<FormParams, OAuthError>)
     }
     let refresh_token = params.require("refresh_token")?;
     let issued = state.auth().refresh(refresh_token, Timestamp::now()).await?;
-    let body = json!({
-        "access_token": issued.access.token,
-        "token_type": "Bearer",
-        "expires_in": issued.access.expires_in.as_secs(),
-        "refresh_token": issued.refresh.expose(),
-    });
+    let body = OAuthTokenBody {
+        access_token: issued.access.token,
+        token_type: "Bearer",
+        expires_in: issued.access.expires_in.as_secs(),
+        refresh_token: issued.refresh.into_string(),
+    };
     let mut response = axum::Json(body).into_response();
     no_store(response.headers_mut());
     Ok(response)
