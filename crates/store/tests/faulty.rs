@@ -1,0 +1,26 @@
+//! The store contract through a `FaultyStore` with no fault set: the wrapper is transparent.
+//!
+//! Sessions go through a wrapper of an `Arc<dyn SessionStore>`, users and clients through one
+//! of the concrete `MemoryStore`, all under one `Faults` handle.
+
+use std::sync::Arc;
+
+use tessera_core::store::SessionStore;
+use tessera_store::contract::Stores;
+use tessera_store::faults::{Faults, FaultyStore};
+use tessera_store::memory::MemoryStore;
+
+async fn fresh_faulty() -> Stores {
+    let memory = Arc::new(MemoryStore::new());
+    let faults = Faults::new();
+    let sessions: Arc<dyn SessionStore> = memory.clone();
+    let accounts = Arc::new(FaultyStore::with_faults(memory, faults.clone()));
+    Stores {
+        users: accounts.clone(),
+        clients: accounts,
+        sessions: Arc::new(FaultyStore::with_faults(sessions, faults.clone())),
+        guard: Box::new(faults),
+    }
+}
+
+tessera_store::store_contract_tests!(fresh_faulty);
