@@ -57,6 +57,8 @@ pub enum ErrorCode {
     EmailTaken,
     PayloadTooLarge,
     UnsupportedMediaType,
+    /// The request body did not arrive within the body timeout.
+    RequestTimeout,
     RateLimited,
     Unavailable,
     Internal,
@@ -71,6 +73,7 @@ impl ErrorCode {
             Self::CsrfRejected => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
+            Self::RequestTimeout => 408,
             Self::EmailTaken => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,

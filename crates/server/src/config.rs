@@ -15,6 +15,9 @@ use tessera_core::duration::parse_duration;
 use tessera_core::password::HashParams;
 use tessera_core::service::Lifetimes;
 
+use crate::conn::ConnLimits;
+use crate::net::TrustedProxies;
+
 /// Flags of `tessera serve`, each also readable from its `TESSERA_*` variable.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
@@ -60,9 +63,34 @@ pub struct ServeArgs {
     /// Login and registration attempts per client IP, e.g. 30/min, 5/s, or off [default: 30/min].
     #[arg(long, env = "TESSERA_LOGIN_RATE_LIMIT", value_name = "RATE")]
     pub login_rate_limit: Option<String>,
+    /// Failed logins per account, from all addresses together: a budget that refills evenly
+    /// over the period, e.g. 30/15min, or off [default: 30/15min]. A successful login does not
+    /// count; open sessions are never affected.
+    #[arg(long, env = "TESSERA_LOGIN_FAILURE_LIMIT", value_name = "RATE")]
+    pub login_failure_limit: Option<String>,
+    /// Comma-separated addresses and networks of reverse proxies whose `Forwarded` /
+    /// `X-Forwarded-For` headers name the client [default: none].
+    #[arg(long, env = "TESSERA_TRUSTED_PROXIES", value_name = "NETWORKS")]
+    pub trusted_proxies: Option<String>,
     /// Largest accepted request body in bytes [default: 16384].
     #[arg(long, env = "TESSERA_BODY_LIMIT", value_name = "BYTES")]
     pub body_limit: Option<usize>,
+    /// Time allowed to send a request's headers, from its first byte [default: 10s].
+    #[arg(long, env = "TESSERA_HEADER_TIMEOUT", value_name = "DURATION")]
+    pub header_timeout: Option<String>,
+    /// Time allowed to send a request's body, from when the server starts reading it [default: 15s].
+    #[arg(long, env = "TESSERA_BODY_TIMEOUT", value_name = "DURATION")]
+    pub body_timeout: Option<String>,
+    /// How long a keep-alive connection may sit without a request [default: 60s].
+    #[arg(long, env = "TESSERA_IDLE_TIMEOUT", value_name = "DURATION")]
+    pub idle_timeout: Option<String>,
+    /// Open connections at most; more are refused [default: 2048].
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Open connections at most from one address (an IPv6 /64); trusted proxies are exempt
+    /// [default: 128].
+    #[arg(long, env = "TESSERA_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    pub max_connections_per_address: Option<usize>,
     /// How long a stopping server lets in-flight requests finish before it exits anyway
     /// [default: 10s].
     #[arg(long, env = "TESSERA_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
@@ -104,7 +132,14 @@ struct FileConfig {
     allowed_origins: Option<Vec<String>>,
     insecure_cookies: Option<bool>,
     login_rate_limit: Option<String>,
+    login_failure_limit: Option<String>,
+    trusted_proxies: Option<Vec<String>>,
     body_limit: Option<usize>,
+    header_timeout: Option<DurationValue>,
+    body_timeout: Option<DurationValue>,
+    idle_timeout: Option<DurationValue>,
+    max_connections: Option<usize>,
+    max_connections_per_address: Option<usize>,
     shutdown_timeout: Option<DurationValue>,
     argon2_memory_kib: Option<u32>,
     argon2_iterations: Option<u32>,
@@ -200,7 +235,11 @@ pub struct Settings {
     pub allowed_origins: Vec<String>,
     pub insecure_cookies: bool,
     pub login_rate_limit: Option<Rate>,
+    pub login_failure_limit: Option<Rate>,
+    pub trusted_proxies: TrustedProxies,
     pub body_limit: usize,
+    pub body_timeout: Duration,
+    pub connections: ConnLimits,
     pub shutdown_timeout: Duration,
     pub hash_params: HashParams,
     pub sqlite_synchronous_full: bool,
@@ -259,6 +298,30 @@ impl Settings {
             .filter(|o| !o.is_empty())
             .collect();
         let rate = args.login_rate_limit.or(file.login_rate_limit).unwrap_or_else(|| "30/min".into());
+        let failure_rate = args.login_failure_limit.or(file.login_failure_limit).unwrap_or_else(|| "30/15min".into());
+        let trusted_proxies = match args.trusted_proxies {
+            Some(list) => list,
+            None => file.trusted_proxies.unwrap_or_default().join(","),
+        };
+        let trusted_proxies =
+            TrustedProxies::parse(&trusted_proxies).map_err(anyhow::Error::msg).context("--trusted-proxies")?;
+        let defaults_conn = ConnLimits::default();
+        let connections = ConnLimits {
+            header_timeout: duration(args.header_timeout, file.header_timeout, "10s", "header-timeout")?,
+            idle_timeout: duration(args.idle_timeout, file.idle_timeout, "60s", "idle-timeout")?,
+            max_connections: args.max_connections.or(file.max_connections).unwrap_or(defaults_conn.max_connections),
+            max_connections_per_address: args
+                .max_connections_per_address
+                .or(file.max_connections_per_address)
+                .unwrap_or(defaults_conn.max_connections_per_address),
+            max_header_bytes: defaults_conn.max_header_bytes,
+        };
+        if connections.header_timeout.is_zero() || connections.idle_timeout.is_zero() {
+            bail!("--header-timeout and --idle-timeout must be longer than 0s");
+        }
+        if connections.max_connections == 0 || connections.max_connections_per_address == 0 {
+            bail!("--max-connections and --max-connections-per-address must be at least 1");
+        }
         let defaults = HashParams::default();
         let hash_params = HashParams {
             memory_kib: args.argon2_memory_kib.or(file.argon2_memory_kib).unwrap_or(defaults.memory_kib),
@@ -286,7 +349,11 @@ impl Settings {
             allowed_origins,
             insecure_cookies: args.insecure_cookies.or(file.insecure_cookies).unwrap_or(false),
             login_rate_limit: parse_rate(&rate).context("--login-rate-limit")?,
+            login_failure_limit: parse_rate(&failure_rate).context("--login-failure-limit")?,
+            trusted_proxies,
             body_limit: args.body_limit.or(file.body_limit).unwrap_or(16 * 1024),
+            body_timeout: duration(args.body_timeout, file.body_timeout, "15s", "body-timeout")?,
+            connections,
             shutdown_timeout: duration(args.shutdown_timeout, file.shutdown_timeout, "10s", "shutdown-timeout")?,
             hash_params,
             sqlite_synchronous_full,
@@ -336,21 +403,25 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
-/// `N/s`, `N/min`, `N/h` or `off`.
+/// `N/s`, `N/min`, `N/h`, `N/<duration>` (`10/15min`, `5/90s`) or `off`.
 fn parse_rate(text: &str) -> anyhow::Result<Option<Rate>> {
     if text.trim() == "off" {
         return Ok(None);
     }
-    let invalid = || anyhow::anyhow!("invalid rate `{text}`: use N/s, N/min, N/h or off");
+    let invalid =
+        || anyhow::anyhow!("invalid rate `{text}`: use N/s, N/min, N/h, N/<duration> such as 10/15min, or off");
     let (count, unit) = text.trim().split_once('/').ok_or_else(invalid)?;
     let count: u32 = count.trim().parse().map_err(|_| invalid())?;
     let per = match unit.trim() {
         "s" | "sec" => Duration::from_secs(1),
         "m" | "min" => Duration::from_secs(60),
         "h" | "hour" => Duration::from_secs(3600),
-        _ => return Err(invalid()),
+        other => match other.strip_suffix("min") {
+            Some(minutes) => minutes.parse::<u64>().map(|m| Duration::from_secs(m * 60)).map_err(|_| invalid())?,
+            None => parse_duration(other).map_err(|_| invalid())?,
+        },
     };
-    if count == 0 {
+    if count == 0 || per.is_zero() {
         return Err(invalid());
     }
     Ok(Some(Rate { count, per }))
@@ -372,7 +443,14 @@ const KNOWN_VARIABLES: &[&str] = &[
     "TESSERA_ALLOWED_ORIGINS",
     "TESSERA_INSECURE_COOKIES",
     "TESSERA_LOGIN_RATE_LIMIT",
+    "TESSERA_LOGIN_FAILURE_LIMIT",
+    "TESSERA_TRUSTED_PROXIES",
     "TESSERA_BODY_LIMIT",
+    "TESSERA_HEADER_TIMEOUT",
+    "TESSERA_BODY_TIMEOUT",
+    "TESSERA_IDLE_TIMEOUT",
+    "TESSERA_MAX_CONNECTIONS",
+    "TESSERA_MAX_CONNECTIONS_PER_ADDRESS",
     "TESSERA_SHUTDOWN_TIMEOUT",
     "TESSERA_ARGON2_MEMORY_KIB",
     "TESSERA_ARGON2_ITERATIONS",

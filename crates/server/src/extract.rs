@@ -6,7 +6,7 @@
 //! - [`AuthUser`]: the caller of a `Bearer` access token whose session is live, else 401.
 //! - [`ClientMeta`]: user agent and peer address, for the session list.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
@@ -30,7 +30,7 @@ impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
-        let bytes = read_body(req, state.body_limit()).await?;
+        let bytes = read_json_body(req, state).await?;
         if bytes.is_empty() {
             return Err(AppError::invalid_request("The request body is empty; send a JSON object"));
         }
@@ -48,7 +48,7 @@ impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
         if !has_body {
             return Ok(Self(T::default()));
         }
-        let bytes = read_body(req, state.body_limit()).await?;
+        let bytes = read_json_body(req, state).await?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(T::default()));
         }
@@ -64,22 +64,44 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-async fn read_body(req: Request, limit: usize) -> Result<Bytes, AppError> {
-    let too_large =
-        || AppError::new(ErrorCode::PayloadTooLarge, format!("The request body is larger than {limit} bytes"));
-    let declared =
-        req.headers().get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > limit as u64) {
-        return Err(too_large());
-    }
-    if !is_json(req.headers()) {
+async fn read_json_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+    if !is_json(req.headers()) && !declares_too_much(&req, state.body_limit()) {
         return Err(AppError::new(
             ErrorCode::UnsupportedMediaType,
             "Send the body as JSON with Content-Type: application/json",
         ));
     }
-    // The body stream fails only by exceeding the limit or by the client going away.
-    axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| too_large())
+    read_body(req, state).await
+}
+
+fn declares_too_much(req: &Request, limit: usize) -> bool {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > limit as u64)
+}
+
+/// The whole body, within the size limit (`413 PAYLOAD_TOO_LARGE`) and the body timeout
+/// (`408 REQUEST_TIMEOUT`), which runs from here to the body's last byte, however slowly the
+/// bytes trickle in.
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+    let limit = state.body_limit();
+    let too_large =
+        || AppError::new(ErrorCode::PayloadTooLarge, format!("The request body is larger than {limit} bytes"));
+    if declares_too_much(&req, limit) {
+        return Err(too_large());
+    }
+    let timeout = state.policy().body_timeout;
+    match tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit)).await {
+        Ok(Ok(bytes)) => Ok(bytes),
+        // The body stream fails only by exceeding the limit or by the client going away.
+        Ok(Err(_)) => Err(too_large()),
+        Err(_) => Err(AppError::new(
+            ErrorCode::RequestTimeout,
+            format!("The request body did not arrive within {}s", timeout.as_secs_f64()),
+        )),
+    }
 }
 
 fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
@@ -124,15 +146,22 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// Who is calling, as far as the connection tells.
-pub struct ClientMeta(pub ClientInfo);
+/// Who is calling: the user agent, and the client's address — the peer's, or the one a
+/// trusted proxy forwards for (see [`crate::net`]).
+pub struct ClientMeta {
+    pub info: ClientInfo,
+    pub addr: Option<IpAddr>,
+}
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientMeta {
+impl FromRequestParts<AppState> for ClientMeta {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let user_agent = parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()).map(str::to_owned);
-        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
-        Ok(Self(ClientInfo { user_agent, ip }))
+        let addr = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| state.policy().proxies.client_ip(c.0.ip(), &parts.headers));
+        Ok(Self { info: ClientInfo { user_agent, ip: addr.map(|a| a.to_string()) }, addr })
     }
 }

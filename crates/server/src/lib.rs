@@ -6,11 +6,13 @@
 //! requests.
 
 pub mod config;
+pub mod conn;
 pub mod cookies;
 pub mod error;
 pub mod extract;
 pub mod metrics;
 pub mod middleware;
+pub mod net;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
@@ -42,8 +44,8 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::config::{Settings, StoreUrl, redact_url};
 use crate::cookies::CookiePolicy;
 use crate::error::AppError;
-use crate::ratelimit::RateLimiter;
-pub use crate::state::AppState;
+use crate::ratelimit::Limiter;
+pub use crate::state::{AppState, HttpPolicy};
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
@@ -100,8 +102,15 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Resu
         allowed_origins: settings.allowed_origins.clone(),
         own_scheme,
     };
-    let limiter = settings.login_rate_limit.map(RateLimiter::new);
-    Ok(AppState::new(auth, Clients::new(db.clients), cookies, limiter, settings.body_limit))
+    let policy = HttpPolicy {
+        cookies,
+        login_per_address: settings.login_rate_limit.map(Limiter::new),
+        login_per_account: settings.login_failure_limit.map(Limiter::new),
+        proxies: Arc::new(settings.trusted_proxies.clone()),
+        body_limit: settings.body_limit,
+        body_timeout: settings.body_timeout,
+    };
+    Ok(AppState::new(auth, Clients::new(db.clients), policy))
 }
 
 /// The SQL database's stores: users, OAuth clients, and sessions unless they live elsewhere.
@@ -174,34 +183,70 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
     let state = build_state(&settings, bound).await?;
     let background = spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
     tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
+    let proxies = state.policy().proxies.clone();
     let stopping = state.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let shutdown = async move {
-        shutdown.await;
-        // Long-lived streams (the revocation feed) end now, so in-flight requests can finish.
-        stopping.begin_shutdown();
-        let _ = stop_tx.send(());
-    };
-    let service = app(state).into_make_service_with_connect_info::<SocketAddr>();
-    let serving = axum::serve(listener, service).with_graceful_shutdown(shutdown);
-    // In-flight requests get `shutdown_timeout` once the signal came; a client that holds a
-    // request half-sent cannot keep the process alive past that.
-    let deadline = async move {
-        if stop_rx.await.is_err() {
-            std::future::pending::<()>().await;
-        }
-        tokio::time::sleep(settings.shutdown_timeout).await;
-    };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut limits = settings.connections.clone();
+    limits.max_connections = fit_to_file_limit(limits.max_connections);
+    let serving = conn::serve(listener, app(state), limits, proxies, stop_rx);
+    tokio::pin!(serving);
     tokio::select! {
-        served = serving => served.context("server failed")?,
-        () = deadline => tracing::warn!(
-            timeout = ?settings.shutdown_timeout,
-            "in-flight requests did not finish within the shutdown timeout; closing their connections"
-        ),
+        () = &mut serving => {}
+        () = shutdown => {
+            // Long-lived streams (the revocation feed) end now, so in-flight requests can finish.
+            stopping.begin_shutdown();
+            stop_tx.send_replace(true);
+            // In-flight requests get `shutdown_timeout`; a client that holds a request
+            // half-sent cannot keep the process alive past that.
+            if tokio::time::timeout(settings.shutdown_timeout, serving).await.is_err() {
+                tracing::warn!(
+                    timeout = ?settings.shutdown_timeout,
+                    "in-flight requests did not finish within the shutdown timeout; closing their connections"
+                );
+            }
+        }
     }
     background.abort();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit on open files to the hard limit (as Go's runtime does), and returns
+/// `wanted`, lowered if the limit still leaves no room for it plus the server's own files, so
+/// that the connection cap, not `EMFILE`, is what refuses connections.
+fn fit_to_file_limit(wanted: usize) -> usize {
+    const RESERVED: u64 = 256;
+    let Some(limit) = raise_file_limit() else {
+        return wanted;
+    };
+    let room = usize::try_from(limit.saturating_sub(RESERVED).max(16)).unwrap_or(usize::MAX);
+    if room < wanted {
+        tracing::warn!(
+            max_connections = room,
+            configured = wanted,
+            open_file_limit = limit,
+            "the open-file limit leaves room for fewer connections than configured"
+        );
+    }
+    wanted.min(room)
+}
+
+#[allow(unsafe_code)]
+fn raise_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
+            return None;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    Some(limit.rlim_cur)
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (from within

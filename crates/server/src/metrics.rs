@@ -30,6 +30,26 @@ static AUDIT_COUNTS: [AtomicU64; AUDIT_EVENTS.len()] = [const { AtomicU64::new(0
 /// Responses by status class: 1xx … 5xx.
 static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
+/// Connections refused by a connection limit, and connections open now.
+static REFUSED_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+static OPEN_CONNECTIONS: AtomicU64 = AtomicU64::new(0);
+
+pub fn count_refused_connection() {
+    REFUSED_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Counts a connection as open until the guard drops.
+pub fn open_connection() -> impl Drop {
+    struct Open;
+    impl Drop for Open {
+        fn drop(&mut self) {
+            OPEN_CONNECTIONS.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+    OPEN_CONNECTIONS.fetch_add(1, Ordering::Relaxed);
+    Open
+}
+
 pub fn count_response(status: u16) {
     if let Some(counter) = RESPONSES.get(usize::from(status / 100).wrapping_sub(1)) {
         counter.fetch_add(1, Ordering::Relaxed);
@@ -76,6 +96,12 @@ pub async fn render(State(state): State<AppState>) -> Response {
     for (name, counter) in AUDIT_EVENTS.iter().zip(&AUDIT_COUNTS) {
         let _ = writeln!(out, "tessera_audit_events_total{{event=\"{name}\"}} {}", counter.load(Ordering::Relaxed));
     }
+    let _ = writeln!(out, "# HELP tessera_open_connections Connections open now.");
+    let _ = writeln!(out, "# TYPE tessera_open_connections gauge");
+    let _ = writeln!(out, "tessera_open_connections {}", OPEN_CONNECTIONS.load(Ordering::Relaxed));
+    let _ = writeln!(out, "# HELP tessera_connections_refused_total Connections refused by a connection limit.");
+    let _ = writeln!(out, "# TYPE tessera_connections_refused_total counter");
+    let _ = writeln!(out, "tessera_connections_refused_total {}", REFUSED_CONNECTIONS.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP tessera_revoked_sessions Ended sessions whose access tokens may still be alive.");
     let _ = writeln!(out, "# TYPE tessera_revoked_sessions gauge");
     let _ = writeln!(out, "tessera_revoked_sessions {}", state.auth().revoked().len());

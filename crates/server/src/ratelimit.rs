@@ -1,20 +1,26 @@
-//! A token bucket per client IP, for the endpoints that check passwords.
+//! Token buckets for the endpoints that check passwords: one per client address group
+//! (`--login-rate-limit`) and one per account for failed logins (`--login-failure-limit`).
+//!
+//! A bucket that has refilled carries no information, so it is dropped when room is needed.
+//! When more than [`Limiter::max_tracked`] buckets hold state, the tenth with the most tokens
+//! left (the least throttled) is dropped: memory stays bounded, and a flood of fresh keys
+//! never resets everyone's budget at once — the buckets that matter (nearly empty ones) are
+//! the last to go.
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::config::Rate;
 
-/// Buckets beyond this many are dropped (the full ones first) so a spray of source addresses
-/// cannot grow memory without bound.
-const MAX_TRACKED: usize = 100_000;
+const DEFAULT_MAX_TRACKED: usize = 100_000;
 
 #[derive(Debug)]
-pub struct RateLimiter {
+pub struct Limiter<K> {
     rate: Rate,
-    buckets: Mutex<HashMap<IpAddr, Bucket>>,
+    max_tracked: usize,
+    buckets: Mutex<HashMap<K, Bucket>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -23,32 +29,88 @@ struct Bucket {
     updated: Instant,
 }
 
-impl RateLimiter {
+impl<K: Hash + Eq + Clone> Limiter<K> {
     pub fn new(rate: Rate) -> Self {
-        Self { rate, buckets: Mutex::default() }
+        Self::bounded(rate, DEFAULT_MAX_TRACKED)
     }
 
-    /// Takes one attempt for `ip`: `Ok` or `Err(seconds until the next attempt is allowed)`.
-    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), u64> {
-        let capacity = f64::from(self.rate.count);
-        let per_sec = capacity / self.rate.per.as_secs_f64();
+    pub fn bounded(rate: Rate, max_tracked: usize) -> Self {
+        Self { rate, max_tracked: max_tracked.max(10), buckets: Mutex::default() }
+    }
+
+    pub fn rate(&self) -> Rate {
+        self.rate
+    }
+
+    fn capacity(&self) -> f64 {
+        f64::from(self.rate.count)
+    }
+
+    fn per_sec(&self) -> f64 {
+        self.capacity() / self.rate.per.as_secs_f64().max(f64::MIN_POSITIVE)
+    }
+
+    fn refilled(&self, bucket: Bucket, now: Instant) -> f64 {
+        (bucket.tokens + now.saturating_duration_since(bucket.updated).as_secs_f64() * self.per_sec())
+            .min(self.capacity())
+    }
+
+    /// Takes one attempt for `key`: `Ok` or `Err(seconds until the next attempt is allowed)`.
+    pub fn take(&self, key: &K, now: Instant) -> Result<(), u64> {
         let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        if buckets.len() >= MAX_TRACKED {
-            buckets.retain(|_, b| b.tokens + now.duration_since(b.updated).as_secs_f64() * per_sec < capacity);
-            if buckets.len() >= MAX_TRACKED {
-                buckets.clear();
-            }
+        if buckets.len() >= self.max_tracked && !buckets.contains_key(key) {
+            self.make_room(&mut buckets, now);
         }
-        let bucket = buckets.entry(ip).or_insert(Bucket { tokens: capacity, updated: now });
-        bucket.tokens = (bucket.tokens + now.duration_since(bucket.updated).as_secs_f64() * per_sec).min(capacity);
-        bucket.updated = now;
-        if bucket.tokens >= 1.0 {
+        let capacity = self.capacity();
+        let bucket = buckets.entry(key.clone()).or_insert(Bucket { tokens: capacity, updated: now });
+        let tokens = self.refilled(*bucket, now);
+        *bucket = Bucket { tokens, updated: now };
+        if tokens >= 1.0 {
             bucket.tokens -= 1.0;
             Ok(())
         } else {
-            let wait = Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec);
-            Err(wait.as_secs().max(1))
+            let wait = Duration::from_secs_f64((1.0 - tokens) / self.per_sec());
+            Err(wait.as_secs_f64().ceil().max(1.0) as u64)
         }
+    }
+
+    /// Returns an attempt taken by [`take`](Self::take) that turned out not to count (a
+    /// successful login).
+    pub fn give_back(&self, key: &K, now: Instant) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(bucket) = buckets.get_mut(key) {
+            let tokens = (self.refilled(*bucket, now) + 1.0).min(self.capacity());
+            *bucket = Bucket { tokens, updated: now };
+        }
+    }
+
+    /// Drops every refilled bucket, then, if that is not enough, the tenth with the most tokens.
+    fn make_room(&self, buckets: &mut HashMap<K, Bucket>, now: Instant) {
+        let capacity = self.capacity();
+        buckets.retain(|_, b| self.refilled(*b, now) < capacity);
+        let target = self.max_tracked - self.max_tracked / 10;
+        if buckets.len() < target {
+            return;
+        }
+        let mut levels: Vec<f64> = buckets.values().map(|b| self.refilled(*b, now)).collect();
+        let excess = buckets.len() - target;
+        let cut = levels.len() - excess;
+        let (_, threshold, _) = levels.select_nth_unstable_by(cut, f64::total_cmp);
+        let threshold = *threshold;
+        let mut dropped = 0;
+        buckets.retain(|_, b| {
+            if dropped < excess && self.refilled(*b, now) >= threshold {
+                dropped += 1;
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    #[cfg(test)]
+    fn tracked(&self) -> usize {
+        self.buckets.lock().unwrap().len()
     }
 }
 
@@ -56,16 +118,45 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
+    fn rate(count: u32, secs: u64) -> Rate {
+        Rate { count, per: Duration::from_secs(secs) }
+    }
+
     #[test]
     fn a_burst_is_allowed_then_refilled_over_time() {
-        let limiter = RateLimiter::new(Rate { count: 3, per: Duration::from_secs(60) });
-        let ip: IpAddr = "203.0.113.7".parse().unwrap();
+        let limiter = Limiter::new(rate(3, 60));
         let t0 = Instant::now();
         for _ in 0..3 {
-            assert_eq!(limiter.check(ip, t0), Ok(()));
+            assert_eq!(limiter.take(&"a", t0), Ok(()));
         }
-        assert_eq!(limiter.check(ip, t0), Err(20));
-        assert_eq!(limiter.check("203.0.113.8".parse().unwrap(), t0), Ok(()), "other clients are not affected");
-        assert_eq!(limiter.check(ip, t0 + Duration::from_secs(20)), Ok(()));
+        assert_eq!(limiter.take(&"a", t0), Err(20));
+        assert_eq!(limiter.take(&"b", t0), Ok(()), "other keys are not affected");
+        assert_eq!(limiter.take(&"a", t0 + Duration::from_secs(20)), Ok(()));
+    }
+
+    #[test]
+    fn an_attempt_given_back_does_not_count() {
+        let limiter = Limiter::new(rate(2, 60));
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            limiter.take(&"a", t0).unwrap();
+            limiter.give_back(&"a", t0);
+        }
+        assert_eq!(limiter.take(&"a", t0), Ok(()));
+    }
+
+    #[test]
+    fn a_flood_of_fresh_keys_keeps_memory_bounded_and_never_frees_a_throttled_key() {
+        let limiter = Limiter::bounded(rate(5, 600), 1000);
+        let t0 = Instant::now();
+        for _ in 0..5 {
+            limiter.take(&u32::MAX, t0).unwrap();
+        }
+        assert!(limiter.take(&u32::MAX, t0).is_err());
+        for key in 0..50_000u32 {
+            let _ = limiter.take(&key, t0 + Duration::from_millis(u64::from(key % 100)));
+            assert!(limiter.tracked() <= 1000);
+        }
+        assert!(limiter.take(&u32::MAX, t0 + Duration::from_secs(1)).is_err(), "the throttled key is still throttled");
     }
 }

@@ -1,12 +1,14 @@
 //! What every handler shares.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use tessera_core::clients::Clients;
 use tessera_core::service::AuthService;
 
 use crate::cookies::CookiePolicy;
-use crate::ratelimit::RateLimiter;
+use crate::net::{AddressGroup, TrustedProxies};
+use crate::ratelimit::Limiter;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -15,27 +17,25 @@ struct Inner {
     auth: AuthService,
     clients: Clients,
     shutdown: tokio::sync::watch::Sender<bool>,
-    cookies: CookiePolicy,
-    login_limiter: Option<RateLimiter>,
-    body_limit: usize,
+    policy: HttpPolicy,
+}
+
+/// How requests are guarded: cookies and CSRF, login limits, client addresses, bodies.
+#[derive(Debug)]
+pub struct HttpPolicy {
+    pub cookies: CookiePolicy,
+    /// Login and registration attempts per client address group.
+    pub login_per_address: Option<Limiter<AddressGroup>>,
+    /// Failed logins per account (by email key), from all addresses together.
+    pub login_per_account: Option<Limiter<String>>,
+    pub proxies: Arc<TrustedProxies>,
+    pub body_limit: usize,
+    pub body_timeout: Duration,
 }
 
 impl AppState {
-    pub fn new(
-        auth: AuthService,
-        clients: Clients,
-        cookies: CookiePolicy,
-        login_limiter: Option<RateLimiter>,
-        body_limit: usize,
-    ) -> Self {
-        Self(Arc::new(Inner {
-            auth,
-            clients,
-            shutdown: tokio::sync::watch::channel(false).0,
-            cookies,
-            login_limiter,
-            body_limit,
-        }))
+    pub fn new(auth: AuthService, clients: Clients, policy: HttpPolicy) -> Self {
+        Self(Arc::new(Inner { auth, clients, shutdown: tokio::sync::watch::channel(false).0, policy }))
     }
 
     pub fn auth(&self) -> &AuthService {
@@ -56,15 +56,15 @@ impl AppState {
         self.0.shutdown.subscribe()
     }
 
-    pub fn cookies(&self) -> &CookiePolicy {
-        &self.0.cookies
+    pub fn policy(&self) -> &HttpPolicy {
+        &self.0.policy
     }
 
-    pub fn login_limiter(&self) -> Option<&RateLimiter> {
-        self.0.login_limiter.as_ref()
+    pub fn cookies(&self) -> &CookiePolicy {
+        &self.0.policy.cookies
     }
 
     pub fn body_limit(&self) -> usize {
-        self.0.body_limit
+        self.0.policy.body_limit
     }
 }

@@ -6,7 +6,6 @@
 use std::borrow::Cow;
 use std::collections::HashMap;
 
-use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -132,13 +131,9 @@ impl FromRequest<AppState> for FormParams {
         if form.as_deref() != Some("application/x-www-form-urlencoded") {
             return Err(OAuthError::invalid_request("Send the parameters as application/x-www-form-urlencoded"));
         }
-        let limit = state.body_limit();
-        let bytes: Bytes = axum::body::to_bytes(req.into_body(), limit).await.map_err(|_| {
-            OAuthError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "invalid_request",
-                format!("The body is larger than {limit} bytes"),
-            )
+        let bytes = crate::extract::read_body(req, state).await.map_err(|e| {
+            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
+            OAuthError::new(status, "invalid_request", e.message)
         })?;
         let mut params = HashMap::new();
         for (name, value) in form_urlencoded::parse(&bytes) {

@@ -10,6 +10,7 @@ mod errors;
 mod feed;
 mod helpers;
 mod instances;
+mod limits;
 mod oauth;
 mod openapi;
 mod operations;

@@ -1,0 +1,426 @@
+//! Serving connections: the accept loop, connection limits and the timeouts of the HTTP layer.
+//!
+//! Every connection is served by hyper's HTTP/1 machinery behind three clocks, all in one
+//! watchdog per connection (hyper's own header timeout is off: it also runs while a
+//! connection is idle, so it cannot tell a slow request from a quiet keep-alive):
+//!
+//! - **header timeout**: from a request's first byte (for a fresh connection, from the accept)
+//!   until its headers are complete;
+//! - **idle timeout**: a keep-alive connection with no request in flight and no bytes either
+//!   way for this long is closed;
+//! - the **body timeout** is not here but where bodies are read (`extract::read_body`), which
+//!   answers `408 REQUEST_TIMEOUT` in the envelope.
+//!
+//! A connection beyond the server-wide cap or beyond its address's share is closed at once (a
+//! refused connection costs a socket for a moment, a queued one would hold it). Addresses are
+//! grouped as the login limiter groups them (IPv6 by /64); the configured trusted proxies are
+//! exempt from the per-address share, since all their clients share their address. Hitting a
+//! limit is logged, at most once per [`LOG_EVERY`] for each kind, with how many were refused.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::Request;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+use tokio::time::Instant;
+use tower::ServiceExt;
+
+use crate::net::{AddressGroup, TrustedProxies};
+
+/// Limits and timeouts of the HTTP layer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnLimits {
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub max_connections_per_address: usize,
+    /// Largest request head (request line and headers) hyper buffers; larger ones get `431`.
+    pub max_header_bytes: usize,
+}
+
+impl Default for ConnLimits {
+    fn default() -> Self {
+        Self {
+            header_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 2048,
+            max_connections_per_address: 128,
+            max_header_bytes: 32 * 1024,
+        }
+    }
+}
+
+/// How often a kind of refusal is logged at most.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+/// Accepts and serves connections on `listener` until `stop` turns true; then asks every
+/// connection to finish its in-flight request and close, and returns once all have (the caller
+/// bounds that wait).
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    proxies: Arc<TrustedProxies>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let limits = Arc::new(limits);
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_address = Arc::new(PerAddress::default());
+    let refusals = Refusals::default();
+    let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<()>(1);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of file descriptors or similar: back off rather than spin.
+                    refusals.note(Refusal::AcceptFailed, &e.to_string());
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = stop.wait_for(|stopping| *stopping) => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refusals.note(Refusal::ServerFull, &peer.ip().to_string());
+            continue;
+        };
+        let share = if proxies.contains(peer.ip()) {
+            None
+        } else {
+            match per_address.take(AddressGroup::of(peer.ip()), limits.max_connections_per_address) {
+                Some(share) => Some(share),
+                None => {
+                    refusals.note(Refusal::AddressFull, &peer.ip().to_string());
+                    continue;
+                }
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let connection = serve_connection(stream, peer, router.clone(), limits.clone(), stop.clone());
+        let closed_tx = closed_tx.clone();
+        let open = crate::metrics::open_connection();
+        tokio::spawn(async move {
+            connection.await;
+            drop((slot, share, closed_tx, open));
+        });
+    }
+    drop(listener);
+    drop(closed_tx);
+    // Every connection task holds a sender: the channel closes when the last one ends.
+    let _ = closed_rx.recv().await;
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    limits: Arc<ConnLimits>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let activity = Arc::new(Activity::new());
+    let service = {
+        let activity = activity.clone();
+        hyper::service::service_fn(move |request: Request<Incoming>| {
+            let busy = activity.begin_request();
+            let mut request = request.map(Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            let response = router.clone().oneshot(request);
+            async move {
+                let response = response.await;
+                drop(busy);
+                response
+            }
+        })
+    };
+    let io = TokioIo::new(WatchedIo { inner: stream, activity: activity.clone() });
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder.header_read_timeout(None).max_buf_size(limits.max_header_bytes.max(8192));
+    let connection = builder.serve_connection(io, service);
+    tokio::pin!(connection);
+    let mut stopping = *stop.borrow();
+    if stopping {
+        connection.as_mut().graceful_shutdown();
+    }
+    loop {
+        let deadline = activity.deadline(&limits);
+        tokio::select! {
+            _ = connection.as_mut() => return,
+            _ = stop.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                connection.as_mut().graceful_shutdown();
+            }
+            () = activity.changed.notified() => {}
+            () = tokio::time::sleep_until(deadline.at) => {
+                if activity.deadline(&limits).at <= Instant::now() {
+                    tracing::debug!(peer = %peer, reason = deadline.why, "closing connection");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// What a connection is doing, as far as its watchdog needs to know.
+#[derive(Debug)]
+struct Activity {
+    started: Instant,
+    /// Milliseconds since `started` of the last byte read or written.
+    last_io: AtomicU64,
+    /// Milliseconds since `started` of the first byte of a request whose head is not complete
+    /// yet, or [`NO_HEAD`]. A fresh connection starts in this state, at 0.
+    head_started: AtomicU64,
+    /// Requests handed to the router and not answered yet.
+    busy: AtomicU32,
+    /// Wakes the watchdog when a change may move the deadline closer.
+    changed: tokio::sync::Notify,
+}
+
+const NO_HEAD: u64 = u64::MAX;
+
+struct Deadline {
+    at: Instant,
+    why: &'static str,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            started: Instant::now(),
+            last_io: AtomicU64::new(0),
+            head_started: AtomicU64::new(0),
+            busy: 0.into(),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
+    }
+
+    fn at(&self, ms: u64) -> Instant {
+        self.started + Duration::from_millis(ms)
+    }
+
+    fn read(&self, bytes: usize) {
+        let now = self.now_ms();
+        self.last_io.store(now, Ordering::Relaxed);
+        if bytes > 0
+            && self.busy.load(Ordering::Acquire) == 0
+            && self.head_started.compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+        {
+            self.changed.notify_one();
+        }
+    }
+
+    fn wrote(&self) {
+        self.last_io.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The head is complete; until the guard drops, the router has the request.
+    fn begin_request(self: &Arc<Self>) -> Busy {
+        self.busy.fetch_add(1, Ordering::AcqRel);
+        self.head_started.store(NO_HEAD, Ordering::Release);
+        Busy(self.clone())
+    }
+
+    /// When the connection is to be closed if nothing happens before.
+    fn deadline(&self, limits: &ConnLimits) -> Deadline {
+        if self.busy.load(Ordering::Acquire) > 0 {
+            // The request's own clocks (the body timeout) apply; look again later.
+            return Deadline { at: Instant::now() + limits.idle_timeout, why: "busy" };
+        }
+        match self.head_started.load(Ordering::Acquire) {
+            NO_HEAD => Deadline {
+                at: self.at(self.last_io.load(Ordering::Relaxed)) + limits.idle_timeout,
+                why: "idle timeout",
+            },
+            started => Deadline { at: self.at(started) + limits.header_timeout, why: "header timeout" },
+        }
+    }
+}
+
+struct Busy(Arc<Activity>);
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.last_io.store(self.0.now_ms(), Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::AcqRel);
+        self.0.changed.notify_one();
+    }
+}
+
+/// The socket, telling the connection's [`Activity`] about its reads and writes.
+struct WatchedIo {
+    inner: TcpStream,
+    activity: Arc<Activity>,
+}
+
+impl AsyncRead for WatchedIo {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if polled.is_ready() {
+            self.activity.read(buf.filled().len() - before);
+        }
+        polled
+    }
+}
+
+impl AsyncWrite for WatchedIo {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        polled
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.wrote();
+        }
+        polled
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// Open connections by address group.
+#[derive(Debug, Default)]
+struct PerAddress(Mutex<HashMap<AddressGroup, usize>>);
+
+/// One connection's part of its address's share; gives it back when dropped.
+struct Share(Arc<PerAddress>, AddressGroup);
+
+impl PerAddress {
+    fn take(self: &Arc<Self>, group: AddressGroup, max: usize) -> Option<Share> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let count = open.entry(group).or_default();
+        if *count >= max {
+            return None;
+        }
+        *count += 1;
+        Some(Share(self.clone(), group))
+    }
+}
+
+impl Drop for Share {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = open.get_mut(&self.1) {
+            *count -= 1;
+            if *count == 0 {
+                open.remove(&self.1);
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Refusal {
+    ServerFull,
+    AddressFull,
+    AcceptFailed,
+}
+
+/// Logs refusals, each kind at most once per [`LOG_EVERY`], with the count since the last line.
+#[derive(Debug, Default)]
+struct Refusals(Mutex<HashMap<Refusal, (Option<Instant>, u64)>>);
+
+impl Refusals {
+    fn note(&self, kind: Refusal, detail: &str) {
+        crate::metrics::count_refused_connection();
+        let mut seen = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let (last, count) = seen.entry(kind).or_default();
+        *count += 1;
+        let now = Instant::now();
+        if last.is_some_and(|at| now.duration_since(at) < LOG_EVERY) {
+            return;
+        }
+        let refused = std::mem::take(count);
+        *last = Some(now);
+        drop(seen);
+        match kind {
+            Refusal::ServerFull => tracing::warn!(
+                refused,
+                last_peer = detail,
+                "connection limit reached: refusing new connections (see --max-connections)"
+            ),
+            Refusal::AddressFull => tracing::warn!(
+                refused,
+                peer = detail,
+                "an address reached its share of connections: refusing its new ones (see --max-connections-per-address)"
+            ),
+            Refusal::AcceptFailed => tracing::warn!(refused, error = detail, "accepting a connection failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use super::*;
+
+    #[test]
+    fn an_address_gets_its_share_and_gets_it_back() {
+        let open = Arc::new(PerAddress::default());
+        let group = AddressGroup::of(IpAddr::from([192, 0, 2, 1]));
+        let first = open.take(group, 2).unwrap();
+        let _second = open.take(group, 2).unwrap();
+        assert!(open.take(group, 2).is_none());
+        assert!(
+            open.take(AddressGroup::of(IpAddr::from([192, 0, 2, 2])), 2).is_some(),
+            "other addresses are not affected"
+        );
+        drop(first);
+        assert!(open.take(group, 2).is_some());
+    }
+
+    #[tokio::test]
+    async fn a_fresh_connection_has_the_header_timeout_then_the_idle_timeout() {
+        let limits = ConnLimits::default();
+        let near = |a: Instant, b: Instant| a.max(b) - a.min(b) < Duration::from_millis(200);
+        let activity = Arc::new(Activity::new());
+        assert_eq!(activity.deadline(&limits).at, activity.started + limits.header_timeout);
+        let busy = activity.begin_request();
+        assert_eq!(activity.deadline(&limits).why, "busy", "a request in flight is not timed here");
+        drop(busy);
+        assert_eq!(activity.deadline(&limits).why, "idle timeout");
+        assert!(near(activity.deadline(&limits).at, Instant::now() + limits.idle_timeout));
+        activity.read(0);
+        assert_eq!(activity.deadline(&limits).why, "idle timeout", "no bytes, no request");
+        activity.read(5);
+        assert_eq!(activity.deadline(&limits).why, "header timeout", "a new request began");
+        assert!(near(activity.deadline(&limits).at, Instant::now() + limits.header_timeout));
+    }
+}

@@ -1,0 +1,293 @@
+//! The HTTP layer under abuse: slow and idle connections, connection floods, password guessing
+//! from many addresses, and forwarding headers.
+
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+
+use super::helpers::{PASSWORD, TestServer, http_client, read, unique_email};
+
+fn addr(server: &TestServer) -> SocketAddr {
+    server.base.trim_start_matches("http://").parse().unwrap()
+}
+
+/// A connection from `from` (any 127.0.0.0/8 address works on loopback).
+async fn connect_from(server: &TestServer, from: IpAddr) -> std::io::Result<TcpStream> {
+    let socket = TcpSocket::new_v4()?;
+    socket.bind(SocketAddr::new(from, 0))?;
+    socket.connect(addr(server)).await
+}
+
+/// Reads until the server closes the connection; the bytes it sent, or `None` if it did not
+/// close within `within`.
+async fn until_closed(stream: &mut TcpStream, within: Duration) -> Option<Vec<u8>> {
+    let mut received = Vec::new();
+    let read_all = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    tokio::time::timeout(within, read_all).await.ok().map(|()| received)
+}
+
+async fn healthy(server: &TestServer) -> bool {
+    let client = reqwest::Client::builder().timeout(Duration::from_secs(3)).build().unwrap();
+    client.get(server.url("/healthz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
+}
+
+/// Lets this process open as many sockets as its hard limit allows.
+#[allow(unsafe_code)]
+fn raise_fd_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit);
+        libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit);
+    }
+    limit.rlim_cur
+}
+
+#[tokio::test]
+async fn half_sent_headers_are_cut_off_at_the_header_timeout() {
+    let server = TestServer::start_with(&["--header-timeout", "1s"]).await;
+    let mut slow = TcpStream::connect(addr(&server)).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nx-slow: ").await.unwrap();
+    let started = Instant::now();
+    assert!(healthy(&server).await, "others are served meanwhile");
+    assert!(
+        until_closed(&mut slow, Duration::from_secs(5)).await.is_some(),
+        "still open 5 s after a 1 s header timeout"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(800), "closed only once the timeout passed");
+
+    // A connection that sends nothing at all is cut off on the same clock.
+    let mut silent = TcpStream::connect(addr(&server)).await.unwrap();
+    assert!(until_closed(&mut silent, Duration::from_secs(5)).await.is_some(), "a silent connection stayed open");
+}
+
+#[tokio::test]
+async fn a_body_that_does_not_arrive_in_time_gets_408_in_the_envelope() {
+    let server = TestServer::start_with(&["--body-timeout", "1s"]).await;
+    let mut slow = TcpStream::connect(addr(&server)).await.unwrap();
+    slow.write_all(
+        b"POST /api/auth/login HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{\"em",
+    )
+    .await
+    .unwrap();
+    // A byte now and then does not keep the request alive: the timeout covers the whole body.
+    let trickle = async {
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if slow.write_all(b" ").await.is_err() {
+                break;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(1500), trickle).await;
+    let answer = until_closed(&mut slow, Duration::from_secs(5)).await.expect("answered and closed in time");
+    let text = String::from_utf8_lossy(&answer);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    let body: Value = serde_json::from_str(text.split("\r\n\r\n").nth(1).unwrap_or_default()).unwrap();
+    assert_eq!(body["success"], false);
+    assert_eq!(body["error"]["code"], "REQUEST_TIMEOUT");
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_at_the_idle_timeout() {
+    let server = TestServer::start_with(&["--idle-timeout", "1s", "--header-timeout", "5s"]).await;
+    let mut conn = TcpStream::connect(addr(&server)).await.unwrap();
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await.unwrap();
+    let mut buf = [0u8; 1024];
+    let n = conn.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    assert!(until_closed(&mut conn, Duration::from_secs(4)).await.is_some(), "an idle connection stayed open");
+    assert!(started.elapsed() < Duration::from_secs(4), "closed by the 1 s idle timeout, not the 5 s header timeout");
+}
+
+#[tokio::test]
+async fn an_address_beyond_its_share_of_connections_is_refused_and_others_are_served() {
+    let server = TestServer::start_with(&["--max-connections-per-address", "20"]).await;
+    let attacker: IpAddr = "127.0.0.2".parse().unwrap();
+    let mut held = Vec::new();
+    for _ in 0..20 {
+        held.push(connect_from(&server, attacker).await.unwrap());
+    }
+    // Give the server a moment to account for them, then one more is closed at once.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = connect_from(&server, attacker).await.unwrap();
+    let _ = extra.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n").await;
+    let answer = until_closed(&mut extra, Duration::from_secs(3)).await.expect("the 21st connection is closed");
+    assert!(answer.is_empty(), "refused without an answer: {}", String::from_utf8_lossy(&answer));
+    assert!(healthy(&server).await, "another address is served");
+    assert!(
+        super::helpers::eventually(Duration::from_secs(3), async || server
+            .logs()
+            .contains("an address reached its share of connections"))
+        .await,
+        "the refusal is logged"
+    );
+    drop(held);
+    assert!(
+        super::helpers::eventually(Duration::from_secs(3), async || {
+            let mut again = connect_from(&server, attacker).await.unwrap();
+            again.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.is_ok()
+                && until_closed(&mut again, Duration::from_secs(2))
+                    .await
+                    .is_some_and(|a| a.starts_with(b"HTTP/1.1 200"))
+        })
+        .await,
+        "closed connections give their share back"
+    );
+}
+
+#[tokio::test]
+async fn thousands_of_slow_connections_do_not_starve_other_clients_and_are_reaped() {
+    let fds = raise_fd_limit();
+    let count = 3000.min(usize::try_from(fds).unwrap_or(0).saturating_sub(200));
+    assert!(count >= 1000, "the open-file limit ({fds}) is too low for this test");
+    let server = TestServer::start_with(&["--header-timeout", "5s", "--max-connections", "4000"]).await;
+    let mut slow = Vec::with_capacity(count);
+    for i in 0..count {
+        // 30 addresses with 100 connections each: under the per-address share.
+        let from = IpAddr::from([127, 0, 1, u8::try_from(i % 30).unwrap() + 1]);
+        let mut conn = connect_from(&server, from).await.unwrap();
+        conn.write_all(b"POST /api/auth/login HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+        slow.push(conn);
+    }
+    let started = Instant::now();
+    assert!(healthy(&server).await, "health while {count} slow connections are open");
+    let email = unique_email();
+    server.register(&email).await;
+    let login = server.post("/api/auth/login", json!({"email": email, "password": PASSWORD})).await;
+    assert_eq!(login.status, 200, "{}", login.body);
+    // (The first ones may have timed out already if opening them all took seconds.)
+    let open = open_connections(&server).await;
+    assert!(open >= count as u64 / 2, "the slow connections are open: {open}");
+    if let Some(rss) = rss_kib(server.pid()) {
+        eprintln!("server RSS with {count} slow connections open: {} MiB", rss / 1024);
+    }
+    // Each is closed by the header timeout.
+    assert!(
+        super::helpers::eventually(Duration::from_secs(15), async || open_connections(&server).await < 10).await,
+        "slow connections are still open {:?} after a 5 s header timeout",
+        started.elapsed()
+    );
+    drop(slow);
+}
+
+async fn open_connections(server: &TestServer) -> u64 {
+    let text = http_client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix("tessera_open_connections "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("tessera_open_connections in /metrics")
+}
+
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches(" kB").parse().ok())
+}
+
+#[tokio::test]
+async fn guessing_one_accounts_password_from_many_addresses_is_throttled_while_its_open_session_works() {
+    let server = TestServer::start_with(&["--login-rate-limit", "30/min", "--login-failure-limit", "10/15min"]).await;
+    let email = unique_email();
+    let session = server.user(&email).await;
+
+    let guesses = (2..12u8).map(|host| {
+        let url = server.url("/api/auth/login");
+        let email = email.clone();
+        tokio::spawn(async move {
+            let client = reqwest::Client::builder().local_address(IpAddr::from([127, 0, 2, host])).build().unwrap();
+            let mut statuses = Vec::new();
+            for i in 0..30 {
+                let body = json!({"email": email, "password": format!("guess number {i}")});
+                let reply = read(client.post(&url).json(&body).send().await.unwrap()).await;
+                if reply.status == 429 {
+                    assert_eq!(reply.body["error"]["code"], "RATE_LIMITED");
+                    assert!(reply.header("retry-after").is_some_and(|s| s.parse::<u64>().is_ok_and(|s| s >= 1)));
+                }
+                statuses.push(reply.status.as_u16());
+            }
+            statuses
+        })
+    });
+    let mut statuses = Vec::new();
+    for guess in guesses {
+        statuses.extend(guess.await.unwrap());
+    }
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let limited = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + limited, 300, "{statuses:?}");
+    assert!(checked <= 11, "only the account's budget of guesses was checked, not {checked}");
+
+    // The real user's open session is untouched.
+    assert_eq!(server.me(&session.access).await.status, 200);
+    let refreshed = server.refresh(&session.refresh).await;
+    assert_eq!(refreshed.status, 200, "{}", refreshed.body);
+    // Another account is not affected.
+    let other = unique_email();
+    server.register(&other).await;
+    assert_eq!(server.post("/api/auth/login", json!({"email": other, "password": PASSWORD})).await.status, 200);
+}
+
+#[tokio::test]
+async fn forwarded_client_addresses_count_only_from_trusted_proxies() {
+    let login = async |server: &TestServer, forwarded_for: &str| {
+        let body = json!({"email": "nobody@example.com", "password": "wrong password"});
+        let reply = read(
+            server
+                .client
+                .post(server.url("/api/auth/login"))
+                .header("x-forwarded-for", forwarded_for)
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await;
+        reply.status.as_u16()
+    };
+
+    // Behind a trusted proxy, each forwarded client has its own budget.
+    let proxied = TestServer::start_with(&["--login-rate-limit", "2/min", "--trusted-proxies", "127.0.0.1"]).await;
+    assert_eq!(login(&proxied, "203.0.113.1").await, 401);
+    assert_eq!(login(&proxied, "203.0.113.1").await, 401);
+    assert_eq!(login(&proxied, "203.0.113.1").await, 429);
+    assert_eq!(login(&proxied, "203.0.113.2").await, 401, "another client behind the proxy");
+    // The address a session shows is the forwarded one.
+    let email = unique_email();
+    proxied.register(&email).await;
+    let body = json!({"email": email, "password": PASSWORD});
+    let reply = read(
+        proxied
+            .client
+            .post(proxied.url("/api/auth/login"))
+            .header("forwarded", "for=198.51.100.7")
+            .json(&body)
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    let access = reply.data()["token"].as_str().unwrap().to_owned();
+    let sessions = proxied.get("/api/auth/sessions", &access).await;
+    assert_eq!(sessions.data()["sessions"][0]["ip"], "198.51.100.7");
+
+    // Without trusted proxies the header is ignored: every claim shares the peer's budget.
+    let direct = TestServer::start_with(&["--login-rate-limit", "2/min"]).await;
+    assert_eq!(login(&direct, "203.0.113.1").await, 401);
+    assert_eq!(login(&direct, "203.0.113.2").await, 401);
+    assert_eq!(login(&direct, "203.0.113.3").await, 429, "a forged X-Forwarded-For bought nothing");
+}
