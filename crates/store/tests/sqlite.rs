@@ -29,3 +29,34 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
     let reopened = SqliteStore::open(&path, false).await.unwrap();
     assert_eq!(reopened.find_user(user.id).await.unwrap(), Some(user));
 }
+
+#[tokio::test]
+async fn sessions_stored_in_one_batch_are_as_if_stored_one_by_one() {
+    use tessera_core::session::Session;
+    use tessera_core::store::SessionStore;
+    use tessera_core::{SessionId, Timestamp, UserId};
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("tessera.db"), false).await.unwrap();
+    let user_id = UserId::generate();
+    let sessions: Vec<Session> = (0..3)
+        .map(|i| Session {
+            id: SessionId::generate(),
+            user_id,
+            generation: i,
+            created_at: Timestamp::from_millis(1000 + i as i64),
+            last_used_at: Timestamp::from_millis(2000),
+            expires_at: Timestamp::from_millis(9000),
+            absolute_expires_at: Timestamp::from_millis(9500),
+            ended_at: None,
+            user_agent: (i == 0).then(|| "curl/8.0".into()),
+            ip: Some("127.0.0.1".into()),
+        })
+        .collect();
+    store.create_sessions(&sessions).await.unwrap();
+    for s in &sessions {
+        assert_eq!(store.get_session(s.id).await.unwrap().as_ref(), Some(s));
+    }
+    assert_eq!(store.list_sessions(user_id, Timestamp::from_millis(3000)).await.unwrap(), sessions);
+    let err = store.create_sessions(&sessions[..1]).await.unwrap_err();
+    assert!(matches!(err, tessera_core::store::StoreError::Other(_)), "a taken id: {err:?}");
+}
