@@ -132,6 +132,14 @@ pub enum Introspection {
 }
 
 const PROFILE_CACHE_CAPACITY: usize = 32_768;
+const MAX_UNFINISHED_ENDS: usize = 100_000;
+
+/// An end the store has not confirmed.
+#[derive(Debug, Clone, Copy)]
+enum UnfinishedEnd {
+    Session(SessionId, Timestamp),
+    User(UserId, Timestamp),
+}
 const MAX_USER_AGENT_CHARS: usize = 256;
 
 pub struct AuthService {
@@ -145,6 +153,10 @@ pub struct AuthService {
     /// Woken when this instance ends a session, so the feed publishes it without waiting for
     /// the next poll.
     ended_here: tokio::sync::Notify,
+    /// Ends the store did not confirm (it failed, or the answer was lost), retried by
+    /// [`retry_unfinished_ends`](Self::retry_unfinished_ends) until it does: an end reaches the
+    /// store's feed, and so every instance and resource server, without the client retrying.
+    unfinished: std::sync::Mutex<Vec<UnfinishedEnd>>,
     /// Users never change after registration, so their profiles can be cached without expiry.
     profiles: quick_cache::sync::Cache<UserId, Arc<Profile>>,
     lifetimes: Lifetimes,
@@ -171,6 +183,7 @@ impl AuthService {
             revoked: RevokedSessions::new(retention),
             journal: EndedJournal::new(retention),
             ended_here: tokio::sync::Notify::new(),
+            unfinished: std::sync::Mutex::default(),
             profiles: quick_cache::sync::Cache::new(PROFILE_CACHE_CAPACITY),
             lifetimes,
         }
@@ -249,6 +262,10 @@ impl AuthService {
     pub async fn refresh(&self, token: &str, now: Timestamp) -> Result<Issued, AuthError> {
         let RefreshClaims { session_id, generation } =
             self.refresh.decode(token).ok_or(AuthError::InvalidRefreshToken)?;
+        // Ended here or in the feed, even if the store has not recorded it (yet).
+        if self.revoked.contains(session_id) {
+            return Err(AuthError::InvalidRefreshToken);
+        }
         let idle = now.saturating_add(self.lifetimes.refresh_ttl);
         let session = match self.sessions.rotate(session_id, generation, now, idle).await? {
             Rotation::Rotated(session) => session,
@@ -311,7 +328,13 @@ impl AuthService {
     pub async fn logout_all(&self, caller: &Caller, now: Timestamp) -> Result<u64, AuthError> {
         // The caller's own session may have expired for refresh but its token is still live.
         self.revoked.insert(caller.session_id, now);
-        let ended = self.sessions.end_user_sessions(caller.user_id, now).await?;
+        let ended = match self.sessions.end_user_sessions(caller.user_id, now).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                self.remember_unfinished(UnfinishedEnd::User(caller.user_id, now));
+                return Err(e.into());
+            }
+        };
         self.revoked.extend(ended.iter().map(|id| (*id, now)));
         self.ended_here.notify_one();
         tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id, all = true, sessions_ended = ended.len());
@@ -396,11 +419,52 @@ impl AuthService {
 
     async fn end_session(&self, id: SessionId, now: Timestamp) -> Result<(), AuthError> {
         // Recorded here first: whatever the store does, this instance rejects the session's
-        // access tokens from now on.
+        // tokens from now on.
         self.revoked.insert(id, now);
-        self.sessions.end_session(id, now).await?;
+        if let Err(e) = self.sessions.end_session(id, now).await {
+            self.remember_unfinished(UnfinishedEnd::Session(id, now));
+            return Err(e.into());
+        }
         self.ended_here.notify_one();
         Ok(())
+    }
+
+    fn remember_unfinished(&self, end: UnfinishedEnd) {
+        let mut unfinished = self.unfinished.lock().unwrap_or_else(|e| e.into_inner());
+        if unfinished.len() >= MAX_UNFINISHED_ENDS {
+            tracing::error!("too many ends wait for the store; forgetting the oldest (its session stays ended here)");
+            unfinished.remove(0);
+        }
+        unfinished.push(end);
+    }
+
+    /// Retries the ends the store did not confirm; returns how many are still waiting.
+    pub async fn retry_unfinished_ends(&self) -> usize {
+        let waiting = std::mem::take(&mut *self.unfinished.lock().unwrap_or_else(|e| e.into_inner()));
+        if waiting.is_empty() {
+            return 0;
+        }
+        let tried = waiting.len();
+        let mut failed = Vec::new();
+        for end in waiting {
+            let done = match end {
+                UnfinishedEnd::Session(id, at) => self.sessions.end_session(id, at).await.map(|_| ()),
+                UnfinishedEnd::User(user_id, at) => self.sessions.end_user_sessions(user_id, at).await.map(|ended| {
+                    self.revoked.extend(ended.iter().map(|id| (*id, at)));
+                }),
+            };
+            if done.is_err() {
+                failed.push(end);
+            }
+        }
+        let finished_some = failed.len() < tried;
+        let mut unfinished = self.unfinished.lock().unwrap_or_else(|e| e.into_inner());
+        failed.append(&mut unfinished);
+        *unfinished = failed;
+        if finished_some {
+            self.ended_here.notify_one();
+        }
+        unfinished.len()
     }
 
     async fn profile(&self, id: UserId) -> Result<Option<Arc<Profile>>, AuthError> {

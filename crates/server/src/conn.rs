@@ -92,7 +92,7 @@ pub async fn serve(
                     continue;
                 }
             },
-            _ = stop.wait_for(|stopping| *stopping) => break,
+            () = stopped(&mut stop) => break,
         };
         let Ok(slot) = slots.clone().try_acquire_owned() else {
             refusals.note(Refusal::ServerFull, &peer.ip().to_string());
@@ -122,6 +122,11 @@ pub async fn serve(
     drop(closed_tx);
     // Every connection task holds a sender: the channel closes when the last one ends.
     let _ = closed_rx.recv().await;
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 async fn serve_connection(
@@ -159,7 +164,7 @@ async fn serve_connection(
         let deadline = activity.deadline(&limits);
         tokio::select! {
             _ = connection.as_mut() => return,
-            _ = stop.wait_for(|stop| *stop), if !stopping => {
+            () = stopped(&mut stop), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }

@@ -81,8 +81,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
     AppError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }
 
-/// Builds the service and the state from settings; `bound` is the address actually listened on.
-pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Result<AppState> {
+/// Builds the service and the state from settings and opened stores; `bound` is the address
+/// actually listened on.
+pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -> anyhow::Result<AppState> {
     create_private_dir(&settings.data_dir)?;
     let now = Timestamp::now();
     let key_dir = KeyDir::new(settings.data_dir.join("keys"));
@@ -90,7 +91,6 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr) -> anyhow::Resu
     let keys = key_dir.load_keys()?;
     let refresh = RefreshTokenCodec::new(&key_dir.refresh_secret()?);
 
-    let db = open_stores(settings).await?;
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
     let hasher = PasswordHasher::start(settings.hash_params, threads, 64 * threads)?;
     let issuer = settings.issuer.clone().unwrap_or_else(|| format!("http://{bound}"));
@@ -146,7 +146,7 @@ pub async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> any
 }
 
 /// Opens the database and the session store (the same database, or Redis).
-async fn open_stores(settings: &Settings) -> anyhow::Result<Database> {
+pub async fn open_stores(settings: &Settings) -> anyhow::Result<Database> {
     use tessera_store::redis::RedisStore;
     let mut db = open_database(&settings.database, settings.sqlite_synchronous_full).await?;
     db.sessions = match &settings.session_store {
@@ -180,7 +180,19 @@ pub async fn serve(settings: Settings, shutdown: impl Future<Output = ()> + Send
     let listener =
         TcpListener::bind(settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
     let bound = listener.local_addr()?;
-    let state = build_state(&settings, bound).await?;
+    let db = open_stores(&settings).await?;
+    let state = build_state(&settings, bound, db).await?;
+    run(&settings, listener, state, shutdown).await
+}
+
+/// Serves `state` on `listener` with the background work, until `shutdown` resolves.
+pub async fn run(
+    settings: &Settings,
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let bound = listener.local_addr()?;
     let background = spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
     tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
     let proxies = state.policy().proxies.clone();
@@ -295,7 +307,10 @@ async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::Joi
             tokio::select! {
                 // An end made here is published at once; ends made elsewhere by the next poll.
                 () = state.auth().session_ended_here() => catch_up(&state, &mut failing).await,
-                _ = revocation_tick.tick() => catch_up(&state, &mut failing).await,
+                _ = revocation_tick.tick() => {
+                    state.auth().retry_unfinished_ends().await;
+                    catch_up(&state, &mut failing).await;
+                }
                 _ = key_tick.tick() => reload_keys(&state, &key_dir, &mut known_keys),
                 _ = purge_tick.tick() => match state.auth().purge_sessions(Timestamp::now()).await {
                     Ok(0) => {}
