@@ -7,7 +7,15 @@ use tessera_proto::ErrorCode;
 
 use crate::error::AppError;
 
-pub const COOKIE_NAME: &str = "tessera_refresh";
+/// The cookie's name with `Secure`. The `__Secure-` prefix makes browsers refuse the name from
+/// any page that is not https, so a man in the middle of some plain-http page of the site
+/// cannot plant a cookie of this name. (`__Host-` would also refuse one planted by a sibling
+/// host, but it requires `Path=/`, and SPEC §4 scopes the cookie to `/api/auth` so that no
+/// other path of the host — a page, an app on another port — ever receives the token.)
+pub const SECURE_COOKIE_NAME: &str = "__Secure-tessera_refresh";
+/// The cookie's name without `Secure` (`--insecure-cookies`, plain-http development), where
+/// browsers would refuse a prefixed name.
+pub const DEV_COOKIE_NAME: &str = "tessera_refresh";
 pub const COOKIE_PATH: &str = "/api/auth";
 pub const CSRF_HEADER: &str = "x-requested-with";
 pub const CSRF_VALUE: &str = "tessera";
@@ -35,20 +43,35 @@ impl CookiePolicy {
         self.header("", 0)
     }
 
+    pub fn name(&self) -> &'static str {
+        if self.secure { SECURE_COOKIE_NAME } else { DEV_COOKIE_NAME }
+    }
+
     fn header(&self, value: &str, max_age: u64) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let text =
-            format!("{COOKIE_NAME}={value}; HttpOnly{secure}; SameSite=Strict; Path={COOKIE_PATH}; Max-Age={max_age}");
+        let name = self.name();
+        let text = format!("{name}={value}; HttpOnly{secure}; SameSite=Strict; Path={COOKIE_PATH}; Max-Age={max_age}");
         // The token is base64url and the rest is ASCII, so this cannot fail.
         HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }
 
     /// The refresh token of the request's cookie, once the request passed the CSRF check.
     /// `Ok(None)` when there is no such cookie.
+    ///
+    /// Several cookies of that name mean one was planted (by a sibling host, with `Domain`, or
+    /// with a longer `Path` so that browsers send it first): tessera then refuses to guess which
+    /// is the user's, with `400 INVALID_REQUEST`, and deletes none of them, so a planted cookie
+    /// can neither pick the session a browser refreshes nor get the real one deleted.
     pub fn token_from_cookie<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, AppError> {
-        let Some(token) = cookie_value(headers, COOKIE_NAME) else {
+        let mut values = cookie_values(headers, self.name());
+        let Some(token) = values.next() else {
             return Ok(None);
         };
+        if values.next().is_some() {
+            return Err(AppError::invalid_request(
+                "Several refresh cookies were sent; tessera will not guess which is yours. Remove the site's cookies and sign in again",
+            ));
+        }
         self.check_csrf(headers)?;
         Ok(Some(token))
     }
@@ -77,15 +100,15 @@ impl CookiePolicy {
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie_value<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+/// The values of cookie `name` in the request's `Cookie` headers.
+fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, v)| *k == name && !v.is_empty())
+        .filter(move |(k, v)| *k == name && !v.is_empty())
         .map(|(_, v)| v)
 }
 
@@ -109,16 +132,33 @@ mod tests {
     fn the_cookie_has_every_protective_attribute() {
         let now = Timestamp::from_millis(0);
         let value = policy().set("tok", Timestamp::from_millis(60_000), now);
-        assert_eq!(value, "tessera_refresh=tok; HttpOnly; Secure; SameSite=Strict; Path=/api/auth; Max-Age=60");
+        assert_eq!(
+            value,
+            "__Secure-tessera_refresh=tok; HttpOnly; Secure; SameSite=Strict; Path=/api/auth; Max-Age=60"
+        );
         let dev = CookiePolicy { secure: false, allowed_origins: vec![], own_scheme: "http" };
-        assert!(!dev.clear().to_str().unwrap().contains("Secure"));
+        assert_eq!(dev.clear(), "tessera_refresh=; HttpOnly; SameSite=Strict; Path=/api/auth; Max-Age=0");
     }
 
     #[test]
     fn the_token_is_found_among_other_cookies() {
-        let h = headers(&[("cookie", "a=1; tessera_refresh=abc; b=2"), ("x-requested-with", "tessera")]);
+        let h = headers(&[("cookie", "a=1; __Secure-tessera_refresh=abc; b=2"), ("x-requested-with", "tessera")]);
         assert_eq!(policy().token_from_cookie(&h).unwrap(), Some("abc"));
         assert_eq!(policy().token_from_cookie(&headers(&[("cookie", "a=1")])).unwrap(), None);
+        let unprefixed = headers(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera")]);
+        assert_eq!(policy().token_from_cookie(&unprefixed).unwrap(), None, "with Secure, only the prefixed name");
+    }
+
+    #[test]
+    fn a_second_planted_cookie_is_refused_rather_than_guessed() {
+        for cookies in [
+            &[("cookie", "__Secure-tessera_refresh=planted; __Secure-tessera_refresh=real")][..],
+            &[("cookie", "__Secure-tessera_refresh=planted"), ("cookie", "__Secure-tessera_refresh=real")],
+        ] {
+            let mut h = headers(cookies);
+            h.append("x-requested-with", HeaderValue::from_static("tessera"));
+            assert_eq!(policy().token_from_cookie(&h).unwrap_err().code, ErrorCode::InvalidRequest);
+        }
     }
 
     #[test]
@@ -127,15 +167,15 @@ mod tests {
             let err = policy().token_from_cookie(&headers(pairs)).unwrap_err();
             assert_eq!(err.code, ErrorCode::CsrfRejected);
         };
-        reject(&[("cookie", "tessera_refresh=abc")]);
-        reject(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "XMLHttpRequest")]);
+        reject(&[("cookie", "__Secure-tessera_refresh=abc")]);
+        reject(&[("cookie", "__Secure-tessera_refresh=abc"), ("x-requested-with", "XMLHttpRequest")]);
         reject(&[
-            ("cookie", "tessera_refresh=abc"),
+            ("cookie", "__Secure-tessera_refresh=abc"),
             ("x-requested-with", "tessera"),
             ("origin", "https://evil.example"),
         ]);
-        reject(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera"), ("origin", "null")]);
-        let csrf = [("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera")];
+        reject(&[("cookie", "__Secure-tessera_refresh=abc"), ("x-requested-with", "tessera"), ("origin", "null")]);
+        let csrf = [("cookie", "__Secure-tessera_refresh=abc"), ("x-requested-with", "tessera")];
         for near_miss in
             ["https://app.example/", "https://app.example//", "http://app.example", "https://app.example:8443"]
         {
@@ -145,9 +185,13 @@ mod tests {
         reject(&[csrf[0], csrf[1], ("origin", "https://auth.local:8080"), ("host", "auth.local:8080")]);
 
         let ok = |pairs: &[(&'static str, &'static str)]| assert!(policy().token_from_cookie(&headers(pairs)).is_ok());
-        ok(&[("cookie", "tessera_refresh=abc"), ("x-requested-with", "tessera"), ("origin", "https://app.example")]);
         ok(&[
-            ("cookie", "tessera_refresh=abc"),
+            ("cookie", "__Secure-tessera_refresh=abc"),
+            ("x-requested-with", "tessera"),
+            ("origin", "https://app.example"),
+        ]);
+        ok(&[
+            ("cookie", "__Secure-tessera_refresh=abc"),
             ("x-requested-with", "tessera"),
             ("origin", "http://auth.local:8080"),
             ("host", "auth.local:8080"),

@@ -19,7 +19,7 @@ async fn cookie_login(server: &TestServer, email: &str) -> (String, String, Repl
 
 fn cookie_value(reply: &Reply) -> String {
     let set = reply.set_cookie().expect("Set-Cookie");
-    set.split(';').next().unwrap().strip_prefix("tessera_refresh=").expect("cookie name").to_owned()
+    set.split(';').next().unwrap().strip_prefix("__Secure-tessera_refresh=").expect("cookie name").to_owned()
 }
 
 #[tokio::test]
@@ -37,14 +37,38 @@ async fn cookie_login_puts_the_refresh_token_only_in_a_protected_cookie() {
 }
 
 #[tokio::test]
-async fn insecure_cookies_drop_only_the_secure_attribute() {
+async fn insecure_cookies_drop_the_secure_attribute_and_the_prefix_browsers_would_refuse_without_it() {
     let server = TestServer::start_with(&["--insecure-cookies"]).await;
     let email = unique_email();
     server.register(&email).await;
-    let (_, _, reply) = cookie_login(&server, &email).await;
+    let reply = server
+        .post("/api/auth/login", json!({"email": email, "password": PASSWORD, "refresh_transport": "cookie"}))
+        .await;
     let set = reply.set_cookie().unwrap();
     assert!(!set.contains("Secure"), "{set}");
+    assert!(set.starts_with("tessera_refresh="), "{set}");
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+}
+
+#[tokio::test]
+async fn a_planted_second_cookie_neither_picks_the_session_nor_gets_the_real_one_deleted() {
+    let server = TestServer::start().await;
+    let email = unique_email();
+    server.register(&email).await;
+    let (_, real, _) = cookie_login(&server, &email).await;
+    // An attacker's own valid session, planted so that the browser sends it first.
+    let attacker = unique_email();
+    server.register(&attacker).await;
+    let (_, planted, _) = cookie_login(&server, &attacker).await;
+    let both = format!("__Secure-tessera_refresh={planted}; __Secure-tessera_refresh={real}");
+    let reply = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &both), CSRF]).await;
+    reply.assert_error(400, "INVALID_REQUEST");
+    assert!(reply.set_cookie().is_none(), "a cookie was deleted");
+    // The user's own cookie still works, and is still the user's.
+    let jar = format!("__Secure-tessera_refresh={real}");
+    let reply = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
+    let me = server.me(reply.data()["token"].as_str().unwrap()).await;
+    assert_eq!(me.data()["email"], email);
 }
 
 #[tokio::test]
@@ -53,7 +77,7 @@ async fn a_cookie_refresh_rotates_the_cookie_and_keeps_the_token_out_of_the_body
     let email = unique_email();
     server.register(&email).await;
     let (_, cookie, _) = cookie_login(&server, &email).await;
-    let jar = format!("tessera_refresh={cookie}");
+    let jar = format!("__Secure-tessera_refresh={cookie}");
     let reply = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
     assert!(reply.data().get("refresh_token").is_none());
     server.me(reply.data()["token"].as_str().unwrap()).await.data();
@@ -72,7 +96,7 @@ async fn cookie_requests_without_the_csrf_header_or_from_a_foreign_origin_are_re
     let email = unique_email();
     server.register(&email).await;
     let (access, cookie, _) = cookie_login(&server, &email).await;
-    let jar = format!("tessera_refresh={cookie}");
+    let jar = format!("__Secure-tessera_refresh={cookie}");
     let refresh =
         async |headers: &[(&str, &str)]| server.send(Method::POST, "/api/auth/refresh", None, None, headers).await;
 
@@ -91,7 +115,7 @@ async fn a_bearer_logout_that_also_carries_the_cookie_is_not_held_to_the_cookies
     let email = unique_email();
     server.register(&email).await;
     let (access, cookie, _) = cookie_login(&server, &email).await;
-    let jar = format!("tessera_refresh={cookie}");
+    let jar = format!("__Secure-tessera_refresh={cookie}");
     // The Bearer token authenticates the logout (no cross-site page can send it), so the cookie
     // riding along without X-Requested-With does not make it fail.
     let logout = server.send(Method::POST, "/api/auth/logout", Some(&access), None, &[("cookie", &jar)]).await;
@@ -107,10 +131,10 @@ async fn a_cookie_logout_ends_the_session_and_clears_the_cookie() {
     let email = unique_email();
     server.register(&email).await;
     let (access, cookie, _) = cookie_login(&server, &email).await;
-    let jar = format!("tessera_refresh={cookie}");
+    let jar = format!("__Secure-tessera_refresh={cookie}");
     let reply = server.send(Method::POST, "/api/auth/logout", Some(&access), None, &[("cookie", &jar), CSRF]).await;
     assert_eq!(reply.data()["logged_out"], true);
-    assert!(reply.set_cookie().is_some_and(|c| c.starts_with("tessera_refresh=;") && c.contains("Max-Age=0")));
+    assert!(reply.set_cookie().is_some_and(|c| c.starts_with("__Secure-tessera_refresh=;") && c.contains("Max-Age=0")));
     let again = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
     again.assert_error(401, "INVALID_TOKEN");
 }

@@ -103,7 +103,7 @@ async fn the_document_lists_every_route_and_every_status_it_answers() {
         case("/api/auth/refresh", M::POST).json(json!({"refresh_token": spare.refresh})),
         case("/api/auth/refresh", M::POST).json(json!({"refresh_token": "garbage"})),
         case("/api/auth/refresh", M::POST),
-        case("/api/auth/refresh", M::POST).header("cookie", "tessera_refresh=x"),
+        case("/api/auth/refresh", M::POST).header("cookie", "__Secure-tessera_refresh=x"),
         case("/api/auth/logout", M::POST),
         case("/api/auth/logout-all", M::POST),
         case("/api/auth/me", M::GET).bearer(&t.access),
