@@ -5,6 +5,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use crate::BoxError;
+use crate::scale::SCALE;
 use crate::scenario::SCENARIOS;
 
 pub const USAGE: &str = "\
@@ -14,16 +15,20 @@ usage: tessera-bench [OPTIONS]
   --warmup SECS          unmeasured seconds before each run [default: 2]
   --connections N        concurrent keep-alive connections [default: 32]
   --runs N               runs per scenario; the median run is reported [default: 3]
-  --only NAME[,NAME...]  run only these scenarios: me, refresh, login, me-during-login,
-                         rs-bare, rs-layer, logout-latency (e.g. --only rs-bare,rs-layer)
+  --only NAME[,NAME...]  run only these scenarios: me, introspect-access, introspect-refresh,
+                         refresh, login, me-during-login, rs-bare, rs-layer, logout-latency,
+                         scale (e.g. --only rs-bare,rs-layer); scale runs only when named
   --logouts N            logouts timed by logout-latency, per row [default: 100]
+  --scale-sessions N     stored sessions of scale's large rows [default: 1000000]
   --server-bin PATH      the tessera binary [default: tessera next to this binary]
   --client-threads N     threads of the load generator [default: 1]
   -h, --help             print this help
 
 rs-bare and rs-layer load a resource server inside the benchmark (GET /bare, and GET /protected
 behind tessera-verify's layer); logout-latency times logout -> 401 at that resource server, on the
-benchmark's server and, when TESSERA_TEST_REDIS_URL is set, on two instances sharing that Redis.";
+benchmark's server and, when TESSERA_TEST_REDIS_URL is set, on two instances sharing that Redis.
+scale runs refresh against stores filled with 1 000 and with --scale-sessions sessions, on SQLite
+and, when TESSERA_TEST_REDIS_URL is set, on that Redis; it takes minutes, so only --only runs it.";
 
 #[derive(Debug, Clone)]
 pub struct Args {
@@ -36,6 +41,7 @@ pub struct Args {
     pub server_bin: PathBuf,
     pub client_threads: usize,
     pub logouts: usize,
+    pub scale_sessions: u64,
 }
 
 /// What the command line asks for.
@@ -45,9 +51,13 @@ pub enum Command {
 }
 
 impl Args {
-    /// Whether scenario `name` is to run.
+    /// Whether scenario `name` is to run: every one but `scale` unless `--only` names some,
+    /// and `scale` only when named (it takes minutes).
     pub fn selects(&self, name: &str) -> bool {
-        self.only.as_ref().is_none_or(|only| only.iter().any(|o| o == name))
+        match &self.only {
+            Some(only) => only.iter().any(|o| o == name),
+            None => name != SCALE,
+        }
     }
 
     fn defaults() -> Result<Self, BoxError> {
@@ -62,6 +72,7 @@ impl Args {
             server_bin: dir.join("tessera"),
             client_threads: 1,
             logouts: 100,
+            scale_sessions: 1_000_000,
         })
     }
 
@@ -75,6 +86,9 @@ impl Args {
         }
         if self.runs == 0 || self.client_threads == 0 || self.logouts == 0 {
             return Err("--runs, --client-threads and --logouts must be at least 1".into());
+        }
+        if self.scale_sessions < crate::scale::SMALL {
+            return Err(format!("--scale-sessions must be at least {}", crate::scale::SMALL).into());
         }
         if let Some(name) = self.only.iter().flatten().find(|name| !SCENARIOS.contains(&name.as_str())) {
             return Err(format!("unknown scenario `{name}`: use one of {}", SCENARIOS.join(", ")).into());
@@ -107,6 +121,7 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, BoxError
             "--server-bin" => args.server_bin = PathBuf::from(value()?),
             "--client-threads" => args.client_threads = number(&flag, &value()?)?,
             "--logouts" => args.logouts = number(&flag, &value()?)?,
+            "--scale-sessions" => args.scale_sessions = number(&flag, &value()?)?,
             _ => return Err(format!("unknown argument `{flag}`\n\n{USAGE}").into()),
         }
     }
@@ -115,4 +130,18 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, BoxError
 
 fn number<T: FromStr>(flag: &str, text: &str) -> Result<T, BoxError> {
     text.parse().map_err(|_| format!("{flag} expects a whole number, not `{text}`").into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scale_runs_only_when_named() {
+        let mut args = Args::defaults().unwrap();
+        assert!(args.selects("me") && args.selects("logout-latency"));
+        assert!(!args.selects(SCALE), "minutes long: not in the default run");
+        args.only = Some(vec![SCALE.into()]);
+        assert!(args.selects(SCALE) && !args.selects("me"));
+    }
 }

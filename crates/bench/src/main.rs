@@ -1,7 +1,7 @@
 //! `tessera-bench`: throughput and latency of a real `tessera serve` on this machine.
 //!
 //! It starts the release server as a child process (`--listen 127.0.0.1:0`, a temporary data
-//! directory, login rate limit off; SQLite unless `TESSERA_DATABASE_URL` or
+//! directory, login rate limits off; SQLite unless `TESSERA_DATABASE_URL` or
 //! `TESSERA_SESSION_STORE_URL` in the environment say otherwise), registers one account and then
 //! measures, each
 //! scenario `--runs` times for `--duration` seconds after `--warmup` seconds, with
@@ -43,15 +43,22 @@
 //! sessions are logged in and out on instance A while the verifier follows instance B's feed.
 //! Without the variable that row is skipped, with a note on stderr.
 //!
+//! And, only when `--only` names it (it takes minutes), `scale` ([`scale`]): SPEC §8's scale
+//! row, refresh's p99 with 1 000 000 stored sessions against that with 1 000 (target ≤ 2×),
+//! on SQLite and, when `TESSERA_TEST_REDIS_URL` is set, on Redis. Each size gets a fresh server
+//! on a store filled beforehand through `tessera-store` with sessions of the server's shape;
+//! the report has a section of its own with the ratio and each server's peak memory.
+//!
 //! The median run (by req/s) of each scenario is printed as a Markdown table on stdout, with
 //! the server's peak memory (`VmHWM`, target ≤ 128 MiB) and the machine; progress and errors go
 //! to stderr. The exit status is non-zero if any request failed.
 //!
 //! Run it from the workspace root with `scripts/bench` (builds the release binaries first, and
-//! starts throwaway PostgreSQL and Redis with `scripts/services` when `logout-latency` is to run
-//! and `TESSERA_TEST_REDIS_URL` is unset), e.g. `scripts/bench --duration 5 --runs 1` or
-//! `scripts/bench --only refresh`; `scripts/bench --help` lists the flags. The load generator
-//! shares the machine with the server, so it runs on one thread by default (`--client-threads`).
+//! starts throwaway PostgreSQL and Redis with `scripts/services` when `logout-latency` or
+//! `scale` is to run and `TESSERA_TEST_REDIS_URL` is unset), e.g. `scripts/bench --duration 5
+//! --runs 1`, `scripts/bench --only refresh` or `scripts/bench --only scale`; `scripts/bench
+//! --help` lists the flags. The load generator shares the machine with the server, so it runs
+//! on one thread by default (`--client-threads`).
 
 mod api;
 mod args;
@@ -60,6 +67,7 @@ mod load;
 mod logout;
 mod report;
 mod resource;
+mod scale;
 mod scenario;
 mod server;
 
@@ -71,10 +79,13 @@ use crate::args::{Args, Command, USAGE};
 use crate::http::Conn;
 use crate::report::{Row, Summary, Target};
 use crate::resource::{Issuer, ResourceServer};
-use crate::scenario::{INTROSPECT_ACCESS, INTROSPECT_REFRESH, LOGOUT_LATENCY, RS_BARE, RS_LAYER, Scenario, Setup};
+use crate::scale::SCALE;
+use crate::scenario::{
+    INTROSPECT_ACCESS, INTROSPECT_REFRESH, LOGOUT_LATENCY, RS_BARE, RS_LAYER, SCENARIOS, Scenario, Setup,
+};
 use crate::server::{Pair, Server};
 
-/// Where the two-instance row of `logout-latency` finds Redis.
+/// Where the two-instance row of `logout-latency` and the Redis rows of `scale` find Redis.
 const REDIS_URL_VAR: &str = "TESSERA_TEST_REDIS_URL";
 /// The target of `logout-latency`: a logged-out token refused within a second.
 const LOGOUT_TARGET: Target = Target::Delay { max_p99_ms: 1000.0 };
@@ -101,6 +112,33 @@ fn run() -> Result<(), BoxError> {
     };
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?;
+    let mut failed_requests = 0;
+    let mut pair_error = None;
+    if SCENARIOS.iter().any(|name| *name != SCALE && args.selects(name)) {
+        let (report, failed, pair) = everything_but_scale(&runtime, &args)?;
+        print!("{report}");
+        (failed_requests, pair_error) = (failed, pair);
+    }
+    if args.selects(SCALE) {
+        let rows = scale::run(&runtime, &args)?;
+        failed_requests += rows.iter().map(|row| row.summary.errors).sum::<u64>();
+        print!("{}", scale::markdown(&args, &rows));
+    }
+    if let Some(e) = pair_error {
+        return Err(format!("the two-instance row of {LOGOUT_LATENCY} failed: {e}").into());
+    }
+    match failed_requests {
+        0 => Ok(()),
+        n => Err(format!("{n} requests failed over all runs; see the errors above").into()),
+    }
+}
+
+/// The scenarios on the benchmark's server (and the two-instance row): the report, the failed
+/// requests, and why the two-instance row failed, if it did.
+fn everything_but_scale(
+    runtime: &tokio::runtime::Runtime,
+    args: &Args,
+) -> Result<(String, u64, Option<BoxError>), BoxError> {
     let server = Server::start(&args.server_bin)?;
     eprintln!("tessera-bench: {} listening on {}", args.server_bin.display(), server.addr());
     let client = if [INTROSPECT_ACCESS, INTROSPECT_REFRESH].iter().any(|name| args.selects(name)) {
@@ -108,12 +146,11 @@ fn run() -> Result<(), BoxError> {
     } else {
         None
     };
-    let mut outcome = runtime.block_on(bench(&args, server.addr(), client))?;
+    let mut outcome = runtime.block_on(bench(args, server.addr(), client))?;
     let peak_rss_kib = server.peak_rss_kib().inspect_err(|e| eprintln!("tessera-bench: {e}")).ok();
     drop(server);
     // Started only now, so that they sit idle through none of the other scenarios.
-    let pair_error =
-        if args.selects(LOGOUT_LATENCY) { two_instances(&runtime, &args, &mut outcome).err() } else { None };
+    let pair_error = if args.selects(LOGOUT_LATENCY) { two_instances(runtime, args, &mut outcome).err() } else { None };
     let (cores, cpu_model) = report::machine();
     let context = report::Context {
         cores,
@@ -125,14 +162,7 @@ fn run() -> Result<(), BoxError> {
         peak_rss_kib,
         poll_ms: u64::try_from(logout::POLL.as_millis()).unwrap_or(u64::MAX),
     };
-    print!("{}", report::markdown(&context, &outcome.rows));
-    if let Some(e) = pair_error {
-        return Err(format!("the two-instance row of {LOGOUT_LATENCY} failed: {e}").into());
-    }
-    match outcome.failed_requests {
-        0 => Ok(()),
-        n => Err(format!("{n} requests failed over all runs; see the errors above").into()),
-    }
+    Ok((report::markdown(&context, &outcome.rows), outcome.failed_requests, pair_error))
 }
 
 /// The rows of the table and what else the report needs from the measurements.

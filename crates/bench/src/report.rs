@@ -183,7 +183,7 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "- server: `tessera serve` ({}, login rate limit off) on 127.0.0.1, same machine as the load generator",
+        "- server: `tessera serve` ({}, login rate limits off) on 127.0.0.1, same machine as the load generator",
         stores()
     );
     if rows.iter().any(|r| r.label.starts_with("rs-") || matches!(r.target, Target::Delay { .. })) {
@@ -288,7 +288,7 @@ fn memory_line(peak_rss_kib: Option<u64>) -> String {
     }
 }
 
-fn verdict(met: Option<bool>) -> &'static str {
+pub fn verdict(met: Option<bool>) -> &'static str {
     match met {
         Some(true) => "yes",
         Some(false) => "**no**",

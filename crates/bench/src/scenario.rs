@@ -24,6 +24,7 @@ pub const SCENARIOS: &[&str] = &[
     RS_BARE,
     RS_LAYER,
     LOGOUT_LATENCY,
+    crate::scale::SCALE,
 ];
 
 pub const INTROSPECT_ACCESS: &str = "introspect-access";

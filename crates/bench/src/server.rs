@@ -43,6 +43,12 @@ impl Server {
         Self::spawn(bin, name, Arc::new(data_dir), extra)
     }
 
+    /// Like [`start_with`](Self::start_with), on a data directory the caller prepared (and that
+    /// is removed after the server).
+    pub fn start_in(bin: &Path, name: &str, data_dir: TempDir, extra: &[String]) -> Result<Self, BoxError> {
+        Self::spawn(bin, name, Arc::new(data_dir), extra)
+    }
+
     /// Another instance on this one's data directory (same keys, same SQLite file).
     pub fn sibling(&self, bin: &Path, name: &str, extra: &[String]) -> Result<Self, BoxError> {
         Self::spawn(bin, name, self.data_dir.clone(), extra)
@@ -52,7 +58,7 @@ impl Server {
         let mut child = Command::new(bin)
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
-            .args(["--login-rate-limit", "off", "--log-format", "json"])
+            .args(["--login-rate-limit", "off", "--login-failure-limit", "off", "--log-format", "json"])
             .args(extra)
             .env("RUST_LOG", "warn,tessera_server=info")
             .stdin(Stdio::null())
@@ -166,8 +172,10 @@ impl Pair {
 }
 
 /// Reads the server's log lines until the pipe closes: sends the address of the "listening"
-/// line, echoes every other line to stderr (at `warn` they are worth seeing), so the pipe never
-/// fills and blocks the server.
+/// line, echoes every other line to stderr (at `warn` they are worth seeing) except the audit
+/// events, which the server logs whatever `RUST_LOG` says, one per login and refresh: the
+/// server still writes them, as in production, but the load generator does not spend the
+/// machine's CPU repeating them. The pipe never fills and blocks the server.
 fn drain_stdout(stdout: ChildStdout, prefix: &str, tx: mpsc::Sender<SocketAddr>) {
     let mut tx = Some(tx);
     for line in BufReader::new(stdout).lines() {
@@ -178,10 +186,14 @@ fn drain_stdout(stdout: ChildStdout, prefix: &str, tx: mpsc::Sender<SocketAddr>)
                     let _ = tx.send(addr);
                 }
             }
+            None if line.contains(AUDIT_TARGET) => {}
             None => eprintln!("{prefix} {line}"),
         }
     }
 }
+
+/// How the JSON log lines of audit events show their target.
+const AUDIT_TARGET: &str = r#""target":"audit""#;
 
 /// The `addr` of a JSON log line whose message is "listening".
 fn listening_addr(line: &str) -> Option<SocketAddr> {
