@@ -8,6 +8,7 @@ mod client;
 mod cookies;
 mod errors;
 mod feed;
+mod fuzz;
 mod helpers;
 mod instances;
 mod limits;
