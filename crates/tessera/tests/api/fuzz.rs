@@ -47,10 +47,6 @@ impl Rng {
         (self.next() % n as u64) as usize
     }
 
-    fn chance(&mut self, percent: usize) -> bool {
-        self.below(100) < percent
-    }
-
     fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
@@ -128,7 +124,7 @@ fn path(rng: &mut Rng, who: &Credentials) -> String {
 }
 
 fn json_body(rng: &mut Rng, who: &Credentials) -> Value {
-    let mut pick_value = |rng: &mut Rng| -> Value {
+    let pick_value = |rng: &mut Rng| -> Value {
         match rng.below(12) {
             0 => Value::Null,
             1 => json!(rng.next() as i64),
