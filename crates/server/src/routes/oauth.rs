@@ -153,6 +153,7 @@ impl FromRequest<AppState> for FormParams {
         (status = 200, description = "The rotated pair (RFC 6749 §5.1)", body = OAuthTokenBody),
         (status = 400, description = "`invalid_request`, `invalid_grant`, `unsupported_grant_type`", body = OAuthErrorBody),
         (status = 405, description = "Not `POST`", body = OAuthErrorBody),
+        (status = 408, description = "The body did not arrive within the body timeout", body = OAuthErrorBody),
         (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
         (status = 500, description = "`server_error`", body = OAuthErrorBody),
         (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
@@ -197,6 +198,7 @@ async fn refresh_grant(state: &AppState, params: Result<FormParams, OAuthError>)
         (status = 200, description = "Revoked, or nothing to revoke (RFC 7009)"),
         (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
         (status = 405, description = "Not `POST`", body = OAuthErrorBody),
+        (status = 408, description = "The body did not arrive within the body timeout", body = OAuthErrorBody),
         (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
         (status = 500, description = "`server_error`", body = OAuthErrorBody),
         (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
@@ -228,6 +230,7 @@ pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OA
         (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
         (status = 401, description = "`invalid_client`, with `WWW-Authenticate: Basic`", body = OAuthErrorBody),
         (status = 405, description = "Not `POST`", body = OAuthErrorBody),
+        (status = 408, description = "The body did not arrive within the body timeout", body = OAuthErrorBody),
         (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
         (status = 500, description = "`server_error`", body = OAuthErrorBody),
         (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
