@@ -5,6 +5,8 @@
 //! Timestamps are passed in, never read from the store's clock, so several server instances
 //! and the tests agree on time.
 
+use std::time::Duration;
+
 use async_trait::async_trait;
 
 use crate::account::User;
@@ -107,6 +109,19 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Answers when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;
+}
+
+/// Budgets shared by every instance (token buckets), so that rate limits count requests to the
+/// whole deployment, not to each instance. Buckets are created full on first use and forgotten
+/// once they have refilled, so memory follows the keys in use, not all keys ever seen.
+#[async_trait]
+pub trait LimitStore: Send + Sync + 'static {
+    /// Takes one from bucket `key`, which holds at most `capacity` and refills evenly over
+    /// `per`: `None` when taken, else how long until one is available (nothing is taken then).
+    async fn take(&self, key: &str, capacity: u32, per: Duration, now: Timestamp) -> StoreResult<Option<Duration>>;
+
+    /// Puts one back into bucket `key` (never above `capacity`).
+    async fn give_back(&self, key: &str, capacity: u32, per: Duration, now: Timestamp) -> StoreResult<()>;
 }
 
 /// Registered OAuth clients (in the user database, so every instance knows them).

@@ -36,7 +36,7 @@ use tessera_core::keys::KeyDir;
 use tessera_core::password::PasswordHasher;
 use tessera_core::refresh::RefreshTokenCodec;
 use tessera_core::service::AuthService;
-use tessera_core::store::{ClientStore, SessionStore, UserStore};
+use tessera_core::store::{ClientStore, LimitStore, SessionStore, UserStore};
 use tessera_proto::ErrorCode;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -44,7 +44,7 @@ use tower_http::catch_panic::CatchPanicLayer;
 use crate::config::{Settings, StoreUrl, redact_url};
 use crate::cookies::CookiePolicy;
 use crate::error::AppError;
-use crate::ratelimit::Limiter;
+use crate::ratelimit::Throttle;
 pub use crate::state::{AppState, HttpPolicy};
 
 /// The whole HTTP surface.
@@ -104,8 +104,12 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -
     };
     let policy = HttpPolicy {
         cookies,
-        login_per_address: settings.login_rate_limit.map(Limiter::new),
-        login_per_account: settings.login_failure_limit.map(Limiter::new),
+        login_per_address: settings
+            .login_rate_limit
+            .map(|rate| Throttle::new(rate, db.limits.clone(), "login-address")),
+        login_per_account: settings
+            .login_failure_limit
+            .map(|rate| Throttle::new(rate, db.limits.clone(), "login-account")),
         proxies: Arc::new(settings.trusted_proxies.clone()),
         body_limit: settings.body_limit,
         body_timeout: settings.body_timeout,
@@ -113,11 +117,13 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -
     Ok(AppState::new(auth, Clients::new(db.clients), policy))
 }
 
-/// The SQL database's stores: users, OAuth clients, and sessions unless they live elsewhere.
+/// The stores: users and OAuth clients in the SQL database; sessions there or in Redis; and,
+/// with Redis, the budgets that rate limits share across instances.
 pub struct Database {
     pub users: Arc<dyn UserStore>,
     pub clients: Arc<dyn ClientStore>,
     pub sessions: Arc<dyn SessionStore>,
+    pub limits: Option<Arc<dyn LimitStore>>,
 }
 
 /// Opens (and migrates) the SQL database at `url`.
@@ -130,14 +136,14 @@ pub async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> any
                 .await
                 .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
             let store = Arc::new(store);
-            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store })
+            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store, limits: None })
         }
         StoreUrl::Postgres(url) => {
             let store = PostgresStore::connect(url)
                 .await
                 .with_context(|| format!("cannot open the PostgreSQL database {}", redact_url(url)))?;
             let store = Arc::new(store);
-            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store })
+            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store, limits: None })
         }
         StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => {
             bail!("Redis holds sessions, not users: use it as --session-store-url, with a SQL --database-url")

@@ -1,6 +1,10 @@
 //! Token buckets for the endpoints that check passwords: one per client address group
 //! (`--login-rate-limit`) and one per account for failed logins (`--login-failure-limit`).
 //!
+//! A [`Throttle`] keeps its buckets in the shared [`LimitStore`] when there is one (Redis), so
+//! that several instances count together; else, and whenever the shared store fails, in this
+//! process's [`Limiter`].
+//!
 //! A bucket that has refilled carries no information, so it is dropped when room is needed.
 //! When more than [`Limiter::max_tracked`] buckets hold state, the tenth with the most tokens
 //! left (the least throttled) is dropped: memory stays bounded, and a flood of fresh keys
@@ -9,10 +13,105 @@
 
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tessera_core::Timestamp;
+use tessera_core::store::LimitStore;
+
 use crate::config::Rate;
+use crate::net::AddressGroup;
+
+/// A limit counted across instances when a shared store is given.
+pub struct Throttle<K> {
+    local: Limiter<K>,
+    shared: Option<Arc<dyn LimitStore>>,
+    /// Prefix of this throttle's keys in the shared store.
+    namespace: &'static str,
+    /// Whether the shared store failed last time (to log changes, not every failure).
+    failing: AtomicBool,
+}
+
+/// How a key is named in the shared store.
+pub trait SharedKey {
+    fn shared_key(&self) -> String;
+}
+
+impl SharedKey for AddressGroup {
+    fn shared_key(&self) -> String {
+        match self {
+            Self::V4(octets) => octets.iter().map(|b| format!("{b:02x}")).collect(),
+            Self::V6(prefix) => prefix.iter().map(|b| format!("{b:02x}")).collect(),
+        }
+    }
+}
+
+/// Accounts by the digest of their email key: the shared store never holds an address.
+impl SharedKey for String {
+    fn shared_key(&self) -> String {
+        let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, self.as_bytes());
+        digest.as_ref()[..16].iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
+impl<K: Hash + Eq + Clone + SharedKey> Throttle<K> {
+    pub fn new(rate: Rate, shared: Option<Arc<dyn LimitStore>>, namespace: &'static str) -> Self {
+        Self { local: Limiter::new(rate), shared, namespace, failing: AtomicBool::new(false) }
+    }
+
+    /// Takes one attempt for `key`: `Ok` or `Err(seconds until the next attempt is allowed)`.
+    pub async fn take(&self, key: &K) -> Result<(), u64> {
+        if let Some(shared) = &self.shared {
+            let rate = self.local.rate();
+            match shared.take(&self.key(key), rate.count, rate.per, Timestamp::now()).await {
+                Ok(None) => return self.healthy(Ok(())),
+                Ok(Some(wait)) => return self.healthy(Err(wait.as_secs_f64().ceil().max(1.0) as u64)),
+                Err(e) => self.failed(&e),
+            }
+        }
+        self.local.take(key, Instant::now())
+    }
+
+    /// Gives back an attempt that turned out not to count.
+    pub async fn give_back(&self, key: &K) {
+        if let Some(shared) = &self.shared {
+            let rate = self.local.rate();
+            match shared.give_back(&self.key(key), rate.count, rate.per, Timestamp::now()).await {
+                Ok(()) => return self.healthy(()),
+                Err(e) => self.failed(&e),
+            }
+        }
+        self.local.give_back(key, Instant::now());
+    }
+
+    fn key(&self, key: &K) -> String {
+        format!("{}:{}", self.namespace, key.shared_key())
+    }
+
+    fn healthy<T>(&self, value: T) -> T {
+        if self.failing.swap(false, Ordering::Relaxed) {
+            tracing::info!(limit = self.namespace, "the shared rate-limit store works again");
+        }
+        value
+    }
+
+    fn failed(&self, error: &tessera_core::store::StoreError) {
+        if !self.failing.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                limit = self.namespace,
+                error = crate::telemetry::error_chain(error),
+                "the shared rate-limit store failed; counting in this instance until it answers"
+            );
+        }
+    }
+}
+
+impl<K> std::fmt::Debug for Throttle<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Throttle").field("namespace", &self.namespace).field("shared", &self.shared.is_some()).finish()
+    }
+}
 
 const DEFAULT_MAX_TRACKED: usize = 100_000;
 

@@ -8,7 +8,7 @@ use tessera_core::service::AuthService;
 
 use crate::cookies::CookiePolicy;
 use crate::net::{AddressGroup, TrustedProxies};
-use crate::ratelimit::Limiter;
+use crate::ratelimit::Throttle;
 
 #[derive(Clone)]
 pub struct AppState(Arc<Inner>);
@@ -25,9 +25,9 @@ struct Inner {
 pub struct HttpPolicy {
     pub cookies: CookiePolicy,
     /// Login and registration attempts per client address group.
-    pub login_per_address: Option<Limiter<AddressGroup>>,
+    pub login_per_address: Option<Throttle<AddressGroup>>,
     /// Failed logins per account (by email key), from all addresses together.
-    pub login_per_account: Option<Limiter<String>>,
+    pub login_per_account: Option<Throttle<String>>,
     pub proxies: Arc<TrustedProxies>,
     pub body_limit: usize,
     pub body_timeout: Duration,

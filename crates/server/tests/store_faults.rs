@@ -44,7 +44,7 @@ async fn two_instances() -> Cluster {
     for _ in 0..2 {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let bound = listener.local_addr().unwrap();
-        let db = Database { users: memory.clone(), clients: memory.clone(), sessions: sessions.clone() };
+        let db = Database { users: memory.clone(), clients: memory.clone(), sessions: sessions.clone(), limits: None };
         let state = build_state(&settings, bound, db).await.unwrap();
         let settings = settings.clone();
         tokio::spawn(async move { run(&settings, listener, state, std::future::pending()).await });

@@ -10,13 +10,11 @@ use tessera_proto::{
     RefreshTransport, RegisterRequest, RegisterResponse, Secret, TokenResponse, UserView,
 };
 
-use std::time::Instant;
-
 use super::{created, ok};
 use crate::error::AppError;
 use crate::extract::{ApiJson, AuthUser, ClientMeta, OptionalJson};
 use crate::net::AddressGroup;
-use crate::ratelimit::Limiter;
+use crate::ratelimit::Throttle;
 use crate::state::AppState;
 use tessera_proto::{Envelope, ErrorEnvelope};
 
@@ -25,28 +23,28 @@ pub fn user_view(p: &Profile) -> UserView {
 }
 
 /// Rejects the attempt when the client's address (group) has used up its login budget.
-fn check_rate(state: &AppState, client: &ClientMeta) -> Result<(), AppError> {
+async fn check_rate(state: &AppState, client: &ClientMeta) -> Result<(), AppError> {
     let (Some(limiter), Some(addr)) = (&state.policy().login_per_address, client.addr) else {
         return Ok(());
     };
-    limiter.take(&AddressGroup::of(addr), Instant::now()).map_err(AppError::rate_limited)
+    limiter.take(&AddressGroup::of(addr)).await.map_err(AppError::rate_limited)
 }
 
 /// Takes one attempt from the account's budget of failed logins (whether the account exists or
 /// not, so the answer tells nothing); the caller gives it back if the login succeeds. Only
 /// password checks are throttled: an open session keeps refreshing however many guesses are
 /// made against its account.
-fn take_account_attempt<'a>(
+async fn take_account_attempt<'a>(
     state: &'a AppState,
     email: &str,
-) -> Result<Option<(&'a Limiter<String>, String)>, AppError> {
+) -> Result<Option<(&'a Throttle<String>, String)>, AppError> {
     let Some(limiter) = &state.policy().login_per_account else {
         return Ok(None);
     };
     let Ok((_, key)) = tessera_core::account::normalize_email(email) else {
         return Ok(None);
     };
-    if let Err(secs) = limiter.take(&key, Instant::now()) {
+    if let Err(secs) = limiter.take(&key).await {
         tracing::warn!(retry_after = secs, "an account's failed-login limit was reached; refusing its logins for now");
         return Err(AppError::rate_limited(secs));
     }
@@ -70,7 +68,7 @@ pub async fn register(
     client: ClientMeta,
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Response, AppError> {
-    check_rate(&state, &client)?;
+    check_rate(&state, &client).await?;
     let profile = state.auth().register(&req.email, req.password.expose(), Timestamp::now()).await?;
     Ok(created(RegisterResponse { user: user_view(&profile) }))
 }
@@ -92,12 +90,12 @@ pub async fn login(
     client: ClientMeta,
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, AppError> {
-    check_rate(&state, &client)?;
-    let attempt = take_account_attempt(&state, &req.email)?;
+    check_rate(&state, &client).await?;
+    let attempt = take_account_attempt(&state, &req.email).await?;
     let now = Timestamp::now();
     let issued = state.auth().login(&req.email, req.password.expose(), client.info, now).await?;
     if let Some((limiter, key)) = attempt {
-        limiter.give_back(&key, Instant::now());
+        limiter.give_back(&key).await;
     }
     let user = user_view(&issued.user);
     Ok(token_response(&state, issued, req.refresh_transport.unwrap_or_default(), Some(user), now))
