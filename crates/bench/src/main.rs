@@ -121,7 +121,7 @@ fn run() -> Result<(), BoxError> {
     }
     if args.selects(SCALE) {
         let rows = scale::run(&runtime, &args)?;
-        failed_requests += rows.iter().map(|row| row.summary.errors).sum::<u64>();
+        failed_requests += rows.iter().map(|row| row.errors).sum::<u64>();
         print!("{}", scale::markdown(&args, &rows));
     }
     if let Some(e) = pair_error {

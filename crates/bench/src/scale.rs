@@ -1,22 +1,24 @@
 //! `scale`: SPEC §8's scale row — with 1 000 000 stored sessions, refresh's p99 no worse than
 //! twice that with 1 000.
 //!
-//! For each store (SQLite, and Redis when `TESSERA_TEST_REDIS_URL` names one) and each size
-//! (1 000, then `--scale-sessions`), a fresh data directory (or Redis key prefix) is filled
-//! before a fresh server starts on it, and the `refresh` load runs against that server as in
-//! the `refresh` scenario: `--connections` connections, each rotating a session of its own,
-//! `--runs` runs of `--duration` after `--warmup`, the median run by req/s reported.
+//! For each store (SQLite, and Redis when `TESSERA_TEST_REDIS_URL` names one), two fresh data
+//! directories (or Redis key prefixes) are filled, one with 1 000 sessions and one with
+//! `--scale-sessions`, and a fresh server is started on each once its fill is done. The two
+//! servers then take turns under the `refresh` load, as in the `refresh` scenario
+//! (`--connections` connections, each rotating a session of its own, `--duration` after
+//! `--warmup`), `--runs` rounds, so that a change in the machine's load between rounds hits both
+//! sizes alike. The row's ratio is the median over the rounds of p99(large) / p99(small); the
+//! table shows each size's median run by req/s, its fill time and its server's peak memory.
 //!
 //! The stored sessions are written with the store API the server itself uses (`tessera-store`),
 //! so they have the shape of the server's: SQLite rows through `SqliteStore::create_sessions`
 //! (the server's insert, 10 000 to a transaction), Redis hashes and user indexes through
 //! `RedisStore::create_session`, many at once over one multiplexed connection. They are active
 //! sessions of made-up ages up to 30 days, 10 to a user, whose users exist (with a hash nobody
-//! can log in with). The server starts only once the fill is done; the report gives the fill
-//! time apart. A Redis prefix is deleted afterwards (SCAN over that prefix only).
+//! can log in with). A Redis prefix is deleted afterwards (SCAN over that prefix only).
 //!
-//! Filling a million sessions and measuring four servers takes minutes (several on a 2-core
-//! machine), so `scale` runs only when `--only` names it.
+//! Filling a million sessions and measuring takes minutes (several on a 2-core machine), so
+//! `scale` runs only when `--only` names it.
 
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -69,8 +71,14 @@ pub struct Measurement {
     pub store: &'static str,
     pub sessions: u64,
     pub fill: Duration,
+    /// The median run by req/s.
     pub summary: Summary,
+    /// Failed requests over all runs.
+    pub errors: u64,
     pub peak_rss_kib: Option<u64>,
+    /// For the large size: the median over the runs of its p99 over the small size's p99 in the
+    /// same round (the two took turns).
+    pub p99_ratio: Option<f64>,
 }
 
 /// Measures every store at both sizes; rows in that order.
@@ -85,69 +93,65 @@ pub fn run(runtime: &tokio::runtime::Runtime, args: &crate::args::Args) -> Resul
     }
     let mut rows = Vec::new();
     for store in &stores {
-        for sessions in [SMALL, args.scale_sessions] {
-            rows.push(measure(runtime, args, store, sessions)?);
-        }
+        rows.extend(measure(runtime, args, store)?);
     }
     Ok(rows)
 }
 
+/// A server on a store filled with `sessions`.
+struct Filled {
+    sessions: u64,
+    fill: Duration,
+    server: Server,
+    /// The Redis key prefix, to delete afterwards.
+    prefix: Option<(String, String)>,
+}
+
+impl Drop for Filled {
+    fn drop(&mut self) {
+        // The server first (it is a field: dropped after this), then its keys: a stopped server
+        // writes none. Killing it here keeps the order without a second runtime.
+        if let Some((url, prefix)) = &self.prefix {
+            self.server.kill();
+            if let Err(e) = remove_prefix_blocking(url, prefix) {
+                eprintln!("tessera-bench: could not delete the Redis keys under {prefix}: {e}");
+            }
+        }
+    }
+}
+
+/// Both sizes on `store`: fills both, starts a server on each, and has them take turns run by
+/// run, so that a change in the machine's load between runs (another build starting) hits
+/// both sizes alike.
 fn measure(
     runtime: &tokio::runtime::Runtime,
     args: &crate::args::Args,
     store: &Store,
-    sessions: u64,
-) -> Result<Measurement, BoxError> {
-    let dir = tempfile::Builder::new()
-        .prefix("tessera-bench-scale-")
-        .tempdir()
-        .map_err(|e| format!("cannot create a temporary data directory: {e}"))?;
-    let db = dir.path().join("tessera.db");
-    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let prefix = format!("tessera-bench-scale-{}-{nanos}", std::process::id());
-    eprintln!("tessera-bench: {SCALE}: filling {} with {sessions} sessions", store.name());
-    let started = Instant::now();
-    runtime.block_on(fill(store, &db, &prefix, sessions))?;
-    let fill = started.elapsed();
-    eprintln!("tessera-bench: {SCALE}: filled in {:.1} s", fill.as_secs_f64());
-
-    let db_url = format!("sqlite://{}", db.display());
-    let mut flags = vec!["--database-url".to_owned(), db_url.clone(), "--session-store-url".to_owned()];
-    match store {
-        Store::Sqlite => flags.push(db_url),
-        Store::Redis { url } => flags.extend([url.clone(), "--redis-key-prefix".to_owned(), prefix.clone()]),
-    }
-    let server = Server::start_in(&args.server_bin, "scale server", dir, &flags)?;
-    let measured = runtime.block_on(refresh_runs(server.addr(), args, store, sessions));
-    let peak_rss_kib = server.peak_rss_kib().inspect_err(|e| eprintln!("tessera-bench: {e}")).ok();
-    drop(server);
-    if let Store::Redis { url } = store
-        && let Err(e) = runtime.block_on(remove_prefix(url, &prefix))
-    {
-        eprintln!("tessera-bench: could not delete the Redis keys under {prefix}: {e}");
-    }
-    Ok(Measurement { store: store.name(), sessions, fill, summary: measured?, peak_rss_kib })
-}
-
-/// `--runs` runs of the refresh load; the median run by req/s.
-async fn refresh_runs(
-    addr: std::net::SocketAddr,
-    args: &crate::args::Args,
-    store: &Store,
-    sessions: u64,
-) -> Result<Summary, BoxError> {
-    let setup = Setup::new(addr).await?;
+) -> Result<Vec<Measurement>, BoxError> {
+    let filled =
+        [fill_and_start(runtime, args, store, SMALL)?, fill_and_start(runtime, args, store, args.scale_sessions)?];
     let scenario = Scenario {
         name: SCALE,
         groups: vec![Group { label: SCALE, kind: Kind::Refresh, connections: args.connections, target: Target::None }],
     };
-    let mut runs = Vec::with_capacity(args.runs);
+    let setups = runtime.block_on(async {
+        let mut setups = Vec::new();
+        for f in &filled {
+            setups.push(Setup::new(f.server.addr()).await?);
+        }
+        Ok::<_, BoxError>(setups)
+    })?;
+    let mut runs: [Vec<Summary>; 2] = [Vec::new(), Vec::new()];
     for run in 1..=args.runs {
-        let summaries = setup.run_once(&scenario, args.warmup, args.duration).await?;
-        for s in &summaries {
+        // Alternate which size goes first.
+        let order = if run % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let summaries = runtime.block_on(setups[i].run_once(&scenario, args.warmup, args.duration))?;
+            let s = summaries.into_iter().next().ok_or("a run without its summary")?;
             eprintln!(
-                "{SCALE} {} {sessions} run {run}/{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
+                "{SCALE} {} {} run {run}/{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors",
                 store.name(),
+                filled[i].sessions,
                 args.runs,
                 s.rps,
                 s.p50_ms,
@@ -157,11 +161,85 @@ async fn refresh_runs(
             if let Some(error) = &s.first_error {
                 eprintln!("  first error: {error}");
             }
+            runs[i].push(s);
         }
-        runs.push(summaries);
     }
-    let median = report::median_run(&runs);
-    runs.swap_remove(median).pop().ok_or_else(|| "a run without its summary".into())
+    let mut ratios: Vec<f64> = runs[1]
+        .iter()
+        .zip(&runs[0])
+        .filter(|(_, small)| small.p99_ms > 0.0)
+        .map(|(l, s)| l.p99_ms / s.p99_ms)
+        .collect();
+    ratios.sort_by(f64::total_cmp);
+    let p99_ratio = ratios.get(ratios.len() / 2).copied();
+    let rows = filled
+        .iter()
+        .zip(runs)
+        .enumerate()
+        .map(|(i, (f, runs))| {
+            let errors = runs.iter().map(|s| s.errors).sum();
+            let as_groups: Vec<Vec<Summary>> = runs.iter().map(|s| vec![s.clone()]).collect();
+            let summary = runs[report::median_run(&as_groups)].clone();
+            Measurement {
+                store: store.name(),
+                sessions: f.sessions,
+                fill: f.fill,
+                summary,
+                errors,
+                peak_rss_kib: f.server.peak_rss_kib().inspect_err(|e| eprintln!("tessera-bench: {e}")).ok(),
+                p99_ratio: (i == 1).then_some(p99_ratio).flatten(),
+            }
+        })
+        .collect();
+    Ok(rows)
+}
+
+/// Fills a fresh data directory (and Redis prefix) with `sessions` sessions, then starts a
+/// server on it.
+fn fill_and_start(
+    runtime: &tokio::runtime::Runtime,
+    args: &crate::args::Args,
+    store: &Store,
+    sessions: u64,
+) -> Result<Filled, BoxError> {
+    let dir = tempfile::Builder::new()
+        .prefix("tessera-bench-scale-")
+        .tempdir()
+        .map_err(|e| format!("cannot create a temporary data directory: {e}"))?;
+    let db = dir.path().join("tessera.db");
+    let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let prefix = format!("tessera-bench-scale-{}-{nanos}", std::process::id());
+    eprintln!("tessera-bench: {SCALE}: filling {} with {sessions} sessions", store.name());
+    let started = Instant::now();
+    let filled = runtime.block_on(fill(store, &db, &prefix, sessions));
+    let fill = started.elapsed();
+    if let (Err(_), Store::Redis { url }) = (&filled, store) {
+        let _ = remove_prefix_blocking(url, &prefix);
+    }
+    filled?;
+    eprintln!("tessera-bench: {SCALE}: filled in {:.1} s", fill.as_secs_f64());
+
+    let db_url = format!("sqlite://{}", db.display());
+    let mut flags = vec!["--database-url".to_owned(), db_url.clone(), "--session-store-url".to_owned()];
+    match store {
+        Store::Sqlite => flags.push(db_url),
+        Store::Redis { url } => flags.extend([url.clone(), "--redis-key-prefix".to_owned(), prefix.clone()]),
+    }
+    let name = format!("{} {sessions}", store.name());
+    let server = Server::start_in(&args.server_bin, &name, dir, &flags);
+    let prefix = match store {
+        Store::Sqlite => None,
+        Store::Redis { url } => Some((url.clone(), prefix)),
+    };
+    match server {
+        Ok(server) => Ok(Filled { sessions, fill, server, prefix }),
+        Err(e) => {
+            if let Some((url, prefix)) = &prefix {
+                let _ = remove_prefix_blocking(url, prefix);
+            }
+            Err(e)
+        }
+    }
 }
 
 /// Writes `count` active sessions, and their users, where a server on `db` (and, for Redis,
@@ -243,7 +321,13 @@ fn mix(x: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// Deletes every key under `prefix` (the benchmark's own, nothing else).
+/// Deletes every key under `prefix` (the benchmark's own, nothing else), on a runtime of its
+/// own (it runs from `Drop`).
+fn remove_prefix_blocking(url: &str, prefix: &str) -> Result<(), BoxError> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    runtime.block_on(remove_prefix(url, prefix))
+}
+
 async fn remove_prefix(url: &str, prefix: &str) -> Result<(), BoxError> {
     let client = redis::Client::open(url)?;
     let mut scan = client.get_multiplexed_async_connection().await?;
@@ -268,9 +352,11 @@ pub fn markdown(args: &crate::args::Args, rows: &[Measurement]) -> String {
     let _ = writeln!(out, "- machine: {cores} CPUs, {cpu_model}");
     let _ = writeln!(
         out,
-        "- each row: a fresh `tessera serve` on a store filled beforehand with that many active sessions \
-         (10 to a user, written with tessera-store), then `POST /api/auth/refresh` on {} connections, \
-         each rotating its own session: {} run(s) of {} s after {} s of warm-up, the median run by req/s",
+        "- per store, two `tessera serve` on stores filled beforehand with {SMALL} and with {} active sessions \
+         (10 to a user, written with tessera-store), loaded in turns with `POST /api/auth/refresh` on {} \
+         connections, each rotating its own session: {} run(s) of {} s after {} s of warm-up each; the \
+         median run by req/s is shown",
+        args.scale_sessions,
         args.connections,
         args.runs,
         args.duration.as_secs(),
@@ -296,23 +382,21 @@ pub fn markdown(args: &crate::args::Args, rows: &[Measurement]) -> String {
             s.p50_ms,
             s.p99_ms,
             s.max_ms,
-            s.errors
+            row.errors
         );
     }
     let _ = writeln!(out);
-    for store in ["SQLite", "Redis"] {
-        let of = |n: u64| rows.iter().find(|r| r.store == store && r.sessions == n);
-        let (Some(small), Some(large)) = (of(SMALL), of(args.scale_sessions)) else { continue };
-        if small.summary.p99_ms <= 0.0 {
-            continue;
-        }
-        let ratio = large.summary.p99_ms / small.summary.p99_ms;
-        let clean = small.summary.errors == 0 && large.summary.errors == 0;
+    for pair in rows.chunks(2) {
+        let [small, large] = pair else { continue };
+        let Some(ratio) = large.p99_ratio else { continue };
+        let clean = small.errors == 0 && large.errors == 0;
         let _ = writeln!(
             out,
-            "{store}: refresh p99 with {} sessions / with {SMALL}: {ratio:.2} (target ≤ {MAX_P99_RATIO}: {}); \
-             req/s {:.2}×",
+            "{}: refresh p99 with {} sessions / with {}: {ratio:.2}, median of the runs' ratios \
+             (target ≤ {MAX_P99_RATIO}: {}); req/s of the median runs {:.2}×",
+            large.store,
             large.sessions,
+            small.sessions,
             report::verdict(Some(clean && ratio <= MAX_P99_RATIO)),
             if small.summary.rps > 0.0 { large.summary.rps / small.summary.rps } else { 0.0 }
         );
