@@ -155,20 +155,28 @@ pub async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> any
 pub async fn open_stores(settings: &Settings) -> anyhow::Result<Database> {
     use tessera_store::redis::RedisStore;
     let mut db = open_database(&settings.database, settings.sqlite_synchronous_full).await?;
-    db.sessions = match &settings.session_store {
-        same if *same == settings.database => db.sessions,
-        StoreUrl::Redis(url) => Arc::new(
-            RedisStore::connect(url, &settings.redis_key_prefix)
-                .await
-                .with_context(|| format!("cannot connect to the session store {}", redact_url(url)))?,
-        ),
-        StoreUrl::RedisCluster(nodes) => Arc::new(
-            RedisStore::connect_cluster(nodes, &settings.redis_key_prefix)
-                .await
-                .context("cannot connect to the Redis Cluster session store")?,
-        ),
+    match &settings.session_store {
+        same if *same == settings.database => {}
+        StoreUrl::Redis(url) => {
+            let redis = Arc::new(
+                RedisStore::connect(url, &settings.redis_key_prefix)
+                    .await
+                    .with_context(|| format!("cannot connect to the session store {}", redact_url(url)))?,
+            );
+            db.sessions = redis.clone();
+            db.limits = Some(redis);
+        }
+        StoreUrl::RedisCluster(nodes) => {
+            let redis = Arc::new(
+                RedisStore::connect_cluster(nodes, &settings.redis_key_prefix)
+                    .await
+                    .context("cannot connect to the Redis Cluster session store")?,
+            );
+            db.sessions = redis.clone();
+            db.limits = Some(redis);
+        }
         _ => bail!("--session-store-url must be the database, a redis:// or a redis+cluster:// URL"),
-    };
+    }
     Ok(db)
 }
 

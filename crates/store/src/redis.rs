@@ -37,7 +37,7 @@ use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{SessionStore, StoreError, StoreResult};
+use tessera_core::store::{LimitStore, SessionStore, StoreError, StoreResult};
 use tessera_core::{SessionId, Timestamp, UserId};
 
 /// How long a dead session's hash is kept (for reuse detection and the record).
@@ -126,6 +126,28 @@ tidy()
 return redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. ARGV[1], '+inf')
 "#;
 
+/// A token bucket for [`LimitStore`]: `KEYS[1]` the bucket; `ARGV` capacity, refill period in
+/// ms, now in ms, and `take` or `give`. Returns 0 when taken or given, else the ms to wait.
+/// The bucket expires once it would have refilled, so idle keys leave by themselves.
+const BUCKET: &str = r#"
+local capacity = tonumber(ARGV[1])
+local rate = capacity / tonumber(ARGV[2])
+local now = tonumber(ARGV[3])
+local state = redis.call('HMGET', KEYS[1], 't', 'u')
+local tokens = tonumber(state[1]) or capacity
+local updated = tonumber(state[2]) or now
+tokens = math.min(capacity, tokens + math.max(0, now - updated) * rate)
+local wait = 0
+if ARGV[4] == 'take' then
+  if tokens >= 1 then tokens = tokens - 1 else wait = math.ceil((1 - tokens) / rate) end
+else
+  tokens = math.min(capacity, tokens + 1)
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'u', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil((capacity - tokens) / rate) + 1000)
+return wait
+"#;
+
 /// The session store on a standalone server (`C = ConnectionManager`) or a Cluster
 /// (`C = ClusterConnection`). Every command touches one slot; commands for different slots are
 /// sent separately, never as one pipeline.
@@ -143,6 +165,7 @@ struct Scripts {
     create: Script,
     index_add: Script,
     index_read: Script,
+    bucket: Script,
 }
 
 impl<C> std::fmt::Debug for RedisStore<C> {
@@ -194,6 +217,7 @@ impl<C> RedisStore<C> {
             create: Script::new(CREATE),
             index_add: index(INDEX_ADD),
             index_read: index(INDEX_READ),
+            bucket: Script::new(BUCKET),
         };
         Self { conn, prefix: prefix.to_owned(), scripts: Arc::new(scripts), cluster }
     }
@@ -292,6 +316,34 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisStore<C> {
             .await
             .map_err(classify)?;
         self.run_end(id, now, active_only, false).await
+    }
+}
+
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> RedisStore<C> {
+    async fn bucket(&self, key: &str, capacity: u32, per: Duration, now: Timestamp, op: &str) -> StoreResult<i64> {
+        let mut conn = self.conn.clone();
+        self.scripts
+            .bucket
+            .key(format!("{}:limit:{{{key}}}", self.prefix))
+            .arg(capacity.max(1))
+            .arg(i64::try_from(per.as_millis()).unwrap_or(i64::MAX).max(1))
+            .arg(now.as_millis())
+            .arg(op)
+            .invoke_async(&mut conn)
+            .await
+            .map_err(classify)
+    }
+}
+
+#[async_trait]
+impl<C: ConnectionLike + Clone + Send + Sync + 'static> LimitStore for RedisStore<C> {
+    async fn take(&self, key: &str, capacity: u32, per: Duration, now: Timestamp) -> StoreResult<Option<Duration>> {
+        let wait = self.bucket(key, capacity, per, now, "take").await?;
+        Ok((wait > 0).then(|| Duration::from_millis(wait.unsigned_abs())))
+    }
+
+    async fn give_back(&self, key: &str, capacity: u32, per: Duration, now: Timestamp) -> StoreResult<()> {
+        self.bucket(key, capacity, per, now, "give").await.map(|_| ())
     }
 }
 

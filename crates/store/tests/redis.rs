@@ -163,3 +163,25 @@ async fn a_user_index_written_as_a_plain_set_by_an_earlier_version_still_serves(
     ended.sort();
     assert_eq!(ended, expected);
 }
+
+#[tokio::test]
+async fn a_shared_budget_is_taken_refilled_given_back_and_forgotten_once_full() {
+    use std::time::Duration;
+    use tessera_core::store::LimitStore;
+    let (store, mut raw, prefix) = store_and_raw().await;
+    let per = Duration::from_secs(60);
+    let t0 = Timestamp::now();
+    for _ in 0..3 {
+        assert_eq!(store.take("k", 3, per, t0).await.unwrap(), None);
+    }
+    let wait = store.take("k", 3, per, t0).await.unwrap().expect("the fourth attempt waits");
+    assert_eq!(wait, Duration::from_secs(20), "one of 3 per minute refills in 20 s");
+    assert_eq!(store.take("other", 3, per, t0).await.unwrap(), None, "buckets are separate");
+    let later = Timestamp::from_millis(t0.as_millis() + 20_000);
+    assert_eq!(store.take("k", 3, per, later).await.unwrap(), None, "refilled");
+    store.give_back("k", 3, per, later).await.unwrap();
+    assert_eq!(store.take("k", 3, per, later).await.unwrap(), None, "given back");
+    let key = format!("{prefix}:limit:{{k}}");
+    let ttl: i64 = redis::cmd("PTTL").arg(&key).query_async(&mut raw).await.unwrap();
+    assert!((1..=61_000).contains(&ttl), "the bucket leaves once it would be full again: {ttl}");
+}

@@ -291,3 +291,28 @@ async fn forwarded_client_addresses_count_only_from_trusted_proxies() {
     assert_eq!(login(&direct, "203.0.113.2").await, 401);
     assert_eq!(login(&direct, "203.0.113.3").await, 429, "a forged X-Forwarded-For bought nothing");
 }
+
+#[tokio::test]
+async fn the_failed_login_budget_is_shared_by_instances_when_there_is_redis() {
+    use super::helpers::{Backend, backend};
+    let a = TestServer::start_with(&["--login-failure-limit", "6/15min"]).await;
+    let b = a.sibling().await;
+    let email = unique_email();
+    a.register(&email).await;
+    let mut checked = 0;
+    for i in 0..24 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let reply = server.post("/api/auth/login", json!({"email": email, "password": "wrong password"})).await;
+        match reply.status.as_u16() {
+            401 => checked += 1,
+            429 => {}
+            other => panic!("{other}: {}", reply.body),
+        }
+    }
+    match backend() {
+        // One budget in Redis for the whole deployment.
+        Backend::Redis | Backend::RedisCluster => assert_eq!(checked, 6),
+        // Without Redis each instance counts for itself.
+        Backend::Sqlite | Backend::Postgres => assert_eq!(checked, 12),
+    }
+}
