@@ -254,6 +254,7 @@ async fn fill(store: &Store, db: &Path, prefix: &str, count: u64) -> Result<(), 
             User { id, email: email.clone(), email_key: email, password_hash: NO_PASSWORD.into(), created_at: now };
         sql.create_user(&user).await?;
     }
+    eprintln!("tessera-bench: {SCALE}: {} users stored", users.len());
     match store {
         Store::Sqlite => {
             for start in (0..count).step_by(SQLITE_BATCH as usize) {
