@@ -453,6 +453,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> SessionStore for RedisSt
         Ok(if outcome == "rotated" { Rotation::Rotated(session) } else { Rotation::Stale(Some(session)) })
     }
 
+    /// On a standalone server one script ends the session and adds its feed entry. On a
+    /// Cluster the feed entry comes first, then the end; a retry after a failure between them
+    /// redoes both, and a race may list a session twice, which readers take as once (see
+    /// `end_on_cluster`).
     async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
         self.end_one(id, now, false).await
     }
