@@ -99,6 +99,34 @@ fn mixes_ascii_with_homographs(label: &str) -> bool {
     ascii && homograph
 }
 
+pub const MIN_USERNAME_CHARS: usize = 3;
+pub const MAX_USERNAME_CHARS: usize = 32;
+
+/// A registrable username: `(as shown, lookup key)`, or why it is not one.
+///
+/// 3 to 32 ASCII letters, digits, `_`, `.` and `-`, beginning and ending with a letter or digit;
+/// unique without regard to case (the key is the lower-case form), shown as registered.
+/// - ASCII only, because a username is shown to other people, and letters from other scripts
+///   bring look-alikes (a Cyrillic `а` for a Latin `a`) that no normalisation can tell apart;
+/// - no `@`, so a username is never mistaken for an email address, in a login form or a log;
+/// - punctuation only inside, so `ada.` and `.ada` are not separate accounts beside `ada`;
+/// - at most 32 characters: it travels in every access token (`preferred_username`).
+pub fn normalize_username(raw: &str) -> Result<(String, String), String> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if !(MIN_USERNAME_CHARS..=MAX_USERNAME_CHARS).contains(&chars) {
+        return Err(format!("username must be {MIN_USERNAME_CHARS} to {MAX_USERNAME_CHARS} characters"));
+    }
+    if !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b)) {
+        return Err("username may contain only ASCII letters, digits, `_`, `.` and `-`".into());
+    }
+    let edge_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    if !edge_ok(name.bytes().next()) || !edge_ok(name.bytes().last()) {
+        return Err("username must begin and end with a letter or digit".into());
+    }
+    Ok((name.to_owned(), name.to_ascii_lowercase()))
+}
+
 /// `Ok` for an acceptable password, else why not.
 pub fn check_password(password: &str) -> Result<(), String> {
     match password.len() {
@@ -111,6 +139,18 @@ pub fn check_password(password: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usernames_are_plain_ascii_and_unique_without_regard_to_case() {
+        assert_eq!(
+            normalize_username(" Ada_Lovelace-1.0 ").unwrap(),
+            ("Ada_Lovelace-1.0".into(), "ada_lovelace-1.0".into())
+        );
+        for bad in ["ab", &"a".repeat(33), "ada@example.com", "ada lovelace", "аda", "_ada", "ada.", "ad\u{200b}a", ""]
+        {
+            assert!(normalize_username(bad).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn emails_are_trimmed_and_keyed_in_lower_case() {

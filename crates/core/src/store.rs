@@ -95,7 +95,11 @@ pub trait SessionStore: Send + Sync + 'static {
     /// most `limit`, oldest first. Positions are assigned by the store when the end commits and
     /// grow strictly in commit order, never by a caller's clock: a reader that resumes from the
     /// last position it saw misses nothing, whichever instance ended what and however their
-    /// clocks disagree. An end and its feed entry commit together.
+    /// clocks disagree. An end and its feed entry commit together — or, where they cannot (a
+    /// Redis Cluster, whose feed lives on another node than the session), the feed entry is
+    /// written first, so a failure in between leaves a session listed but not ended (refused
+    /// everywhere, finished by a retry) and never ended but unlisted. Readers treat the feed
+    /// as a set: a session listed twice is harmless.
     async fn ended_after(&self, after: Option<FeedPosition>, limit: usize) -> StoreResult<Vec<EndedSession>>;
 
     /// Deletes sessions that expired before `expired_before` or ended before `ended_before`,

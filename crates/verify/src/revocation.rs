@@ -136,8 +136,10 @@ impl RevokedSessions {
 
     pub fn extend(&self, ended: impl IntoIterator<Item = (SessionId, Timestamp)>) {
         let mut map = self.ended.write().unwrap_or_else(|e| e.into_inner());
+        // A session listed twice (a retried end) is remembered from its latest end: tokens
+        // minted between the two could live that much longer.
         for (id, at) in ended {
-            map.entry(id).or_insert(at);
+            map.entry(id).and_modify(|kept| *kept = (*kept).max(at)).or_insert(at);
         }
     }
 
@@ -172,6 +174,18 @@ mod tests {
         revoked.prune(Timestamp::from_millis(60_001));
         assert!(!revoked.contains(a));
         assert!(revoked.contains(b));
+    }
+
+    #[test]
+    fn a_session_listed_twice_is_remembered_from_its_latest_end() {
+        let revoked = RevokedSessions::new(Duration::from_secs(60));
+        let id = SessionId::generate();
+        revoked.insert(id, Timestamp::from_millis(30_000));
+        revoked.insert(id, Timestamp::from_millis(0));
+        revoked.prune(Timestamp::from_millis(90_000));
+        assert!(revoked.contains(id));
+        revoked.prune(Timestamp::from_millis(90_001));
+        assert!(!revoked.contains(id));
     }
 
     #[test]
