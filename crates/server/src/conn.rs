@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -34,7 +34,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -77,8 +77,7 @@ pub async fn serve(
     mut stop: watch::Receiver<bool>,
 ) {
     let limits = Arc::new(limits);
-    let slots = Arc::new(Semaphore::new(limits.max_connections));
-    let per_address = Arc::new(PerAddress::default());
+    let registry = Arc::new(Registry::default());
     let refusals = Refusals::default();
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
@@ -94,34 +93,114 @@ pub async fn serve(
             },
             () = stopped(&mut stop) => break,
         };
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refusals.note(Refusal::ServerFull, &peer.ip().to_string());
-            continue;
-        };
-        let share = if proxies.contains(peer.ip()) {
-            None
-        } else {
-            match per_address.take(AddressGroup::of(peer.ip()), limits.max_connections_per_address) {
-                Some(share) => Some(share),
-                None => {
-                    refusals.note(Refusal::AddressFull, &peer.ip().to_string());
-                    continue;
-                }
+        let group = (!proxies.contains(peer.ip())).then(|| AddressGroup::of(peer.ip()));
+        let activity = Arc::new(Activity::new());
+        let ticket = match registry.admit(group, activity.clone(), &limits) {
+            Ok((ticket, None)) => ticket,
+            Ok((ticket, Some(full))) => {
+                refusals.note(Refusal::Evicted(full), &peer.ip().to_string());
+                ticket
+            }
+            Err(full) => {
+                refusals.note(Refusal::Refused(full), &peer.ip().to_string());
+                continue;
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = serve_connection(stream, peer, router.clone(), limits.clone(), stop.clone());
+        let connection = serve_connection(stream, peer, activity, router.clone(), limits.clone(), stop.clone());
         let closed_tx = closed_tx.clone();
         let open = crate::metrics::open_connection();
         tokio::spawn(async move {
             connection.await;
-            drop((slot, share, closed_tx, open));
+            drop((ticket, closed_tx, open));
         });
     }
     drop(listener);
     drop(closed_tx);
     // Every connection task holds a sender: the channel closes when the last one ends.
     let _ = closed_rx.recv().await;
+}
+
+/// Which limit was reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Full {
+    Server,
+    Address,
+}
+
+/// The open connections, for the limits: how many in all and per address group, and what each
+/// is doing, so that a full server can make room.
+///
+/// When a limit is reached, the connection that has waited longest without a request in flight
+/// — one still sending its headers (or nothing at all), or an idle keep-alive one — is closed to
+/// admit the new one (of the same address group, when it is that group's share that is full).
+/// A flood of slow connections therefore pushes out its own oldest members rather than every
+/// newcomer: a real client, whose request arrives at once, is served. Connections with a request
+/// in flight are never pushed out; when all are busy, the newcomer is refused.
+#[derive(Debug, Default)]
+struct Registry(Mutex<Open>);
+
+#[derive(Debug, Default)]
+struct Open {
+    next: u64,
+    connections: HashMap<u64, (Option<AddressGroup>, Arc<Activity>)>,
+    per_group: HashMap<AddressGroup, usize>,
+}
+
+/// A connection's place in the [`Registry`]; gives it back when dropped.
+struct Ticket(Arc<Registry>, u64);
+
+impl Registry {
+    /// Admits a connection from `group` (`None`: a trusted proxy, which has no share); with the
+    /// limit that was full if another connection was pushed out to make room.
+    fn admit(
+        self: &Arc<Self>,
+        group: Option<AddressGroup>,
+        activity: Arc<Activity>,
+        limits: &ConnLimits,
+    ) -> Result<(Ticket, Option<Full>), Full> {
+        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        let group_full =
+            group.is_some_and(|g| open.per_group.get(&g).copied().unwrap_or(0) >= limits.max_connections_per_address);
+        let full = if group_full {
+            Some(Full::Address)
+        } else if open.connections.len() >= limits.max_connections {
+            Some(Full::Server)
+        } else {
+            None
+        };
+        if let Some(full) = full {
+            let candidates = open.connections.values().filter(|(g, _)| full == Full::Server || *g == group);
+            let victim = candidates
+                .filter_map(|(_, a)| a.waiting_since().map(|since| (since, a)))
+                .min_by_key(|(since, _)| *since);
+            let Some((_, victim)) = victim else {
+                return Err(full);
+            };
+            victim.evict();
+        }
+        let id = open.next;
+        open.next += 1;
+        open.connections.insert(id, (group, activity));
+        if let Some(group) = group {
+            *open.per_group.entry(group).or_default() += 1;
+        }
+        Ok((Ticket(self.clone(), id), full))
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((Some(group), _)) = open.connections.remove(&self.1)
+            && let Some(count) = open.per_group.get_mut(&group)
+        {
+            *count -= 1;
+            if *count == 0 {
+                open.per_group.remove(&group);
+            }
+        }
+    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -132,11 +211,11 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
+    activity: Arc<Activity>,
     router: Router,
     limits: Arc<ConnLimits>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let activity = Arc::new(Activity::new());
     let service = {
         let activity = activity.clone();
         hyper::service::service_fn(move |request: Request<Incoming>| {
@@ -168,7 +247,12 @@ async fn serve_connection(
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = activity.changed.notified() => {}
+            () = activity.changed.notified() => {
+                if activity.evicted.load(Ordering::Acquire) {
+                    tracing::debug!(peer = %peer, "closing connection to make room for a new one");
+                    return;
+                }
+            }
             () = tokio::time::sleep_until(deadline.at) => {
                 if activity.deadline(&limits).at <= Instant::now() {
                     tracing::debug!(peer = %peer, reason = deadline.why, "closing connection");
@@ -190,8 +274,10 @@ struct Activity {
     head_started: AtomicU64,
     /// Requests handed to the router and not answered yet.
     busy: AtomicU32,
-    /// Wakes the watchdog when a change may move the deadline closer.
+    /// Wakes the watchdog when a change may move the deadline closer, or on eviction.
     changed: tokio::sync::Notify,
+    /// Set when the connection is to be closed to make room for another.
+    evicted: AtomicBool,
 }
 
 const NO_HEAD: u64 = u64::MAX;
@@ -209,6 +295,7 @@ impl Activity {
             head_started: AtomicU64::new(0),
             busy: 0.into(),
             changed: tokio::sync::Notify::new(),
+            evicted: AtomicBool::new(false),
         }
     }
 
@@ -240,6 +327,23 @@ impl Activity {
         self.busy.fetch_add(1, Ordering::AcqRel);
         self.head_started.store(NO_HEAD, Ordering::Release);
         Busy(self.clone())
+    }
+
+    /// Since when the connection has waited without a request in flight (for its headers, or
+    /// idle); `None` while a request is in flight or once it is being evicted.
+    fn waiting_since(&self) -> Option<Instant> {
+        if self.busy.load(Ordering::Acquire) > 0 || self.evicted.load(Ordering::Acquire) {
+            return None;
+        }
+        match self.head_started.load(Ordering::Acquire) {
+            NO_HEAD => Some(self.at(self.last_io.load(Ordering::Relaxed))),
+            started => Some(self.at(started)),
+        }
+    }
+
+    fn evict(&self) {
+        self.evicted.store(true, Ordering::Release);
+        self.changed.notify_one();
     }
 
     /// When the connection is to be closed if nothing happens before.
@@ -319,41 +423,10 @@ impl AsyncWrite for WatchedIo {
     }
 }
 
-/// Open connections by address group.
-#[derive(Debug, Default)]
-struct PerAddress(Mutex<HashMap<AddressGroup, usize>>);
-
-/// One connection's part of its address's share; gives it back when dropped.
-struct Share(Arc<PerAddress>, AddressGroup);
-
-impl PerAddress {
-    fn take(self: &Arc<Self>, group: AddressGroup, max: usize) -> Option<Share> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let count = open.entry(group).or_default();
-        if *count >= max {
-            return None;
-        }
-        *count += 1;
-        Some(Share(self.clone(), group))
-    }
-}
-
-impl Drop for Share {
-    fn drop(&mut self) {
-        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = open.get_mut(&self.1) {
-            *count -= 1;
-            if *count == 0 {
-                open.remove(&self.1);
-            }
-        }
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Refusal {
-    ServerFull,
-    AddressFull,
+    Refused(Full),
+    Evicted(Full),
     AcceptFailed,
 }
 
@@ -375,15 +448,25 @@ impl Refusals {
         *last = Some(now);
         drop(seen);
         match kind {
-            Refusal::ServerFull => tracing::warn!(
+            Refusal::Refused(Full::Server) => tracing::warn!(
                 refused,
                 last_peer = detail,
-                "connection limit reached: refusing new connections (see --max-connections)"
+                "connection limit reached and every connection busy: refusing new connections (see --max-connections)"
             ),
-            Refusal::AddressFull => tracing::warn!(
+            Refusal::Refused(Full::Address) => tracing::warn!(
                 refused,
                 peer = detail,
-                "an address reached its share of connections: refusing its new ones (see --max-connections-per-address)"
+                "an address reached its share of connections, all busy: refusing its new ones (see --max-connections-per-address)"
+            ),
+            Refusal::Evicted(Full::Server) => tracing::warn!(
+                closed = refused,
+                last_peer = detail,
+                "connection limit reached: closing the longest-waiting connections to admit new ones (see --max-connections)"
+            ),
+            Refusal::Evicted(Full::Address) => tracing::warn!(
+                closed = refused,
+                peer = detail,
+                "an address reached its share of connections: closing its longest-waiting ones to admit new ones (see --max-connections-per-address)"
             ),
             Refusal::AcceptFailed => tracing::warn!(refused, error = detail, "accepting a connection failed"),
         }
@@ -396,19 +479,48 @@ mod tests {
 
     use super::*;
 
+    fn limits(total: usize, per_address: usize) -> ConnLimits {
+        ConnLimits { max_connections: total, max_connections_per_address: per_address, ..ConnLimits::default() }
+    }
+
     #[test]
-    fn an_address_gets_its_share_and_gets_it_back() {
-        let open = Arc::new(PerAddress::default());
-        let group = AddressGroup::of(IpAddr::from([192, 0, 2, 1]));
-        let first = open.take(group, 2).unwrap();
-        let _second = open.take(group, 2).unwrap();
-        assert!(open.take(group, 2).is_none());
+    fn a_full_address_pushes_out_its_longest_waiting_connection_and_never_a_busy_one() {
+        let registry = Arc::new(Registry::default());
+        let limits = limits(100, 2);
+        let group = Some(AddressGroup::of(IpAddr::from([192, 0, 2, 1])));
+        let (oldest, busy) = (Arc::new(Activity::new()), Arc::new(Activity::new()));
+        let _busy_request = busy.begin_request();
+        let first = registry.admit(group, oldest.clone(), &limits).unwrap();
+        let _second = registry.admit(group, busy.clone(), &limits).unwrap();
+        assert!(first.1.is_none());
+        let other = Some(AddressGroup::of(IpAddr::from([192, 0, 2, 2])));
         assert!(
-            open.take(AddressGroup::of(IpAddr::from([192, 0, 2, 2])), 2).is_some(),
+            registry.admit(other, Arc::new(Activity::new()), &limits).unwrap().1.is_none(),
             "other addresses are not affected"
         );
+
+        let (_third, full) = registry.admit(group, Arc::new(Activity::new()), &limits).unwrap();
+        assert_eq!(full, Some(Full::Address));
+        assert!(oldest.evicted.load(Ordering::Acquire), "the waiting connection made room");
+        assert!(!busy.evicted.load(Ordering::Acquire), "the busy one did not");
         drop(first);
-        assert!(open.take(group, 2).is_some());
+        // Now both of the group's connections are busy or being evicted: the next is refused.
+        let newest = registry.0.lock().unwrap().connections.values().map(|(_, a)| a.clone()).collect::<Vec<_>>();
+        let _requests: Vec<_> = newest.iter().map(|a| a.begin_request()).collect();
+        assert_eq!(registry.admit(group, Arc::new(Activity::new()), &limits).err(), Some(Full::Address));
+    }
+
+    #[test]
+    fn a_full_server_pushes_out_the_longest_waiting_connection_of_any_address() {
+        let registry = Arc::new(Registry::default());
+        let limits = limits(2, 10);
+        let (a, b) = (Arc::new(Activity::new()), Arc::new(Activity::new()));
+        let _ta = registry.admit(Some(AddressGroup::of(IpAddr::from([192, 0, 2, 1]))), a.clone(), &limits).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let _tb = registry.admit(Some(AddressGroup::of(IpAddr::from([192, 0, 2, 2]))), b.clone(), &limits).unwrap();
+        let (_tc, full) = registry.admit(None, Arc::new(Activity::new()), &limits).unwrap();
+        assert_eq!(full, Some(Full::Server));
+        assert!(a.evicted.load(Ordering::Acquire) && !b.evicted.load(Ordering::Acquire));
     }
 
     #[tokio::test]
