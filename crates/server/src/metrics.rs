@@ -99,7 +99,10 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let _ = writeln!(out, "# HELP tessera_open_connections Connections open now.");
     let _ = writeln!(out, "# TYPE tessera_open_connections gauge");
     let _ = writeln!(out, "tessera_open_connections {}", OPEN_CONNECTIONS.load(Ordering::Relaxed));
-    let _ = writeln!(out, "# HELP tessera_connections_refused_total Connections refused, or closed to make room, by a connection limit.");
+    let _ = writeln!(
+        out,
+        "# HELP tessera_connections_refused_total Connections refused, or closed to make room, by a connection limit."
+    );
     let _ = writeln!(out, "# TYPE tessera_connections_refused_total counter");
     let _ = writeln!(out, "tessera_connections_refused_total {}", REFUSED_CONNECTIONS.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP tessera_revoked_sessions Ended sessions whose access tokens may still be alive.");
