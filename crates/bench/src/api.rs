@@ -23,15 +23,19 @@ pub struct Account {
 
 impl Account {
     pub fn register_body(&self) -> Result<Bytes, BoxError> {
-        let request = RegisterRequest { email: self.email.clone(), password: Secret::new(self.password.clone()) };
+        let request = RegisterRequest {
+            email: Some(self.email.clone()),
+            password: Secret::new(self.password.clone()),
+            ..RegisterRequest::default()
+        };
         Ok(serde_json::to_vec(&request)?.into())
     }
 
     pub fn login_body(&self) -> Result<Bytes, BoxError> {
         let request = LoginRequest {
-            email: self.email.clone(),
+            email: Some(self.email.clone()),
             password: Secret::new(self.password.clone()),
-            refresh_transport: None,
+            ..LoginRequest::default()
         };
         Ok(serde_json::to_vec(&request)?.into())
     }

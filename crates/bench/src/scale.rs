@@ -250,8 +250,14 @@ async fn fill(store: &Store, db: &Path, prefix: &str, count: u64) -> Result<(), 
     let users: Vec<UserId> = (0..count.div_ceil(SESSIONS_PER_USER)).map(|_| UserId::generate()).collect();
     for (i, &id) in users.iter().enumerate() {
         let email = format!("scale-{i}@example.com");
-        let user =
-            User { id, email: email.clone(), email_key: email, password_hash: NO_PASSWORD.into(), created_at: now };
+        let user = User {
+            id,
+            email: Some(email.clone()),
+            email_key: Some(email),
+            password_hash: Some(NO_PASSWORD.into()),
+            is_anonymous: false,
+            ..User::guest(now)
+        };
         sql.create_user(&user).await?;
     }
     eprintln!("tessera-bench: {SCALE}: {} users stored", users.len());

@@ -148,20 +148,25 @@ impl Client {
     }
 
     pub async fn register(&self, email: &str, password: &str) -> Result<UserView, Error> {
-        let body = RegisterRequest { email: email.to_owned(), password: Secret::new(password) };
+        let body = RegisterRequest {
+            email: Some(email.to_owned()),
+            password: Secret::new(password),
+            ..RegisterRequest::default()
+        };
         let reply: RegisterResponse = self.call(Method::POST, "/api/auth/register", Some(&body), None).await?;
         Ok(reply.user)
     }
 
     /// Logs in and stores the new token pair.
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenSet, Error> {
-        let body = LoginRequest { email: email.to_owned(), password: Secret::new(password), refresh_transport: None };
+        let body =
+            LoginRequest { email: Some(email.to_owned()), password: Secret::new(password), ..LoginRequest::default() };
         let reply: TokenResponse =
             self.call(Method::POST, "/api/auth/login", Some(&body), None).await.map_err(|e| match e {
                 Error::Api { code: ErrorCode::InvalidCredentials, .. } => Error::InvalidCredentials,
                 other => other,
             })?;
-        let email = reply.user.as_ref().map_or_else(|| email.trim().to_owned(), |u| u.email.clone());
+        let email = reply.user.as_ref().and_then(|u| u.email.clone()).unwrap_or_else(|| email.trim().to_owned());
         let tokens = self.token_set(reply, email)?;
         let _lock = self.lock_store().await?;
         self.inner.store.save(&tokens)?;

@@ -41,7 +41,9 @@ impl std::fmt::Debug for IssuedAccess {
 #[derive(Debug, Clone, Copy)]
 pub struct Subject<'a> {
     pub user_id: UserId,
-    pub email: &'a str,
+    pub email: Option<&'a str>,
+    pub username: Option<&'a str>,
+    pub is_anonymous: bool,
     pub session_id: SessionId,
 }
 
@@ -97,9 +99,9 @@ impl AccessTokens {
             iss: self.issuer.clone(),
             aud: self.audience.clone(),
             sub: subject.user_id.to_string(),
-            email: Some(subject.email.to_owned()),
-            preferred_username: None,
-            is_anonymous: false,
+            email: subject.email.map(str::to_owned),
+            preferred_username: subject.username.map(str::to_owned),
+            is_anonymous: subject.is_anonymous,
             sid: subject.session_id.to_string(),
             jti: crate::encode_id(&random::bytes::<16>()),
             iat,
@@ -147,7 +149,13 @@ mod tests {
     }
 
     fn subject() -> Subject<'static> {
-        Subject { user_id: UserId::generate(), email: "ada@example.com", session_id: SessionId::generate() }
+        Subject {
+            user_id: UserId::generate(),
+            email: Some("ada@example.com"),
+            username: None,
+            is_anonymous: false,
+            session_id: SessionId::generate(),
+        }
     }
 
     fn segments(token: &str) -> Vec<serde_json::Value> {

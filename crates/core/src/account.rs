@@ -3,15 +3,36 @@
 use crate::clock::Timestamp;
 use crate::ids::UserId;
 
-/// A stored user. `email` is as registered (trimmed); `email_key` is what is unique and what
-/// login looks up: the trimmed address in lower case.
+/// A stored user: a registered account (with an email, a username or both, and a password) or
+/// a guest (anonymous: none of those). `email` and `username` are shown as registered;
+/// `email_key` and `username_key` are what is unique and what login looks up.
 #[derive(Clone, PartialEq, Eq)]
 pub struct User {
     pub id: UserId,
-    pub email: String,
-    pub email_key: String,
-    pub password_hash: String,
+    pub email: Option<String>,
+    pub email_key: Option<String>,
+    pub username: Option<String>,
+    pub username_key: Option<String>,
+    /// `None` for a guest.
+    pub password_hash: Option<String>,
+    pub is_anonymous: bool,
     pub created_at: Timestamp,
+}
+
+impl User {
+    /// A new guest.
+    pub fn guest(now: Timestamp) -> Self {
+        Self {
+            id: UserId::generate(),
+            email: None,
+            email_key: None,
+            username: None,
+            username_key: None,
+            password_hash: None,
+            is_anonymous: true,
+            created_at: now,
+        }
+    }
 }
 
 impl std::fmt::Debug for User {
@@ -19,9 +40,20 @@ impl std::fmt::Debug for User {
         f.debug_struct("User")
             .field("id", &self.id)
             .field("email", &self.email)
+            .field("username", &self.username)
+            .field("is_anonymous", &self.is_anonymous)
             .field("created_at", &self.created_at)
             .finish_non_exhaustive()
     }
+}
+
+/// What a login or a registration names an account by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identifier {
+    /// `(as shown, key)` from [`normalize_email`].
+    Email(String, String),
+    /// `(as shown, key)` from [`normalize_username`].
+    Username(String, String),
 }
 
 pub const MIN_PASSWORD_BYTES: usize = 8;

@@ -2,7 +2,8 @@
 //!
 //! Audit events are `tracing` events with target `audit` and an `event` field
 //! (`login_succeeded`, `login_failed`, `token_refreshed`, `refresh_token_reused`, `logged_out`,
-//! `session_revoked`, `user_registered`). They carry ids, never a token or a password.
+//! `session_revoked`, `user_registered`, `anonymous_signed_in`, `user_upgraded`,
+//! `password_changed`, `account_deleted`). They carry ids, never a token or a password.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -52,8 +53,21 @@ pub enum AuthError {
     InvalidEmail(String),
     #[error("{0}")]
     WeakPassword(String),
+    #[error("{0}")]
+    InvalidUsername(String),
+    /// Neither an email nor a username where one is needed (or both at a login).
+    #[error("{0}")]
+    BadIdentifier(&'static str),
     #[error("email already registered")]
     EmailTaken,
+    #[error("username already registered")]
+    UsernameTaken,
+    /// An upgrade by a user who is registered already.
+    #[error("already registered")]
+    AlreadyRegistered,
+    /// A password change by a guest, who has no password.
+    #[error("a guest account has no password")]
+    GuestAccount,
     #[error("invalid email or password")]
     InvalidCredentials,
     #[error("invalid or expired refresh token")]
@@ -74,6 +88,7 @@ impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::EmailTaken => Self::EmailTaken,
+            StoreError::UsernameTaken => Self::UsernameTaken,
             e @ StoreError::ClientNameTaken => Self::Internal(e.into()),
             StoreError::Unavailable(_) => Self::Unavailable(e),
             StoreError::Other(cause) => Self::Internal(anyhow::Error::from_boxed(cause)),
@@ -101,18 +116,40 @@ pub struct Issued {
     pub user: Arc<Profile>,
 }
 
-/// What the API shows of a user.
+/// What the API shows of a user, and what its access tokens say.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Profile {
     pub id: UserId,
-    pub email: String,
+    pub email: Option<String>,
+    pub username: Option<String>,
+    pub is_anonymous: bool,
     pub created_at: Timestamp,
 }
 
 impl From<&User> for Profile {
     fn from(u: &User) -> Self {
-        Self { id: u.id, email: u.email.clone(), created_at: u.created_at }
+        Self {
+            id: u.id,
+            email: u.email.clone(),
+            username: u.username.clone(),
+            is_anonymous: u.is_anonymous,
+            created_at: u.created_at,
+        }
     }
+}
+
+/// What a registration or an upgrade names the account by: an email, a username, or both.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewNames<'a> {
+    pub email: Option<&'a str>,
+    pub username: Option<&'a str>,
+}
+
+/// What a login names the account by.
+#[derive(Debug, Clone, Copy)]
+pub enum LoginName<'a> {
+    Email(&'a str),
+    Username(&'a str),
 }
 
 /// The caller of an authenticated request: verified claims of a live session.
@@ -157,7 +194,9 @@ pub struct AuthService {
     /// [`retry_unfinished_ends`](Self::retry_unfinished_ends) until it does: an end reaches the
     /// store's feed, and so every instance and resource server, without the client retrying.
     unfinished: std::sync::Mutex<Vec<UnfinishedEnd>>,
-    /// Users never change after registration, so their profiles can be cached without expiry.
+    /// Profiles of registered users, whose email and username never change (a guest's profile
+    /// changes when it upgrades, on any instance, so guests are always read from the store;
+    /// deleted users' sessions are all ended, so their cached profiles mint nothing).
     profiles: quick_cache::sync::Cache<UserId, Arc<Profile>>,
     lifetimes: Lifetimes,
 }
@@ -206,39 +245,75 @@ impl AuthService {
         self.ended_here.notified().await;
     }
 
-    pub async fn register(&self, email: &str, password: &str, now: Timestamp) -> Result<Profile, AuthError> {
-        let (email, email_key) = account::normalize_email(email).map_err(AuthError::InvalidEmail)?;
+    /// Registers an account with an email, a username or both.
+    pub async fn register(&self, names: NewNames<'_>, password: &str, now: Timestamp) -> Result<Profile, AuthError> {
+        let (email, username) = check_names(names)?;
         account::check_password(password).map_err(AuthError::WeakPassword)?;
         let password_hash = self.hasher.hash(password.to_owned()).await?;
-        let user = User { id: UserId::generate(), email, email_key, password_hash, created_at: now };
+        let (email, email_key) = email.unzip();
+        let (username, username_key) = username.unzip();
+        let user = User {
+            id: UserId::generate(),
+            email,
+            email_key,
+            username,
+            username_key,
+            password_hash: Some(password_hash),
+            is_anonymous: false,
+            created_at: now,
+        };
         self.users.create_user(&user).await?;
         tracing::info!(target: "audit", event = "user_registered", user_id = %user.id);
         Ok(Profile::from(&user))
     }
 
+    /// Checks a password for the account `name` names: `InvalidCredentials` alike for an unknown
+    /// account, a wrong password and a guest, at the same cost.
+    async fn check_credentials(&self, name: LoginName<'_>, password: &str) -> Result<User, AuthError> {
+        let user = match name {
+            LoginName::Email(email) => match account::normalize_email(email) {
+                Ok((_, key)) => self.users.find_user_by_email(&key).await?,
+                Err(_) => None,
+            },
+            LoginName::Username(username) => match account::normalize_username(username) {
+                Ok((_, key)) => self.users.find_user_by_username(&key).await?,
+                Err(_) => None,
+            },
+        };
+        let hash = user.as_ref().and_then(|u| u.password_hash.clone());
+        let valid = self.hasher.verify(password.to_owned(), hash).await?;
+        match user {
+            Some(user) if valid => Ok(user),
+            _ => {
+                tracing::info!(target: "audit", event = "login_failed", known_user = user.is_some());
+                Err(AuthError::InvalidCredentials)
+            }
+        }
+    }
+
     pub async fn login(
         &self,
-        email: &str,
+        name: LoginName<'_>,
         password: &str,
         client: ClientInfo,
         now: Timestamp,
     ) -> Result<Issued, AuthError> {
-        let user = match account::normalize_email(email) {
-            Ok((_, key)) => self.users.find_user_by_email(&key).await?,
-            Err(_) => None,
-        };
-        let hash = user.as_ref().map(|u| u.password_hash.clone());
-        let valid = self.hasher.verify(password.to_owned(), hash).await?;
-        let user = match user {
-            Some(user) if valid => user,
-            _ => {
-                tracing::info!(target: "audit", event = "login_failed", known_user = user.is_some());
-                return Err(AuthError::InvalidCredentials);
-            }
-        };
-        let profile = Arc::new(Profile::from(&user));
-        self.profiles.insert(user.id, profile.clone());
+        let user = self.check_credentials(name, password).await?;
+        let session = self.open_session(&user, client, now).await?;
+        tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.id, session_id = %session.id);
+        self.issue(&session, self.remember(&user), now)
+    }
 
+    /// Opens a session for a new guest.
+    pub async fn sign_in_anonymously(&self, client: ClientInfo, now: Timestamp) -> Result<Issued, AuthError> {
+        let user = User::guest(now);
+        self.users.create_user(&user).await?;
+        let session = self.open_session(&user, client, now).await?;
+        tracing::info!(target: "audit", event = "anonymous_signed_in", user_id = %user.id, session_id = %session.id);
+        self.issue(&session, Arc::new(Profile::from(&user)), now)
+    }
+
+    async fn open_session(&self, user: &User, client: ClientInfo, now: Timestamp) -> Result<Session, AuthError> {
         let absolute = now.saturating_add(self.lifetimes.session_max_lifetime);
         let session = Session {
             id: SessionId::generate(),
@@ -253,8 +328,139 @@ impl AuthService {
             ip: client.ip,
         };
         self.sessions.create_session(&session).await?;
-        tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.id, session_id = %session.id);
-        self.issue(&session, profile, now)
+        Ok(session)
+    }
+
+    /// Turns the caller, a guest, into a registered user: the same user id and the same session,
+    /// whose refresh token (`refresh_token`, which must be that session's current one) is
+    /// rotated as by a refresh. Names taken by someone else change nothing at all.
+    pub async fn upgrade(
+        &self,
+        caller: &Caller,
+        refresh_token: &str,
+        names: NewNames<'_>,
+        password: &str,
+        now: Timestamp,
+    ) -> Result<Issued, AuthError> {
+        let mut user = self.users.find_user(caller.user_id).await?.ok_or(AuthError::Unauthorized)?;
+        if !user.is_anonymous {
+            return Err(AuthError::AlreadyRegistered);
+        }
+        let (email, username) = check_names(names)?;
+        account::check_password(password).map_err(AuthError::WeakPassword)?;
+        // The refresh token must be this session's current one before anything changes.
+        let claims = self.refresh.decode(refresh_token).ok_or(AuthError::InvalidRefreshToken)?;
+        let current = self.sessions.get_session(claims.session_id).await?;
+        let live = current
+            .as_ref()
+            .is_some_and(|s| s.id == caller.session_id && s.generation == claims.generation && s.is_active(now))
+            && !self.revoked.contains(claims.session_id);
+        if !live {
+            return Err(AuthError::InvalidRefreshToken);
+        }
+        let password_hash = self.hasher.hash(password.to_owned()).await?;
+        (user.email, user.email_key) = email.unzip();
+        (user.username, user.username_key) = username.unzip();
+        user.password_hash = Some(password_hash);
+        user.is_anonymous = false;
+        if !self.users.update_user(&user).await? {
+            return Err(AuthError::Unauthorized);
+        }
+        tracing::info!(target: "audit", event = "user_upgraded", user_id = %user.id, session_id = %caller.session_id);
+        self.refresh(refresh_token, now).await
+    }
+
+    /// Changes the caller's password; every other session of the user ends, the caller's lives
+    /// on.
+    pub async fn change_password(
+        &self,
+        caller: &Caller,
+        current: &str,
+        new: &str,
+        now: Timestamp,
+    ) -> Result<u64, AuthError> {
+        let mut user = self.users.find_user(caller.user_id).await?.ok_or(AuthError::Unauthorized)?;
+        if user.is_anonymous {
+            return Err(AuthError::GuestAccount);
+        }
+        let valid = self.hasher.verify(current.to_owned(), user.password_hash.clone()).await?;
+        if !valid {
+            tracing::info!(target: "audit", event = "login_failed", known_user = true, user_id = %user.id, during = "password_change");
+            return Err(AuthError::InvalidCredentials);
+        }
+        account::check_password(new).map_err(AuthError::WeakPassword)?;
+        user.password_hash = Some(self.hasher.hash(new.to_owned()).await?);
+        if !self.users.update_user(&user).await? {
+            return Err(AuthError::Unauthorized);
+        }
+        let others = self.sessions.list_sessions(user.id, now).await?;
+        let mut ended = 0u64;
+        for session in others.iter().filter(|s| s.id != caller.session_id) {
+            self.end_session(session.id, now).await?;
+            ended += 1;
+        }
+        tracing::info!(target: "audit", event = "password_changed", user_id = %user.id, session_id = %caller.session_id, sessions_ended = ended);
+        Ok(ended)
+    }
+
+    /// Deletes the caller's account after ending every one of its sessions: its email and
+    /// username are free again. A registered user confirms with the password; a guest sends none.
+    pub async fn delete_account(
+        &self,
+        caller: &Caller,
+        password: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(), AuthError> {
+        let user = self.users.find_user(caller.user_id).await?.ok_or(AuthError::Unauthorized)?;
+        if !user.is_anonymous {
+            let valid = self.hasher.verify(password.unwrap_or_default().to_owned(), user.password_hash.clone()).await?;
+            if !valid {
+                tracing::info!(target: "audit", event = "login_failed", known_user = true, user_id = %user.id, during = "account_deletion");
+                return Err(AuthError::InvalidCredentials);
+            }
+        }
+        self.end_all_sessions(user.id, caller.session_id, now).await?;
+        self.users.delete_user(user.id).await?;
+        self.profiles.remove(&user.id);
+        tracing::info!(target: "audit", event = "account_deleted", user_id = %user.id, anonymous = user.is_anonymous);
+        Ok(())
+    }
+
+    /// Deletes guests created before `created_before` that have no active session, at most
+    /// `limit` of them per call; returns how many.
+    pub async fn purge_guests(
+        &self,
+        created_before: Timestamp,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<u64, StoreError> {
+        const PAGE: usize = 500;
+        let mut after = None;
+        let mut purged = 0;
+        loop {
+            let page = self.users.guests(created_before, after, PAGE).await?;
+            for id in &page {
+                if purged as usize >= limit {
+                    return Ok(purged);
+                }
+                if self.sessions.list_sessions(*id, now).await?.is_empty() && self.users.delete_user(*id).await? {
+                    purged += 1;
+                }
+            }
+            match page.last() {
+                Some(last) if page.len() == PAGE => after = Some(*last),
+                _ => return Ok(purged),
+            }
+        }
+    }
+
+    /// The profile to cache for `user` (registered users only) and to mint tokens with.
+    fn remember(&self, user: &User) -> Arc<Profile> {
+        let profile = Arc::new(Profile::from(user));
+        if !user.is_anonymous {
+            self.profiles.insert(user.id, profile.clone());
+        }
+        profile
     }
 
     /// Rotates a refresh token (SPEC §2): the new pair, the grace successor, or
@@ -326,17 +532,7 @@ impl AuthService {
     }
 
     pub async fn logout_all(&self, caller: &Caller, now: Timestamp) -> Result<u64, AuthError> {
-        // The caller's own session may have expired for refresh but its token is still live.
-        self.revoked.insert(caller.session_id, now);
-        let ended = match self.sessions.end_user_sessions(caller.user_id, now).await {
-            Ok(ended) => ended,
-            Err(e) => {
-                self.remember_unfinished(UnfinishedEnd::User(caller.user_id, now));
-                return Err(e.into());
-            }
-        };
-        self.revoked.extend(ended.iter().map(|id| (*id, now)));
-        self.ended_here.notify_one();
+        let ended = self.end_all_sessions(caller.user_id, caller.session_id, now).await?;
         tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id, all = true, sessions_ended = ended.len());
         Ok(ended.len() as u64)
     }
@@ -417,6 +613,27 @@ impl AuthService {
         self.sessions.ping().await
     }
 
+    /// Ends every session of the user; `current` (the caller's) is recorded as ended here even
+    /// if it expired for refresh, since its access token may still be live.
+    async fn end_all_sessions(
+        &self,
+        user_id: UserId,
+        current: SessionId,
+        now: Timestamp,
+    ) -> Result<Vec<SessionId>, AuthError> {
+        self.revoked.insert(current, now);
+        let ended = match self.sessions.end_user_sessions(user_id, now).await {
+            Ok(ended) => ended,
+            Err(e) => {
+                self.remember_unfinished(UnfinishedEnd::User(user_id, now));
+                return Err(e.into());
+            }
+        };
+        self.revoked.extend(ended.iter().map(|id| (*id, now)));
+        self.ended_here.notify_one();
+        Ok(ended)
+    }
+
     async fn end_session(&self, id: SessionId, now: Timestamp) -> Result<(), AuthError> {
         // Recorded here first: whatever the store does, this instance rejects the session's
         // tokens from now on.
@@ -474,15 +691,31 @@ impl AuthService {
         let Some(user) = self.users.find_user(id).await? else {
             return Ok(None);
         };
-        let profile = Arc::new(Profile::from(&user));
-        self.profiles.insert(id, profile.clone());
-        Ok(Some(profile))
+        Ok(Some(self.remember(&user)))
     }
 
     fn issue(&self, session: &Session, user: Arc<Profile>, now: Timestamp) -> Result<Issued, AuthError> {
-        let subject = Subject { user_id: user.id, email: &user.email, session_id: session.id };
+        let subject = Subject {
+            user_id: user.id,
+            email: user.email.as_deref(),
+            username: user.username.as_deref(),
+            is_anonymous: user.is_anonymous,
+            session_id: session.id,
+        };
         let access = self.access.issue(subject, now).map_err(|e| AuthError::Internal(e.into()))?;
         let refresh = self.refresh.encode(RefreshClaims { session_id: session.id, generation: session.generation });
         Ok(Issued { access, refresh, refresh_expires_at: session.expires_at, session_id: session.id, user })
     }
+}
+
+/// The checked names of a registration or an upgrade: `(email, username)`, each `(shown, key)`.
+type CheckedNames = (Option<(String, String)>, Option<(String, String)>);
+
+fn check_names(names: NewNames<'_>) -> Result<CheckedNames, AuthError> {
+    if names.email.is_none() && names.username.is_none() {
+        return Err(AuthError::BadIdentifier("Send an email, a username, or both"));
+    }
+    let email = names.email.map(account::normalize_email).transpose().map_err(AuthError::InvalidEmail)?;
+    let username = names.username.map(account::normalize_username).transpose().map_err(AuthError::InvalidUsername)?;
+    Ok((email, username))
 }

@@ -23,6 +23,9 @@ pub enum StoreError {
     /// A user with that email key exists already.
     #[error("email already registered")]
     EmailTaken,
+    /// A user with that username key exists already.
+    #[error("username already registered")]
+    UsernameTaken,
     /// An OAuth client with that name exists already.
     #[error("client name taken")]
     ClientNameTaken,
@@ -48,13 +51,29 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
-    /// Stores a new user; [`StoreError::EmailTaken`] if its `email_key` is taken.
+    /// Stores a new user; [`StoreError::EmailTaken`] or [`StoreError::UsernameTaken`] if its
+    /// `email_key` or `username_key` is taken — which one, exactly.
     async fn create_user(&self, user: &User) -> StoreResult<()>;
 
     /// The user whose `email_key` equals `email_key` exactly.
     async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>>;
 
+    /// The user whose `username_key` equals `username_key` exactly.
+    async fn find_user_by_username(&self, username_key: &str) -> StoreResult<Option<User>>;
+
     async fn find_user(&self, id: UserId) -> StoreResult<Option<User>>;
+
+    /// Replaces the stored user of `user.id` (every field but `id` and `created_at`); `false`
+    /// if there is none. A taken email or username key is reported as for
+    /// [`create_user`](Self::create_user), and changes nothing.
+    async fn update_user(&self, user: &User) -> StoreResult<bool>;
+
+    /// Deletes the user, freeing its email and username; `false` if there was none.
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool>;
+
+    /// Guests created before `created_before`, in id order after `after`, at most `limit`: the
+    /// candidates of the guest purge, read page by page.
+    async fn guests(&self, created_before: Timestamp, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>>;
 
     /// Answers when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;

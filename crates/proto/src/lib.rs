@@ -14,7 +14,7 @@ use utoipa::ToSchema;
 
 /// A credential (password, access or refresh token). Serialises as a plain string; `Debug`
 /// prints `Secret(…)` so it cannot end up in a log line by accident.
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(transparent)]
 #[schema(value_type = String, format = Password)]
 pub struct Secret(String);
@@ -47,14 +47,22 @@ pub enum ErrorCode {
     InvalidRequest,
     MissingToken,
     InvalidEmail,
+    InvalidUsername,
     WeakPassword,
     InvalidCredentials,
     InvalidToken,
     Unauthorized,
     CsrfRejected,
+    /// Guest sign-in is off on this server (`--allow-anonymous`).
+    AnonymousDisabled,
+    /// What only a registered account has (a password to change): the caller is a guest.
+    GuestAccount,
     NotFound,
     MethodNotAllowed,
     EmailTaken,
+    UsernameTaken,
+    /// An upgrade by a user who is registered already.
+    AlreadyRegistered,
     PayloadTooLarge,
     UnsupportedMediaType,
     /// The request body did not arrive within the body timeout.
@@ -68,13 +76,17 @@ impl ErrorCode {
     /// The HTTP status that carries this code.
     pub fn status(self) -> u16 {
         match self {
-            Self::InvalidRequest | Self::MissingToken | Self::InvalidEmail | Self::WeakPassword => 400,
+            Self::InvalidRequest
+            | Self::MissingToken
+            | Self::InvalidEmail
+            | Self::InvalidUsername
+            | Self::WeakPassword => 400,
             Self::InvalidCredentials | Self::InvalidToken | Self::Unauthorized => 401,
-            Self::CsrfRejected => 403,
+            Self::CsrfRejected | Self::AnonymousDisabled | Self::GuestAccount => 403,
             Self::NotFound => 404,
             Self::MethodNotAllowed => 405,
             Self::RequestTimeout => 408,
-            Self::EmailTaken => 409,
+            Self::EmailTaken | Self::UsernameTaken | Self::AlreadyRegistered => 409,
             Self::PayloadTooLarge => 413,
             Self::UnsupportedMediaType => 415,
             Self::RateLimited => 429,
@@ -144,20 +156,79 @@ pub enum RefreshTransport {
     Cookie,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+/// A registration: an email, a username or both, and a password.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterRequest {
-    pub email: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
     pub password: Secret,
+}
+
+/// A login by email or by username (exactly one of them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub password: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_transport: Option<RefreshTransport>,
+}
+
+/// A guest sign-in; the body is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AnonymousRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_transport: Option<RefreshTransport>,
+}
+
+/// A guest becoming a registered user: an email, a username or both, and a password; the
+/// session's refresh token in the body, or in the cookie.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    pub password: Secret,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_token: Option<Secret>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_transport: Option<RefreshTransport>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct LoginRequest {
-    pub email: String,
-    pub password: Secret,
+pub struct PasswordChangeRequest {
+    pub current_password: Secret,
+    pub new_password: Secret,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PasswordChangeResponse {
+    pub password_changed: bool,
+    /// The user's other sessions, ended by the change.
+    pub sessions_ended: u64,
+}
+
+/// An account deletion: a registered user confirms with the password, a guest sends none.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteAccountRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub refresh_transport: Option<RefreshTransport>,
+    pub password: Option<Secret>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct DeleteAccountResponse {
+    pub deleted: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
@@ -178,7 +249,13 @@ pub struct LogoutRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct UserView {
     pub id: String,
-    pub email: String,
+    /// `null` for an account without one (a guest, or a username-only account).
+    pub email: Option<String>,
+    /// `null` for an account without one.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub is_anonymous: bool,
     pub created_at: String,
 }
 
@@ -214,7 +291,13 @@ pub struct LogoutAllResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct MeResponse {
     pub id: String,
-    pub email: String,
+    /// `null` for an account without one (a guest, or a username-only account).
+    pub email: Option<String>,
+    /// `null` for an account without one.
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub is_anonymous: bool,
     pub created_at: String,
     pub session_id: String,
 }
@@ -247,9 +330,9 @@ mod tests {
     #[test]
     fn secrets_never_show_in_debug_output() {
         let req = LoginRequest {
-            email: "a@example.com".into(),
+            email: Some("a@example.com".into()),
             password: Secret::new("hunter2hunter2"),
-            refresh_transport: None,
+            ..LoginRequest::default()
         };
         let printed = format!("{req:?}");
         assert!(!printed.contains("hunter2"), "{printed}");

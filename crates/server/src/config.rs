@@ -63,6 +63,15 @@ pub struct ServeArgs {
     /// Login and registration attempts per client IP, e.g. 30/min, 5/s, or off [default: 30/min].
     #[arg(long, env = "TESSERA_LOGIN_RATE_LIMIT", value_name = "RATE")]
     pub login_rate_limit: Option<String>,
+    /// Let anyone open a guest session (`POST /api/auth/anonymous`) [default: false].
+    #[arg(long, env = "TESSERA_ALLOW_ANONYMOUS", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub allow_anonymous: Option<bool>,
+    /// Guest sign-ins per client address, e.g. 30/h, or off [default: 30/h].
+    #[arg(long, env = "TESSERA_ANONYMOUS_RATE_LIMIT", value_name = "RATE")]
+    pub anonymous_rate_limit: Option<String>,
+    /// How old a guest account with no live session must be before it is deleted [default: 7d].
+    #[arg(long, env = "TESSERA_GUEST_RETENTION", value_name = "DURATION")]
+    pub guest_retention: Option<String>,
     /// Failed logins per account, from all addresses together: a budget that refills evenly
     /// over the period, e.g. 30/15min, or off [default: 30/15min]. A successful login does not
     /// count; open sessions are never affected.
@@ -133,6 +142,9 @@ struct FileConfig {
     insecure_cookies: Option<bool>,
     login_rate_limit: Option<String>,
     login_failure_limit: Option<String>,
+    allow_anonymous: Option<bool>,
+    anonymous_rate_limit: Option<String>,
+    guest_retention: Option<DurationValue>,
     trusted_proxies: Option<Vec<String>>,
     body_limit: Option<usize>,
     header_timeout: Option<DurationValue>,
@@ -236,6 +248,9 @@ pub struct Settings {
     pub insecure_cookies: bool,
     pub login_rate_limit: Option<Rate>,
     pub login_failure_limit: Option<Rate>,
+    pub allow_anonymous: bool,
+    pub anonymous_rate_limit: Option<Rate>,
+    pub guest_retention: Duration,
     pub trusted_proxies: TrustedProxies,
     pub body_limit: usize,
     pub body_timeout: Duration,
@@ -350,6 +365,12 @@ impl Settings {
             insecure_cookies: args.insecure_cookies.or(file.insecure_cookies).unwrap_or(false),
             login_rate_limit: parse_rate(&rate).context("--login-rate-limit")?,
             login_failure_limit: parse_rate(&failure_rate).context("--login-failure-limit")?,
+            allow_anonymous: args.allow_anonymous.or(file.allow_anonymous).unwrap_or(false),
+            anonymous_rate_limit: parse_rate(
+                &args.anonymous_rate_limit.or(file.anonymous_rate_limit).unwrap_or_else(|| "30/h".into()),
+            )
+            .context("--anonymous-rate-limit")?,
+            guest_retention: duration(args.guest_retention, file.guest_retention, "7d", "guest-retention")?,
             trusted_proxies,
             body_limit: args.body_limit.or(file.body_limit).unwrap_or(16 * 1024),
             body_timeout: duration(args.body_timeout, file.body_timeout, "15s", "body-timeout")?,
@@ -444,6 +465,9 @@ const KNOWN_VARIABLES: &[&str] = &[
     "TESSERA_INSECURE_COOKIES",
     "TESSERA_LOGIN_RATE_LIMIT",
     "TESSERA_LOGIN_FAILURE_LIMIT",
+    "TESSERA_ALLOW_ANONYMOUS",
+    "TESSERA_ANONYMOUS_RATE_LIMIT",
+    "TESSERA_GUEST_RETENTION",
     "TESSERA_TRUSTED_PROXIES",
     "TESSERA_BODY_LIMIT",
     "TESSERA_HEADER_TIMEOUT",

@@ -70,8 +70,22 @@ impl From<AuthError> for AppError {
         match e {
             AuthError::InvalidEmail(why) => Self::new(ErrorCode::InvalidEmail, why),
             AuthError::WeakPassword(why) => Self::new(ErrorCode::WeakPassword, why),
+            AuthError::InvalidUsername(why) => Self::new(ErrorCode::InvalidUsername, why),
+            AuthError::BadIdentifier(why) => Self::invalid_request(why),
             AuthError::EmailTaken => Self::new(ErrorCode::EmailTaken, "An account with this email already exists"),
-            AuthError::InvalidCredentials => Self::new(ErrorCode::InvalidCredentials, "Invalid email or password"),
+            AuthError::UsernameTaken => {
+                Self::new(ErrorCode::UsernameTaken, "An account with this username already exists")
+            }
+            AuthError::AlreadyRegistered => {
+                Self::new(ErrorCode::AlreadyRegistered, "This account is registered already; only a guest can upgrade")
+            }
+            AuthError::GuestAccount => Self::new(
+                ErrorCode::GuestAccount,
+                "A guest account has no password; save the account (POST /api/auth/upgrade) first",
+            ),
+            AuthError::InvalidCredentials => {
+                Self::new(ErrorCode::InvalidCredentials, "Invalid email, username or password")
+            }
             AuthError::InvalidRefreshToken => Self::invalid_token(),
             AuthError::Unauthorized => Self::unauthorized(),
             AuthError::SessionNotFound => Self::new(ErrorCode::NotFound, "Session not found"),

@@ -110,6 +110,10 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -
         login_per_account: settings
             .login_failure_limit
             .map(|rate| Throttle::new(rate, db.limits.clone(), "login-account")),
+        allow_anonymous: settings.allow_anonymous,
+        anonymous_per_address: settings
+            .anonymous_rate_limit
+            .map(|rate| Throttle::new(rate, db.limits.clone(), "anonymous-address")),
         proxies: Arc::new(settings.trusted_proxies.clone()),
         body_limit: settings.body_limit,
         body_timeout: settings.body_timeout,
@@ -207,7 +211,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
-    let background = spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys"))).await;
+    let background =
+        spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys")), settings.guest_retention).await;
     tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
     let proxies = state.policy().proxies.clone();
     let stopping = state.clone();
@@ -301,10 +306,12 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 const REVOCATION_POLL: Duration = Duration::from_millis(250);
 const KEY_RELOAD: Duration = Duration::from_secs(1);
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
+/// Guests deleted per purge at most, so one purge stays short however many there are.
+const GUESTS_PER_PURGE: usize = 10_000;
 
 /// Loads the sessions ended within the retention window, then keeps the revocation view (and
 /// the feed's journal), the key set and the session table fresh in the background.
-async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::JoinHandle<()> {
+async fn spawn_maintenance(state: AppState, key_dir: KeyDir, guest_retention: Duration) -> tokio::task::JoinHandle<()> {
     if let Err(e) = state.auth().catch_up_revocations(Timestamp::now()).await {
         tracing::warn!(
             error = crate::telemetry::error_chain(&e),
@@ -326,14 +333,25 @@ async fn spawn_maintenance(state: AppState, key_dir: KeyDir) -> tokio::task::Joi
                     catch_up(&state, &mut failing).await;
                 }
                 _ = key_tick.tick() => reload_keys(&state, &key_dir, &mut known_keys),
-                _ = purge_tick.tick() => match state.auth().purge_sessions(Timestamp::now()).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(purged = n, "purged dead sessions"),
-                    Err(e) => tracing::warn!(error = crate::telemetry::error_chain(&e), "session purge failed"),
-                },
+                _ = purge_tick.tick() => purge(&state, guest_retention).await,
             }
         }
     })
+}
+
+/// Deletes dead sessions, then guests older than `guest_retention` without a live session.
+async fn purge(state: &AppState, guest_retention: Duration) {
+    let now = Timestamp::now();
+    match state.auth().purge_sessions(now).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "purged dead sessions"),
+        Err(e) => tracing::warn!(error = crate::telemetry::error_chain(&e), "session purge failed"),
+    }
+    match state.auth().purge_guests(now.saturating_sub(guest_retention), now, GUESTS_PER_PURGE).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(purged = n, "purged guest accounts without a live session"),
+        Err(e) => tracing::warn!(error = crate::telemetry::error_chain(&e), "guest purge failed"),
+    }
 }
 
 /// One read of the store's feed; logs when reading starts and stops failing, not every poll.

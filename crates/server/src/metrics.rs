@@ -16,7 +16,7 @@ use tracing_subscriber::layer::{Context, Layer};
 use crate::state::AppState;
 
 /// The audit events of SPEC §7 (and registration), in the order they are exported.
-pub const AUDIT_EVENTS: [&str; 7] = [
+pub const AUDIT_EVENTS: [&str; 11] = [
     "user_registered",
     "login_succeeded",
     "login_failed",
@@ -24,6 +24,10 @@ pub const AUDIT_EVENTS: [&str; 7] = [
     "refresh_token_reused",
     "logged_out",
     "session_revoked",
+    "anonymous_signed_in",
+    "user_upgraded",
+    "password_changed",
+    "account_deleted",
 ];
 
 static AUDIT_COUNTS: [AtomicU64; AUDIT_EVENTS.len()] = [const { AtomicU64::new(0) }; AUDIT_EVENTS.len()];

@@ -22,6 +22,7 @@ use crate::{metrics, routes as r};
     modifiers(&SecuritySchemes),
     tags(
         (name = "auth", description = "tessera's own API: every answer is an envelope"),
+        (name = "accounts", description = "Guests, upgrading a guest in place, password change and account deletion"),
         (name = "sessions", description = "The caller's sessions"),
         (name = "tokens", description = "What resource servers need: the keys and the revocation feed"),
         (name = "oauth", description = "OAuth 2.0 (RFC 8414, 6749, 7009, 7662): RFC 6749 errors, never the envelope"),
@@ -57,6 +58,10 @@ pub fn routes(auth_layer: fn(Response) -> std::future::Ready<Response>) -> OpenA
         .routes(routes!(r::auth::logout))
         .routes(routes!(r::auth::logout_all))
         .routes(routes!(r::auth::me))
+        .routes(routes!(r::account::anonymous))
+        .routes(routes!(r::account::upgrade))
+        .routes(routes!(r::account::change_password))
+        .routes(routes!(r::account::delete_account))
         .routes(routes!(r::sessions::list))
         .routes(routes!(r::sessions::revoke))
         .routes(routes!(r::revocations::stream))

@@ -26,8 +26,11 @@ pub struct HttpPolicy {
     pub cookies: CookiePolicy,
     /// Login and registration attempts per client address group.
     pub login_per_address: Option<Throttle<AddressGroup>>,
-    /// Failed logins per account (by email key), from all addresses together.
+    /// Failed logins per account (by email or username key), from all addresses together.
     pub login_per_account: Option<Throttle<String>>,
+    /// Whether guests may sign in, and how often per client address group.
+    pub allow_anonymous: bool,
+    pub anonymous_per_address: Option<Throttle<AddressGroup>>,
     pub proxies: Arc<TrustedProxies>,
     pub body_limit: usize,
     pub body_timeout: Duration,

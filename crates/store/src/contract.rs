@@ -37,6 +37,10 @@ macro_rules! store_contract_tests {
         $crate::store_contract_tests!(@each $make;
             users_are_found_by_id_and_by_email_key,
             a_taken_email_key_is_refused,
+            users_are_found_by_username_and_a_taken_one_is_named_as_such,
+            a_guest_is_upgraded_in_place_and_a_conflict_changes_nothing,
+            deleting_a_user_frees_its_email_and_username,
+            guests_are_listed_page_by_page_by_age,
             clients_round_trip_and_their_names_are_unique,
             sessions_round_trip,
             rotate_moves_to_the_next_generation_and_renews_expiry,
@@ -72,12 +76,16 @@ fn t(secs: i64) -> Timestamp {
 
 fn user(email: &str) -> User {
     User {
-        id: UserId::generate(),
-        email: email.to_owned(),
-        email_key: email.to_lowercase(),
-        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into(),
-        created_at: t(0),
+        email: Some(email.to_owned()),
+        email_key: Some(email.to_lowercase()),
+        password_hash: Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g".into()),
+        is_anonymous: false,
+        ..User::guest(t(0))
     }
+}
+
+fn with_username(user: User, username: &str) -> User {
+    User { username: Some(username.to_owned()), username_key: Some(username.to_lowercase()), ..user }
 }
 
 /// A session of `user_id` created at t(0), expiring at t(3600), absolute end t(7200).
@@ -114,6 +122,85 @@ pub async fn a_taken_email_key_is_refused(s: &Stores) {
     s.users.create_user(&user("bob@example.com")).await.unwrap();
     let err = s.users.create_user(&user("BOB@example.com")).await.unwrap_err();
     assert!(matches!(err, StoreError::EmailTaken), "{err:?}");
+}
+
+pub async fn users_are_found_by_username_and_a_taken_one_is_named_as_such(s: &Stores) {
+    let ada = with_username(user("ada@example.com"), "Ada");
+    s.users.create_user(&ada).await.unwrap();
+    assert_eq!(s.users.find_user_by_username("ada").await.unwrap(), Some(ada.clone()));
+    assert_eq!(s.users.find_user_by_username("Ada").await.unwrap(), None, "lookup is by the exact key");
+    let err = s.users.create_user(&with_username(user("other@example.com"), "ADA")).await.unwrap_err();
+    assert!(matches!(err, StoreError::UsernameTaken), "a taken username is not a taken email: {err:?}");
+    let err = s.users.create_user(&with_username(user("ADA@example.com"), "someone")).await.unwrap_err();
+    assert!(matches!(err, StoreError::EmailTaken), "{err:?}");
+    // Accounts without an email, or without a username, do not collide on the missing one.
+    let only_name = User { email: None, email_key: None, ..with_username(user("x@example.com"), "only_name") };
+    let also_only_name = User { email: None, email_key: None, ..with_username(user("y@example.com"), "also_only") };
+    s.users.create_user(&only_name).await.unwrap();
+    s.users.create_user(&also_only_name).await.unwrap();
+    s.users.create_user(&User::guest(t(0))).await.unwrap();
+    s.users.create_user(&User::guest(t(0))).await.unwrap();
+    assert_eq!(s.users.find_user(only_name.id).await.unwrap(), Some(only_name));
+}
+
+pub async fn a_guest_is_upgraded_in_place_and_a_conflict_changes_nothing(s: &Stores) {
+    let taken = with_username(user("taken@example.com"), "taken");
+    s.users.create_user(&taken).await.unwrap();
+    let guest = User::guest(t(5));
+    s.users.create_user(&guest).await.unwrap();
+
+    for (clash, expected) in [
+        (with_username(User { id: guest.id, ..user("taken@example.com") }, "free"), "email"),
+        (with_username(User { id: guest.id, ..user("free@example.com") }, "TAKEN"), "username"),
+    ] {
+        let err = s.users.update_user(&clash).await.unwrap_err();
+        let named = match err {
+            StoreError::EmailTaken => "email",
+            StoreError::UsernameTaken => "username",
+            ref other => panic!("{other:?}"),
+        };
+        assert_eq!(named, expected);
+        assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(guest.clone()), "unchanged");
+    }
+
+    let upgraded = with_username(User { id: guest.id, created_at: t(5), ..user("Guest@example.com") }, "Guest");
+    assert!(s.users.update_user(&upgraded).await.unwrap());
+    assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(upgraded.clone()));
+    assert_eq!(s.users.find_user_by_email("guest@example.com").await.unwrap(), Some(upgraded.clone()));
+    assert_eq!(s.users.find_user_by_username("guest").await.unwrap(), Some(upgraded.clone()));
+    // Updating a user with its own keys is no conflict; an unknown user is `false`.
+    let rehashed = User { password_hash: Some("other".into()), ..upgraded.clone() };
+    assert!(s.users.update_user(&rehashed).await.unwrap());
+    assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(rehashed));
+    assert!(!s.users.update_user(&user("nobody@example.com")).await.unwrap());
+}
+
+pub async fn deleting_a_user_frees_its_email_and_username(s: &Stores) {
+    let ada = with_username(user("ada@example.com"), "ada");
+    s.users.create_user(&ada).await.unwrap();
+    assert!(s.users.delete_user(ada.id).await.unwrap());
+    assert!(!s.users.delete_user(ada.id).await.unwrap());
+    assert_eq!(s.users.find_user(ada.id).await.unwrap(), None);
+    assert_eq!(s.users.find_user_by_email("ada@example.com").await.unwrap(), None);
+    assert_eq!(s.users.find_user_by_username("ada").await.unwrap(), None);
+    s.users.create_user(&with_username(user("ada@example.com"), "ada")).await.expect("free again");
+}
+
+pub async fn guests_are_listed_page_by_page_by_age(s: &Stores) {
+    let mut old: Vec<UserId> = Vec::new();
+    for _ in 0..5 {
+        let guest = User::guest(t(10));
+        s.users.create_user(&guest).await.unwrap();
+        old.push(guest.id);
+    }
+    s.users.create_user(&User::guest(t(100))).await.unwrap();
+    s.users.create_user(&User { created_at: t(10), ..user("registered@example.com") }).await.unwrap();
+    old.sort();
+    let first = s.users.guests(t(50), None, 3).await.unwrap();
+    assert_eq!(first, old[..3]);
+    let rest = s.users.guests(t(50), first.last().copied(), 3).await.unwrap();
+    assert_eq!(rest, old[3..]);
+    assert!(s.users.guests(t(50), rest.last().copied(), 3).await.unwrap().is_empty());
 }
 
 pub async fn sessions_round_trip(s: &Stores) {

@@ -62,8 +62,16 @@ pub enum Op {
     CreateUser,
     /// [`UserStore::find_user_by_email`]
     FindUserByEmail,
+    /// [`UserStore::find_user_by_username`]
+    FindUserByUsername,
     /// [`UserStore::find_user`]
     FindUser,
+    /// [`UserStore::update_user`]
+    UpdateUser,
+    /// [`UserStore::delete_user`]
+    DeleteUser,
+    /// [`UserStore::guests`]
+    Guests,
     /// [`UserStore::ping`]
     UserPing,
     /// [`SessionStore::create_session`]
@@ -96,10 +104,14 @@ pub enum Op {
 
 impl Op {
     /// Every operation, users', sessions' then clients'.
-    pub const ALL: [Op; 17] = [
+    pub const ALL: [Op; 21] = [
         Op::CreateUser,
         Op::FindUserByEmail,
+        Op::FindUserByUsername,
         Op::FindUser,
+        Op::UpdateUser,
+        Op::DeleteUser,
+        Op::Guests,
         Op::UserPing,
         Op::CreateSession,
         Op::GetSession,
@@ -122,7 +134,11 @@ impl Op {
         match self {
             Op::CreateUser => "create_user",
             Op::FindUserByEmail => "find_user_by_email",
+            Op::FindUserByUsername => "find_user_by_username",
             Op::FindUser => "find_user",
+            Op::UpdateUser => "update_user",
+            Op::DeleteUser => "delete_user",
+            Op::Guests => "guests",
             Op::UserPing => "UserStore::ping",
             Op::CreateSession => "create_session",
             Op::GetSession => "get_session",
@@ -368,8 +384,24 @@ impl<S: UserStore + ?Sized> UserStore for FaultyStore<S> {
         self.faults.run(Op::FindUserByEmail, self.inner.find_user_by_email(email_key)).await
     }
 
+    async fn find_user_by_username(&self, username_key: &str) -> StoreResult<Option<User>> {
+        self.faults.run(Op::FindUserByUsername, self.inner.find_user_by_username(username_key)).await
+    }
+
     async fn find_user(&self, id: UserId) -> StoreResult<Option<User>> {
         self.faults.run(Op::FindUser, self.inner.find_user(id)).await
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        self.faults.run(Op::UpdateUser, self.inner.update_user(user)).await
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        self.faults.run(Op::DeleteUser, self.inner.delete_user(id)).await
+    }
+
+    async fn guests(&self, created_before: Timestamp, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        self.faults.run(Op::Guests, self.inner.guests(created_before, after, limit)).await
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -472,11 +504,11 @@ mod tests {
 
     fn user(email: &str) -> User {
         User {
-            id: UserId::generate(),
-            email: email.into(),
-            email_key: email.into(),
-            password_hash: "h".into(),
-            created_at: t(0),
+            email: Some(email.into()),
+            email_key: Some(email.into()),
+            password_hash: Some("h".into()),
+            is_anonymous: false,
+            ..User::guest(t(0))
         }
     }
 
@@ -503,7 +535,11 @@ mod tests {
         match op {
             Op::CreateUser => store.create_user(&user(&format!("{sid}@example.com"))).await,
             Op::FindUserByEmail => store.find_user_by_email("nobody@example.com").await.map(drop),
+            Op::FindUserByUsername => store.find_user_by_username("nobody").await.map(drop),
             Op::FindUser => store.find_user(uid).await.map(drop),
+            Op::UpdateUser => store.update_user(&user("nobody@example.com")).await.map(drop),
+            Op::DeleteUser => store.delete_user(uid).await.map(drop),
+            Op::Guests => store.guests(t(0), None, 10).await.map(drop),
             Op::UserPing => UserStore::ping(store).await,
             Op::CreateSession => store.create_session(&session(uid)).await,
             Op::GetSession => store.get_session(sid).await.map(drop),
@@ -537,7 +573,7 @@ mod tests {
             faults.heal();
         }
         for op in Op::ALL {
-            assert_eq!((faults.calls(op), faults.injected(op)), (17, 1), "{op}");
+            assert_eq!((faults.calls(op), faults.injected(op)), (Op::ALL.len() as u64, 1), "{op}");
         }
         let names: std::collections::HashSet<_> = Op::ALL.iter().map(|op| op.name()).collect();
         assert_eq!(names.len(), Op::ALL.len(), "names are distinct");

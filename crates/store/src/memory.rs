@@ -55,8 +55,10 @@ pub struct MemoryStore {
 #[derive(Default)]
 struct Accounts {
     users: HashMap<UserId, User>,
-    /// `email_key` → user id: the unique index.
+    /// `email_key` → user id: a unique index.
     by_email_key: HashMap<String, UserId>,
+    /// `username_key` → user id: a unique index.
+    by_username_key: HashMap<String, UserId>,
     clients: Vec<OAuthClient>,
 }
 
@@ -122,17 +124,51 @@ impl std::fmt::Debug for MemoryStore {
     }
 }
 
+impl Accounts {
+    /// Which unique key of `user` another user holds, if any.
+    fn conflict(&self, user: &User) -> Option<StoreError> {
+        let taken = |index: &HashMap<String, UserId>, key: &Option<String>| {
+            key.as_ref().and_then(|k| index.get(k)).is_some_and(|holder| *holder != user.id)
+        };
+        if taken(&self.by_email_key, &user.email_key) {
+            Some(StoreError::EmailTaken)
+        } else if taken(&self.by_username_key, &user.username_key) {
+            Some(StoreError::UsernameTaken)
+        } else {
+            None
+        }
+    }
+
+    fn index(&mut self, user: &User) {
+        if let Some(key) = &user.email_key {
+            self.by_email_key.insert(key.clone(), user.id);
+        }
+        if let Some(key) = &user.username_key {
+            self.by_username_key.insert(key.clone(), user.id);
+        }
+    }
+
+    fn unindex(&mut self, user: &User) {
+        if let Some(key) = &user.email_key {
+            self.by_email_key.remove(key);
+        }
+        if let Some(key) = &user.username_key {
+            self.by_username_key.remove(key);
+        }
+    }
+}
+
 #[async_trait]
 impl UserStore for MemoryStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         let mut accounts = self.accounts();
-        if accounts.by_email_key.contains_key(&user.email_key) {
-            return Err(StoreError::EmailTaken);
+        if let Some(conflict) = accounts.conflict(user) {
+            return Err(conflict);
         }
         if accounts.users.contains_key(&user.id) {
             return Err(StoreError::other("user id collision"));
         }
-        accounts.by_email_key.insert(user.email_key.clone(), user.id);
+        accounts.index(user);
         accounts.users.insert(user.id, user.clone());
         Ok(())
     }
@@ -142,8 +178,49 @@ impl UserStore for MemoryStore {
         Ok(accounts.by_email_key.get(email_key).and_then(|id| accounts.users.get(id)).cloned())
     }
 
+    async fn find_user_by_username(&self, username_key: &str) -> StoreResult<Option<User>> {
+        let accounts = self.accounts();
+        Ok(accounts.by_username_key.get(username_key).and_then(|id| accounts.users.get(id)).cloned())
+    }
+
     async fn find_user(&self, id: UserId) -> StoreResult<Option<User>> {
         Ok(self.accounts().users.get(&id).cloned())
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let mut accounts = self.accounts();
+        let Some(old) = accounts.users.get(&user.id).cloned() else {
+            return Ok(false);
+        };
+        if let Some(conflict) = accounts.conflict(user) {
+            return Err(conflict);
+        }
+        accounts.unindex(&old);
+        accounts.index(user);
+        accounts.users.insert(user.id, User { created_at: old.created_at, ..user.clone() });
+        Ok(true)
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        let mut accounts = self.accounts();
+        let Some(old) = accounts.users.remove(&id) else {
+            return Ok(false);
+        };
+        accounts.unindex(&old);
+        Ok(true)
+    }
+
+    async fn guests(&self, created_before: Timestamp, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        let accounts = self.accounts();
+        let mut ids: Vec<UserId> = accounts
+            .users
+            .values()
+            .filter(|u| u.is_anonymous && u.created_at < created_before && after.is_none_or(|a| u.id > a))
+            .map(|u| u.id)
+            .collect();
+        ids.sort();
+        ids.truncate(limit);
+        Ok(ids)
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -333,14 +410,14 @@ mod tests {
         assert_eq!(store.get_session(s.id).await.unwrap(), Some(s));
 
         let user = User {
-            id: UserId::generate(),
-            email: "ada@example.com".into(),
-            email_key: "ada@example.com".into(),
-            password_hash: "h".into(),
-            created_at: t(0),
+            email: Some("ada@example.com".into()),
+            email_key: Some("ada@example.com".into()),
+            password_hash: Some("h".into()),
+            is_anonymous: false,
+            ..User::guest(t(0))
         };
         store.create_user(&user).await.unwrap();
-        let same_id = User { email_key: "bob@example.com".into(), ..user.clone() };
+        let same_id = User { email_key: Some("bob@example.com".into()), ..user.clone() };
         assert!(matches!(store.create_user(&same_id).await, Err(StoreError::Other(_))));
         assert_eq!(store.find_user_by_email("bob@example.com").await.unwrap(), None);
     }

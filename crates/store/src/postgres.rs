@@ -19,7 +19,7 @@ use tessera_core::{SessionId, Timestamp, UserId};
 
 use crate::sql::{
     SESSION_COLUMNS, client_from_row, ended_from_row, feed_position, generation, limit, session_from_row,
-    session_id_from_row, user_from_row,
+    session_id_from_row, user_from_row, user_id_from_row,
 };
 
 /// Schema migrations in order; `tessera_migrations` records which ran.
@@ -68,6 +68,18 @@ CREATE TABLE tessera_oauth_clients (
     secret_digest BYTEA NOT NULL,
     created_at    BIGINT NOT NULL
 );
+"#,
+    r#"
+-- Accounts with an email, a username or both, and guests with neither (nor a password). The
+-- unique keys have names of tessera's own, so that a conflict says which key was taken.
+ALTER TABLE tessera_users ALTER COLUMN email DROP NOT NULL;
+ALTER TABLE tessera_users ALTER COLUMN email_key DROP NOT NULL;
+ALTER TABLE tessera_users ALTER COLUMN password_hash DROP NOT NULL;
+ALTER TABLE tessera_users ADD COLUMN username TEXT;
+ALTER TABLE tessera_users ADD COLUMN username_key TEXT;
+ALTER TABLE tessera_users ADD COLUMN is_anonymous BOOLEAN NOT NULL DEFAULT FALSE;
+ALTER TABLE tessera_users ADD CONSTRAINT tessera_users_username_key_unique UNIQUE (username_key);
+CREATE INDEX tessera_users_guests ON tessera_users (id) WHERE is_anonymous;
 "#,
 ];
 
@@ -168,26 +180,51 @@ fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Which unique key a violation is about, by the constraint's name.
+fn user_conflict(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => match d.constraint() {
+            Some(c) if c.contains("username_key") => StoreError::UsernameTaken,
+            Some(c) if c.contains("email_key") => StoreError::EmailTaken,
+            _ => StoreError::other(e),
+        },
+        _ => classify(e),
+    }
+}
+
 #[async_trait]
 impl UserStore for PostgresStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
         sqlx::query(
-            "INSERT INTO tessera_users (id, email, email_key, password_hash, created_at) VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO tessera_users (id, email, email_key, username, username_key, password_hash, is_anonymous, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(&user.id.as_bytes()[..])
         .bind(&user.email)
         .bind(&user.email_key)
+        .bind(&user.username)
+        .bind(&user.username_key)
         .bind(&user.password_hash)
+        .bind(user.is_anonymous)
         .bind(user.created_at.as_millis())
         .execute(&self.pool)
         .await
-        .map_err(classify)?;
+        .map_err(user_conflict)?;
         Ok(())
     }
 
     async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>> {
         let row = sqlx::query("SELECT * FROM tessera_users WHERE email_key = $1")
             .bind(email_key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_user_by_username(&self, username_key: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM tessera_users WHERE username_key = $1")
+            .bind(username_key)
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
@@ -201,6 +238,47 @@ impl UserStore for PostgresStore {
             .await
             .map_err(classify)?;
         row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE tessera_users SET email = $1, email_key = $2, username = $3, username_key = $4, \
+             password_hash = $5, is_anonymous = $6 WHERE id = $7",
+        )
+        .bind(&user.email)
+        .bind(&user.email_key)
+        .bind(&user.username)
+        .bind(&user.username_key)
+        .bind(&user.password_hash)
+        .bind(user.is_anonymous)
+        .bind(&user.id.as_bytes()[..])
+        .execute(&self.pool)
+        .await
+        .map_err(user_conflict)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM tessera_users WHERE id = $1")
+            .bind(&id.as_bytes()[..])
+            .execute(&self.pool)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn guests(&self, created_before: Timestamp, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        let after = after.map_or([0u8; 16], |id| *id.as_bytes());
+        let rows = sqlx::query(
+            "SELECT id FROM tessera_users WHERE is_anonymous AND created_at < $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(created_before.as_millis())
+        .bind(&after[..])
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(classify)?;
+        rows.iter().map(user_id_from_row).collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {

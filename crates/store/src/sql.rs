@@ -34,12 +34,16 @@ where
     Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
     String: Decode<'r, R::Database> + Type<R::Database>,
     i64: Decode<'r, R::Database> + Type<R::Database>,
+    bool: Decode<'r, R::Database> + Type<R::Database>,
 {
     Ok(User {
         id: UserId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("id")?)?),
         email: row.value_of("email")?,
         email_key: row.value_of("email_key")?,
+        username: row.value_of("username")?,
+        username_key: row.value_of("username_key")?,
         password_hash: row.value_of("password_hash")?,
+        is_anonymous: row.value_of("is_anonymous")?,
         created_at: Timestamp::from_millis(row.value_of("created_at")?),
     })
 }
@@ -65,6 +69,15 @@ where
         user_agent: row.value_of("user_agent")?,
         ip: row.value_of("ip")?,
     })
+}
+
+pub fn user_id_from_row<'r, R>(row: &'r R) -> StoreResult<UserId>
+where
+    R: Decodes<'r>,
+    &'r str: ColumnIndex<R>,
+    Vec<u8>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    Ok(UserId::from_bytes(id_bytes(&row.value_of::<Vec<u8>>("id")?)?))
 }
 
 pub fn session_id_from_row<'r, R>(row: &'r R) -> StoreResult<SessionId>

@@ -22,7 +22,7 @@ use tessera_core::{SessionId, Timestamp, UserId};
 
 use crate::sql::{
     SESSION_COLUMNS, client_from_row, ended_from_row, feed_position, generation, limit, session_from_row,
-    session_id_from_row, user_from_row,
+    session_id_from_row, user_from_row, user_id_from_row,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -75,6 +75,26 @@ CREATE TABLE oauth_clients (
     secret_digest BLOB NOT NULL,
     created_at    INTEGER NOT NULL
 ) STRICT;
+"#,
+    r#"
+-- Accounts with an email, a username or both, and guests with neither (nor a password). SQLite
+-- cannot relax NOT NULL in place, so the table is rebuilt; each unique key is named, so that a
+-- conflict says which key was taken.
+CREATE TABLE users_v2 (
+    id            BLOB PRIMARY KEY,
+    email         TEXT,
+    email_key     TEXT CONSTRAINT users_email_key UNIQUE,
+    username      TEXT,
+    username_key  TEXT CONSTRAINT users_username_key UNIQUE,
+    password_hash TEXT,
+    is_anonymous  INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL
+) STRICT;
+INSERT INTO users_v2 (id, email, email_key, password_hash, created_at)
+    SELECT id, email, email_key, password_hash, created_at FROM users;
+DROP TABLE users;
+ALTER TABLE users_v2 RENAME TO users;
+CREATE INDEX users_guests ON users (id) WHERE is_anonymous = 1;
 "#,
 ];
 
@@ -232,24 +252,53 @@ impl SqliteStore {
     }
 }
 
+const USER_COLUMNS: &str = "id, email, email_key, username, username_key, password_hash, is_anonymous, created_at";
+const GUESTS: &str = "SELECT id FROM users WHERE is_anonymous = 1 AND created_at < ? AND id > ? ORDER BY id LIMIT ?";
+
+/// Which unique key a violation is about: SQLite names the column (`users.username_key`).
+fn user_conflict(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains("username_key") => {
+            StoreError::UsernameTaken
+        }
+        sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains("email_key") => {
+            StoreError::EmailTaken
+        }
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::other("user id collision"),
+        _ => classify(e),
+    }
+}
+
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        sqlx::query("INSERT INTO users (id, email, email_key, password_hash, created_at) VALUES (?, ?, ?, ?, ?)")
+        sqlx::query(&format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
             .bind(&user.id.as_bytes()[..])
             .bind(&user.email)
             .bind(&user.email_key)
+            .bind(&user.username)
+            .bind(&user.username_key)
             .bind(&user.password_hash)
+            .bind(user.is_anonymous)
             .bind(user.created_at.as_millis())
             .execute(&self.writer)
             .await
-            .map_err(classify)?;
+            .map_err(user_conflict)?;
         Ok(())
     }
 
     async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>> {
         let row = sqlx::query("SELECT * FROM users WHERE email_key = ?")
             .bind(email_key)
+            .fetch_optional(&self.readers)
+            .await
+            .map_err(classify)?;
+        row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn find_user_by_username(&self, username_key: &str) -> StoreResult<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username_key = ?")
+            .bind(username_key)
             .fetch_optional(&self.readers)
             .await
             .map_err(classify)?;
@@ -263,6 +312,45 @@ impl UserStore for SqliteStore {
             .await
             .map_err(classify)?;
         row.as_ref().map(user_from_row).transpose()
+    }
+
+    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE users SET email = ?, email_key = ?, username = ?, username_key = ?, password_hash = ?, \
+             is_anonymous = ? WHERE id = ?",
+        )
+        .bind(&user.email)
+        .bind(&user.email_key)
+        .bind(&user.username)
+        .bind(&user.username_key)
+        .bind(&user.password_hash)
+        .bind(user.is_anonymous)
+        .bind(&user.id.as_bytes()[..])
+        .execute(&self.writer)
+        .await
+        .map_err(user_conflict)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM users WHERE id = ?")
+            .bind(&id.as_bytes()[..])
+            .execute(&self.writer)
+            .await
+            .map_err(classify)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn guests(&self, created_before: Timestamp, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
+        let after = after.map_or([0u8; 16], |id| *id.as_bytes());
+        let rows = sqlx::query(GUESTS)
+            .bind(created_before.as_millis())
+            .bind(&after[..])
+            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .fetch_all(&self.readers)
+            .await
+            .map_err(classify)?;
+        rows.iter().map(user_id_from_row).collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -431,7 +519,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("plans.db"), false).await.unwrap();
         let list = list_sessions_query();
-        let queries = [PURGE_SESSIONS, PURGE_FEED, FEED_AFTER, END_USER_SESSIONS, list.as_str()];
+        let queries = [PURGE_SESSIONS, PURGE_FEED, FEED_AFTER, END_USER_SESSIONS, list.as_str(), GUESTS];
         for sql in queries {
             let rows = sqlx::raw_sql(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&store.readers).await.unwrap();
             let plan: Vec<String> = rows.iter().map(|row| row.get::<String, _>("detail")).collect();

@@ -19,11 +19,11 @@ async fn reopening_keeps_data_and_does_not_migrate_twice() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("tessera.db");
     let user = tessera_core::account::User {
-        id: tessera_core::UserId::generate(),
-        email: "ada@example.com".into(),
-        email_key: "ada@example.com".into(),
-        password_hash: "h".into(),
-        created_at: tessera_core::Timestamp::from_millis(1),
+        email: Some("ada@example.com".into()),
+        email_key: Some("ada@example.com".into()),
+        password_hash: Some("h".into()),
+        is_anonymous: false,
+        ..tessera_core::account::User::guest(tessera_core::Timestamp::from_millis(1))
     };
     SqliteStore::open(&path, false).await.unwrap().create_user(&user).await.unwrap();
     let reopened = SqliteStore::open(&path, false).await.unwrap();

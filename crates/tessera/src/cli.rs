@@ -181,7 +181,12 @@ pub async fn logout(arg: ServerArg) -> Outcome {
 
 pub async fn whoami(arg: ServerArg) -> Outcome {
     let me = client(&arg)?.me().await?;
-    println!("{} (user {}, session {})", me.email, me.id, me.session_id);
+    let name = match (&me.email, &me.username) {
+        (Some(email), _) => email.clone(),
+        (None, Some(username)) => username.clone(),
+        (None, None) => "guest".to_owned(),
+    };
+    println!("{name} (user {}, session {})", me.id, me.session_id);
     Ok(Exit::Ok)
 }
 

@@ -4,7 +4,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_core::Timestamp;
-use tessera_core::service::{Issued, Profile};
+use tessera_core::account;
+use tessera_core::service::{Issued, LoginName, NewNames, Profile};
 use tessera_proto::{
     ErrorCode, LoginRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, MeResponse, RefreshRequest,
     RefreshTransport, RegisterRequest, RegisterResponse, Secret, TokenResponse, UserView,
@@ -19,29 +20,44 @@ use crate::state::AppState;
 use tessera_proto::{Envelope, ErrorEnvelope};
 
 pub fn user_view(p: &Profile) -> UserView {
-    UserView { id: p.id.to_string(), email: p.email.clone(), created_at: p.created_at.to_rfc3339() }
+    UserView {
+        id: p.id.to_string(),
+        email: p.email.clone(),
+        username: p.username.clone(),
+        is_anonymous: p.is_anonymous,
+        created_at: p.created_at.to_rfc3339(),
+    }
 }
 
 /// Rejects the attempt when the client's address (group) has used up its login budget.
 async fn check_rate(state: &AppState, client: &ClientMeta) -> Result<(), AppError> {
-    let (Some(limiter), Some(addr)) = (&state.policy().login_per_address, client.addr) else {
+    check_address(state.policy().login_per_address.as_ref(), client).await
+}
+
+/// Takes one attempt from `limit` for the client's address group.
+pub async fn check_address(limit: Option<&Throttle<AddressGroup>>, client: &ClientMeta) -> Result<(), AppError> {
+    let (Some(limit), Some(addr)) = (limit, client.addr) else {
         return Ok(());
     };
-    limiter.take(&AddressGroup::of(addr)).await.map_err(AppError::rate_limited)
+    limit.take(&AddressGroup::of(addr)).await.map_err(AppError::rate_limited)
 }
 
 /// Takes one attempt from the account's budget of failed logins (whether the account exists or
 /// not, so the answer tells nothing); the caller gives it back if the login succeeds. Only
 /// password checks are throttled: an open session keeps refreshing however many guesses are
 /// made against its account.
-async fn take_account_attempt<'a>(
+pub async fn take_account_attempt<'a>(
     state: &'a AppState,
-    email: &str,
+    name: LoginName<'_>,
 ) -> Result<Option<(&'a Throttle<String>, String)>, AppError> {
     let Some(limiter) = &state.policy().login_per_account else {
         return Ok(None);
     };
-    let Ok((_, key)) = tessera_core::account::normalize_email(email) else {
+    let key = match name {
+        LoginName::Email(email) => account::normalize_email(email).map(|(_, key)| key),
+        LoginName::Username(name) => account::normalize_username(name).map(|(_, key)| format!("username:{key}")),
+    };
+    let Ok(key) = key else {
         return Ok(None);
     };
     if let Err(secs) = limiter.take(&key).await {
@@ -54,11 +70,11 @@ async fn take_account_attempt<'a>(
 #[utoipa::path(post, path = "/register", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = Envelope<RegisterResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
         (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
         (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
-        (status = 409, description = "`EMAIL_TAKEN`", body = ErrorEnvelope),
+        (status = 409, description = "`EMAIL_TAKEN` or `USERNAME_TAKEN`", body = ErrorEnvelope),
         (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
         (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
         (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
@@ -69,14 +85,15 @@ pub async fn register(
     ApiJson(req): ApiJson<RegisterRequest>,
 ) -> Result<Response, AppError> {
     check_rate(&state, &client).await?;
-    let profile = state.auth().register(&req.email, req.password.expose(), Timestamp::now()).await?;
+    let names = NewNames { email: req.email.as_deref(), username: req.username.as_deref() };
+    let profile = state.auth().register(names, req.password.expose(), Timestamp::now()).await?;
     Ok(created(RegisterResponse { user: user_view(&profile) }))
 }
 
 #[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "A new session's token pair (the refresh token only as a cookie with `refresh_transport: cookie`)", body = Envelope<TokenResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
@@ -91,9 +108,14 @@ pub async fn login(
     ApiJson(req): ApiJson<LoginRequest>,
 ) -> Result<Response, AppError> {
     check_rate(&state, &client).await?;
-    let attempt = take_account_attempt(&state, &req.email).await?;
+    let name = match (&req.email, &req.username) {
+        (Some(email), None) => LoginName::Email(email),
+        (None, Some(username)) => LoginName::Username(username),
+        _ => return Err(AppError::invalid_request("Send either `email` or `username` with the password")),
+    };
+    let attempt = take_account_attempt(&state, name).await?;
     let now = Timestamp::now();
-    let issued = state.auth().login(&req.email, req.password.expose(), client.info, now).await?;
+    let issued = state.auth().login(name, req.password.expose(), client.info, now).await?;
     if let Some((limiter, key)) = attempt {
         limiter.give_back(&key).await;
     }
@@ -104,7 +126,7 @@ pub async fn login(
 #[utoipa::path(post, path = "/refresh", tag = "auth", request_body(content = Option<RefreshRequest>, description = "Or no body, with the refresh cookie and `X-Requested-With: tessera`"),
     responses(
         (status = 200, description = "The rotated pair", body = Envelope<TokenResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 403, description = "`CSRF_REJECTED`", body = ErrorEnvelope),
         (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
@@ -151,7 +173,7 @@ pub async fn refresh(
 #[utoipa::path(post, path = "/logout", tag = "auth", request_body(content = Option<LogoutRequest>), security(("bearer" = [])),
     responses(
         (status = 200, description = "The session ended", body = Envelope<LogoutResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
         (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
@@ -205,12 +227,14 @@ pub async fn me(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Re
     Ok(ok(MeResponse {
         id: profile.id.to_string(),
         email: profile.email.clone(),
+        username: profile.username.clone(),
+        is_anonymous: profile.is_anonymous,
         created_at: profile.created_at.to_rfc3339(),
         session_id: caller.session_id.to_string(),
     }))
 }
 
-fn token_response(
+pub fn token_response(
     state: &AppState,
     issued: Issued,
     transport: RefreshTransport,

@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per area. Handlers parse, call one `AuthService` operation and
 //! map its result; the rules live in `tessera-core`.
 
+pub mod account;
 pub mod auth;
 pub mod meta;
 pub mod oauth;

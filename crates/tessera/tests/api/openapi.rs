@@ -74,7 +74,7 @@ impl Case {
 
 #[tokio::test]
 async fn the_document_lists_every_route_and_every_status_it_answers() {
-    let server = TestServer::start_with(&["--login-rate-limit", "100/min"]).await;
+    let server = TestServer::start_with(&["--login-rate-limit", "100/min", "--allow-anonymous"]).await;
     let doc = server.send(Method::GET, "/openapi.json", None, None, &[]).await.body;
     assert!(doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{}", doc["openapi"]);
 
@@ -90,6 +90,11 @@ async fn the_document_lists_every_route_and_every_status_it_answers() {
     );
     let pw = PASSWORD;
     let huge = "x".repeat(20_000);
+    let guest = tokens_of(&server.post("/api/auth/anonymous", json!({})).await);
+    let doomed_guest = tokens_of(&server.post("/api/auth/anonymous", json!({})).await);
+    let (changer, deleted) = (unique_email(), unique_email());
+    let changer_tokens = server.user(&changer).await;
+    let deleted_tokens = server.user(&deleted).await;
     use Method as M;
     let cases = vec![
         case("/api/auth/register", M::POST).json(json!({"email": unique_email(), "password": pw})),
@@ -106,6 +111,29 @@ async fn the_document_lists_every_route_and_every_status_it_answers() {
         case("/api/auth/refresh", M::POST).header("cookie", "__Secure-tessera_refresh=x"),
         case("/api/auth/logout", M::POST),
         case("/api/auth/logout-all", M::POST),
+        case("/api/auth/anonymous", M::POST),
+        case("/api/auth/anonymous", M::POST).json(json!({"refresh_transport": "nope"})),
+        case("/api/auth/upgrade", M::POST)
+            .json(json!({"email": unique_email(), "password": pw, "refresh_token": guest.refresh}))
+            .bearer(&guest.access),
+        case("/api/auth/upgrade", M::POST).json(json!({"email": email, "password": pw})).bearer(&t.access),
+        case("/api/auth/upgrade", M::POST).json(json!({"email": "nope", "password": pw})).bearer(&t.access),
+        case("/api/auth/upgrade", M::POST).json(json!({"email": email, "password": pw})),
+        case("/api/auth/password", M::POST)
+            .json(json!({"current_password": pw, "new_password": "a new password"}))
+            .bearer(&changer_tokens.access),
+        case("/api/auth/password", M::POST)
+            .json(json!({"current_password": "wrong password", "new_password": "a new password"}))
+            .bearer(&t.access),
+        case("/api/auth/password", M::POST).json(json!({"current_password": pw})).bearer(&t.access),
+        case("/api/auth/password", M::POST)
+            .json(json!({"current_password": pw, "new_password": "another one"}))
+            .bearer(&doomed_guest.access),
+        case("/api/auth/password", M::POST).json(json!({"current_password": pw, "new_password": "x"})),
+        case("/api/auth/account", M::DELETE).json(json!({"password": "wrong password"})).bearer(&t.access),
+        case("/api/auth/account", M::DELETE).json(json!({"password": pw})).bearer(&deleted_tokens.access),
+        case("/api/auth/account", M::DELETE).json(json!([])).bearer(&t.access),
+        case("/api/auth/account", M::DELETE),
         case("/api/auth/me", M::GET).bearer(&t.access),
         case("/api/auth/me", M::GET),
         case("/api/auth/sessions", M::GET).bearer(&t.access),

@@ -1,0 +1,156 @@
+//! Accounts that change: guest sign-in, upgrading a guest in place, password change and account
+//! deletion.
+
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::Response;
+use tessera_core::Timestamp;
+use tessera_core::service::NewNames;
+use tessera_proto::{
+    AnonymousRequest, DeleteAccountRequest, DeleteAccountResponse, Envelope, ErrorCode, ErrorEnvelope,
+    PasswordChangeRequest, PasswordChangeResponse, RefreshTransport, TokenResponse, UpgradeRequest,
+};
+
+use super::auth::{check_address, token_response, user_view};
+use super::ok;
+use crate::error::AppError;
+use crate::extract::{ApiJson, AuthUser, ClientMeta, OptionalJson};
+use crate::state::AppState;
+
+#[utoipa::path(post, path = "/anonymous", tag = "accounts", request_body(content = Option<AnonymousRequest>, description = "Optional: `refresh_transport` as at login"),
+    responses(
+        (status = 200, description = "A new guest's session: the token pair, as at login (`user.is_anonymous: true`)", body = Envelope<TokenResponse>),
+        (status = 400, description = "`INVALID_REQUEST`", body = ErrorEnvelope),
+        (status = 403, description = "`ANONYMOUS_DISABLED`: guest sign-in is off (`--allow-anonymous`)", body = ErrorEnvelope),
+        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
+pub async fn anonymous(
+    State(state): State<AppState>,
+    client: ClientMeta,
+    OptionalJson(req): OptionalJson<AnonymousRequest>,
+) -> Result<Response, AppError> {
+    if !state.policy().allow_anonymous {
+        return Err(AppError::new(
+            ErrorCode::AnonymousDisabled,
+            "Guest sign-in is turned off on this server (--allow-anonymous)",
+        ));
+    }
+    check_address(state.policy().anonymous_per_address.as_ref(), &client).await?;
+    let now = Timestamp::now();
+    let issued = state.auth().sign_in_anonymously(client.info, now).await?;
+    let user = user_view(&issued.user);
+    Ok(token_response(&state, issued, req.refresh_transport.unwrap_or_default(), Some(user), now))
+}
+
+#[utoipa::path(post, path = "/upgrade", tag = "accounts", request_body = UpgradeRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "The guest is a registered user now, with the same user id and session: the session's rotated token pair", body = Envelope<TokenResponse>),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED` (access token) or `INVALID_TOKEN` (refresh token)", body = ErrorEnvelope),
+        (status = 403, description = "`CSRF_REJECTED`", body = ErrorEnvelope),
+        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
+        (status = 409, description = "`EMAIL_TAKEN`, `USERNAME_TAKEN` (the guest's session is untouched) or `ALREADY_REGISTERED`", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
+pub async fn upgrade(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<UpgradeRequest>,
+) -> Result<Response, AppError> {
+    let (token, came_in) = match &req.refresh_token {
+        Some(token) => (token.expose(), RefreshTransport::Body),
+        None => match state.cookies().token_from_cookie(&headers)? {
+            Some(token) => (token, RefreshTransport::Cookie),
+            None => {
+                return Err(AppError::new(
+                    ErrorCode::MissingToken,
+                    "Send the session's refresh_token in the body or the refresh cookie",
+                ));
+            }
+        },
+    };
+    let now = Timestamp::now();
+    let names = NewNames { email: req.email.as_deref(), username: req.username.as_deref() };
+    let issued = state.auth().upgrade(&caller, token, names, req.password.expose(), now).await?;
+    let user = user_view(&issued.user);
+    Ok(token_response(&state, issued, req.refresh_transport.unwrap_or(came_in), Some(user), now))
+}
+
+#[utoipa::path(post, path = "/password", tag = "accounts", request_body = PasswordChangeRequest, security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Changed; every other session of the user has ended, this one lives on", body = Envelope<PasswordChangeResponse>),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED` (access token) or `INVALID_CREDENTIALS` (current password)", body = ErrorEnvelope),
+        (status = 403, description = "`GUEST_ACCOUNT`: a guest has no password", body = ErrorEnvelope),
+        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
+pub async fn change_password(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    ApiJson(req): ApiJson<PasswordChangeRequest>,
+) -> Result<Response, AppError> {
+    // Wrong current passwords count against the account's failed-login budget.
+    let attempt = take_caller_attempt(&state, &caller).await?;
+    let now = Timestamp::now();
+    let ended =
+        state.auth().change_password(&caller, req.current_password.expose(), req.new_password.expose(), now).await?;
+    if let Some((limit, key)) = attempt {
+        limit.give_back(&key).await;
+    }
+    Ok(ok(PasswordChangeResponse { password_changed: true, sessions_ended: ended }))
+}
+
+#[utoipa::path(delete, path = "/account", tag = "accounts", request_body(content = Option<DeleteAccountRequest>, description = "`{password}` for a registered user; a guest sends none"), security(("bearer" = [])),
+    responses(
+        (status = 200, description = "Every session ended and the account deleted: its email and username are free again", body = Envelope<DeleteAccountResponse>),
+        (status = 400, description = "`INVALID_REQUEST`", body = ErrorEnvelope),
+        (status = 401, description = "`UNAUTHORIZED` (access token) or `INVALID_CREDENTIALS` (password)", body = ErrorEnvelope),
+        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
+        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
+        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
+        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
+        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+    ))]
+pub async fn delete_account(
+    State(state): State<AppState>,
+    AuthUser(caller): AuthUser,
+    OptionalJson(req): OptionalJson<DeleteAccountRequest>,
+) -> Result<Response, AppError> {
+    let attempt = take_caller_attempt(&state, &caller).await?;
+    state.auth().delete_account(&caller, req.password.as_ref().map(|p| p.expose()), Timestamp::now()).await?;
+    if let Some((limit, key)) = attempt {
+        limit.give_back(&key).await;
+    }
+    let mut response = ok(DeleteAccountResponse { deleted: true });
+    response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
+    Ok(response)
+}
+
+/// An attempt from the failed-login budget of the caller's account, named by its user id.
+async fn take_caller_attempt<'a>(
+    state: &'a AppState,
+    caller: &tessera_core::service::Caller,
+) -> Result<Option<(&'a crate::ratelimit::Throttle<String>, String)>, AppError> {
+    let Some(limit) = &state.policy().login_per_account else {
+        return Ok(None);
+    };
+    let key = format!("user:{}", caller.user_id);
+    limit.take(&key).await.map_err(AppError::rate_limited)?;
+    Ok(Some((limit, key)))
+}
