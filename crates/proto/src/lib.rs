@@ -180,6 +180,13 @@ pub struct LoginRequest {
     pub refresh_transport: Option<RefreshTransport>,
 }
 
+/// What a client needs to know of the server's settings (`GET /api/auth/settings`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct SettingsResponse {
+    /// Whether `POST /api/auth/anonymous` opens guest sessions (`--allow-anonymous`).
+    pub allow_anonymous: bool,
+}
+
 /// A guest sign-in; the body is optional.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]

@@ -58,6 +58,7 @@ pub fn routes(auth_layer: fn(Response) -> std::future::Ready<Response>) -> OpenA
         .routes(routes!(r::auth::logout))
         .routes(routes!(r::auth::logout_all))
         .routes(routes!(r::auth::me))
+        .routes(routes!(r::account::settings))
         .routes(routes!(r::account::anonymous))
         .routes(routes!(r::account::upgrade))
         .routes(routes!(r::account::change_password))

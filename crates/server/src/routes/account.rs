@@ -8,7 +8,7 @@ use tessera_core::Timestamp;
 use tessera_core::service::NewNames;
 use tessera_proto::{
     AnonymousRequest, DeleteAccountRequest, DeleteAccountResponse, Envelope, ErrorCode, ErrorEnvelope,
-    PasswordChangeRequest, PasswordChangeResponse, RefreshTransport, TokenResponse, UpgradeRequest,
+    PasswordChangeRequest, PasswordChangeResponse, RefreshTransport, SettingsResponse, TokenResponse, UpgradeRequest,
 };
 
 use super::auth::{check_address, token_response, user_view};
@@ -16,6 +16,12 @@ use super::ok;
 use crate::error::AppError;
 use crate::extract::{ApiJson, AuthUser, ClientMeta, OptionalJson};
 use crate::state::AppState;
+
+#[utoipa::path(get, path = "/settings", tag = "accounts",
+    responses((status = 200, description = "What a client needs to know of the server's settings: whether guests may sign in", body = Envelope<SettingsResponse>)))]
+pub async fn settings(State(state): State<AppState>) -> Response {
+    ok(SettingsResponse { allow_anonymous: state.policy().allow_anonymous })
+}
 
 #[utoipa::path(post, path = "/anonymous", tag = "accounts", request_body(content = Option<AnonymousRequest>, description = "Optional: `refresh_transport` as at login"),
     responses(

@@ -111,6 +111,7 @@ async fn the_document_lists_every_route_and_every_status_it_answers() {
         case("/api/auth/refresh", M::POST).header("cookie", "__Secure-tessera_refresh=x"),
         case("/api/auth/logout", M::POST),
         case("/api/auth/logout-all", M::POST),
+        case("/api/auth/settings", M::GET),
         case("/api/auth/anonymous", M::POST),
         case("/api/auth/anonymous", M::POST).json(json!({"refresh_transport": "nope"})),
         case("/api/auth/upgrade", M::POST)
