@@ -47,15 +47,6 @@ impl std::fmt::Debug for User {
     }
 }
 
-/// What a login or a registration names an account by.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Identifier {
-    /// `(as shown, key)` from [`normalize_email`].
-    Email(String, String),
-    /// `(as shown, key)` from [`normalize_username`].
-    Username(String, String),
-}
-
 pub const MIN_PASSWORD_BYTES: usize = 8;
 pub const MAX_PASSWORD_BYTES: usize = 1024;
 const MAX_EMAIL_BYTES: usize = 254;
