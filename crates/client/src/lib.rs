@@ -10,8 +10,16 @@
 //!   tokens are re-read after both are held, so a waiter uses the pair its predecessor fetched
 //!   instead of presenting a rotated token (which the server would take for theft);
 //! - on a **401** it refreshes once and retries the request once;
-//! - when the session has truly ended (logged out elsewhere, revoked, expired, reused) it returns
-//!   [`Error::SessionExpired`] and forgets the tokens — it never continues as anyone else.
+//! - when the session has truly ended (logged out elsewhere, revoked, expired, reused, the
+//!   account deleted) it returns [`Error::SessionExpired`] and forgets the tokens — for a guest
+//!   as for a registered user. It never continues as anyone else, and never signs in as a guest
+//!   by itself: only [`Client::sign_in_anonymously`] does, when the program asks.
+//!
+//! Accounts have an email, a username or both ([`Client::login`],
+//! [`Client::login_with_username`], [`Client::login_as`]), or neither for a guest
+//! ([`Client::sign_in_anonymously`]), who can become a registered user in place, keeping the
+//! user id and the session ([`Client::upgrade`]). [`Client::change_password`] and
+//! [`Client::delete_account`] complete the set.
 //!
 //! ```no_run
 //! use tessera_client::{Client, MemoryStore};
@@ -20,7 +28,7 @@
 //! let client = Client::new("http://127.0.0.1:8080", MemoryStore::new())?;
 //! client.login("ada@example.com", "correct horse battery").await?;
 //! let me = client.me().await?; // refreshed transparently when due
-//! println!("signed in as {} (session {})", me.email, me.session_id);
+//! println!("signed in as user {} (session {})", me.id, me.session_id);
 //! // Any other API of yours that trusts tessera's tokens:
 //! let token = client.access_token().await?;
 //! # let _ = token;
@@ -38,17 +46,21 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 pub use store::{FileStore, MemoryStore, StoreError, StoreLock, TokenSet, TokenStore, unix_now};
 use tessera_proto::{
-    Envelope, ErrorCode, LoginRequest, MeResponse, RegisterRequest, RegisterResponse, RevokeResponse, Secret,
-    SessionView, SessionsResponse, TokenResponse, UserView,
+    DeleteAccountRequest, DeleteAccountResponse, Envelope, LoginRequest, PasswordChangeRequest, PasswordChangeResponse,
+    RegisterRequest, RegisterResponse, RevokeResponse, Secret, SessionsResponse, TokenResponse, UpgradeRequest,
 };
+pub use tessera_proto::{ErrorCode, MeResponse, SessionView, SettingsResponse, UserView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("not logged in")]
     NotLoggedIn,
+    /// The session has ended (for a guest too); the tokens are forgotten. Sign in again.
     #[error("the session has ended; log in again")]
     SessionExpired,
-    #[error("invalid email or password")]
+    /// A wrong email, username or password at login, or a wrong current password
+    /// ([`Client::change_password`], [`Client::delete_account`]); the tokens are kept.
+    #[error("invalid email, username or password")]
     InvalidCredentials,
     #[error("cannot reach the tessera server at {server}: {reason}")]
     Unreachable { server: String, reason: String },
@@ -58,6 +70,13 @@ pub enum Error {
     Protocol(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// The name an account logs in with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoginName<'a> {
+    Email(&'a str),
+    Username(&'a str),
 }
 
 /// How a logout went.
@@ -147,30 +166,161 @@ impl Client {
         Ok(self.inner.store.load()?.filter(|t| t.server.trim_end_matches('/') == self.inner.server))
     }
 
+    /// What a client needs to know of the server's settings: whether guests may sign in.
+    pub async fn settings(&self) -> Result<SettingsResponse, Error> {
+        self.call(Method::GET, "/api/auth/settings", None::<&Value>, None).await
+    }
+
+    /// Registers an account with an email (it does not log in).
     pub async fn register(&self, email: &str, password: &str) -> Result<UserView, Error> {
+        self.register_with(Some(email), None, password).await
+    }
+
+    /// Registers an account with a username and no email (it does not log in).
+    pub async fn register_with_username(&self, username: &str, password: &str) -> Result<UserView, Error> {
+        self.register_with(None, Some(username), password).await
+    }
+
+    /// Registers an account with an email, a username or both (it does not log in). A name
+    /// someone else has is `Error::Api` with `EMAIL_TAKEN` or `USERNAME_TAKEN`.
+    pub async fn register_with(
+        &self,
+        email: Option<&str>,
+        username: Option<&str>,
+        password: &str,
+    ) -> Result<UserView, Error> {
         let body = RegisterRequest {
-            email: Some(email.to_owned()),
+            email: email.map(str::to_owned),
+            username: username.map(str::to_owned),
             password: Secret::new(password),
-            ..RegisterRequest::default()
         };
         let reply: RegisterResponse = self.call(Method::POST, "/api/auth/register", Some(&body), None).await?;
         Ok(reply.user)
     }
 
-    /// Logs in and stores the new token pair.
+    /// Logs in by email and stores the new token pair.
     pub async fn login(&self, email: &str, password: &str) -> Result<TokenSet, Error> {
-        let body =
-            LoginRequest { email: Some(email.to_owned()), password: Secret::new(password), ..LoginRequest::default() };
+        self.login_as(LoginName::Email(email), password).await
+    }
+
+    /// Logs in by username and stores the new token pair.
+    pub async fn login_with_username(&self, username: &str, password: &str) -> Result<TokenSet, Error> {
+        self.login_as(LoginName::Username(username), password).await
+    }
+
+    /// Logs in by email or username and stores the new token pair, replacing any stored one.
+    pub async fn login_as(&self, name: LoginName<'_>, password: &str) -> Result<TokenSet, Error> {
+        let (body, known) = match name {
+            LoginName::Email(email) => (
+                LoginRequest { email: Some(email.to_owned()), password: Secret::new(password), ..Default::default() },
+                Who { email: email.trim().to_owned(), username: None, is_anonymous: false },
+            ),
+            LoginName::Username(username) => (
+                LoginRequest {
+                    username: Some(username.to_owned()),
+                    password: Secret::new(password),
+                    ..Default::default()
+                },
+                Who { email: String::new(), username: Some(username.trim().to_owned()), is_anonymous: false },
+            ),
+        };
         let reply: TokenResponse =
-            self.call(Method::POST, "/api/auth/login", Some(&body), None).await.map_err(|e| match e {
-                Error::Api { code: ErrorCode::InvalidCredentials, .. } => Error::InvalidCredentials,
-                other => other,
-            })?;
-        let email = reply.user.as_ref().and_then(|u| u.email.clone()).unwrap_or_else(|| email.trim().to_owned());
-        let tokens = self.token_set(reply, email)?;
+            self.call(Method::POST, "/api/auth/login", Some(&body), None).await.map_err(credentials)?;
+        self.keep(reply, known).await
+    }
+
+    /// Opens a guest session (anonymous sign-in, when the server allows it: see
+    /// [`settings`](Self::settings); else `Error::Api` with `ANONYMOUS_DISABLED`) and stores its
+    /// token pair, replacing any stored one. Only an explicit call does this: an ended session
+    /// is [`Error::SessionExpired`], never a fresh guest.
+    pub async fn sign_in_anonymously(&self) -> Result<TokenSet, Error> {
+        let reply: TokenResponse = self.call(Method::POST, "/api/auth/anonymous", None::<&Value>, None).await?;
+        self.keep(reply, Who { email: String::new(), username: None, is_anonymous: true }).await
+    }
+
+    /// Turns the signed-in guest into a registered user with an email, a username or both, and a
+    /// password: the same user id and the same session, whose refresh token the server rotates
+    /// as a refresh would. The new pair is stored; it runs under the refresh gate and lock, so
+    /// no refresh can present the token this rotates.
+    ///
+    /// A name someone else has is `Error::Api` with `EMAIL_TAKEN` or `USERNAME_TAKEN` (the
+    /// guest's session goes on untouched); an account that is no guest, `ALREADY_REGISTERED`.
+    pub async fn upgrade(
+        &self,
+        email: Option<&str>,
+        username: Option<&str>,
+        password: &str,
+    ) -> Result<TokenSet, Error> {
+        let _gate = self.inner.gate.lock().await;
         let _lock = self.lock_store().await?;
-        self.inner.store.save(&tokens)?;
-        Ok(tokens)
+        let mut current = self.tokens()?.ok_or(Error::NotLoggedIn)?;
+        if current.needs_refresh(unix_now()) {
+            current = self.refresh_locked(&current).await?;
+        }
+        let mut retried = false;
+        loop {
+            let body = UpgradeRequest {
+                email: email.map(str::to_owned),
+                username: username.map(str::to_owned),
+                password: Secret::new(password),
+                refresh_token: Some(Secret::new(current.refresh_token.clone())),
+                refresh_transport: None,
+            };
+            let answer = self
+                .call::<TokenResponse>(Method::POST, "/api/auth/upgrade", Some(&body), Some(&current.access_token))
+                .await;
+            match answer {
+                Ok(reply) => {
+                    let known = Who {
+                        email: email.map(|e| e.trim().to_owned()).unwrap_or_default(),
+                        username: username.map(|u| u.trim().to_owned()),
+                        is_anonymous: false,
+                    };
+                    let tokens = self.token_set(reply, known)?;
+                    self.inner.store.save(&tokens)?;
+                    return Ok(tokens);
+                }
+                // The refresh token is this session's current one (both locks are held), so the
+                // session has ended.
+                Err(Error::Api { code: ErrorCode::InvalidToken, .. }) => {
+                    self.inner.store.clear()?;
+                    return Err(Error::SessionExpired);
+                }
+                Err(Error::Api { status: 401, code: ErrorCode::Unauthorized, .. }) if !retried => {
+                    retried = true;
+                    current = self.refresh_locked(&current).await?;
+                }
+                Err(Error::Api { status: 401, code: ErrorCode::Unauthorized, .. }) => {
+                    self.forget(&current)?;
+                    return Err(Error::SessionExpired);
+                }
+                Err(e) => return Err(credentials(e)),
+            }
+        }
+    }
+
+    /// Changes the password of the signed-in user; every other session of the user ends, this
+    /// one goes on. Returns how many sessions ended. A wrong `current` password is
+    /// [`Error::InvalidCredentials`] (the tokens are kept); a guest, who has no password, gets
+    /// `Error::Api` with `GUEST_ACCOUNT`.
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<u64, Error> {
+        let body = PasswordChangeRequest { current_password: Secret::new(current), new_password: Secret::new(new) };
+        let reply: PasswordChangeResponse = self.authed_with(Method::POST, "/api/auth/password", Some(&body)).await?;
+        Ok(reply.sessions_ended)
+    }
+
+    /// Deletes the signed-in account after ending all its sessions, and forgets the tokens. A
+    /// registered user confirms with the password (a wrong one is [`Error::InvalidCredentials`],
+    /// and nothing changes); a guest passes `None`.
+    pub async fn delete_account(&self, password: Option<&str>) -> Result<(), Error> {
+        let body = DeleteAccountRequest { password: password.map(Secret::new) };
+        let reply: DeleteAccountResponse = self.authed_with(Method::DELETE, "/api/auth/account", Some(&body)).await?;
+        if !reply.deleted {
+            return Err(Error::Protocol("the server did not delete the account".into()));
+        }
+        let _lock = self.lock_store().await?;
+        self.inner.store.clear()?;
+        Ok(())
     }
 
     /// Ends the session on the server and forgets the tokens, even when the server cannot be
@@ -234,25 +384,37 @@ impl Client {
 
     /// Calls an endpoint of the API with the access token: refreshed first when due, and on a
     /// 401 refreshed once and retried once.
+    ///
+    /// A 401 `INVALID_CREDENTIALS` (a password the endpoint checks) is no sign of an ended session:
+    /// it is returned as [`Error::InvalidCredentials`] at once, and the tokens are kept.
     pub async fn authed<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<T, Error> {
+        self.authed_with(method, path, body).await
+    }
+
+    async fn authed_with<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&impl Serialize>,
+    ) -> Result<T, Error> {
         let tokens = self.fresh_tokens().await?;
         match self.call(method.clone(), path, body, Some(&tokens.access_token)).await {
-            Err(Error::Api { status: 401, .. }) => {}
-            other => return other,
+            Err(Error::Api { status: 401, code, .. }) if code != ErrorCode::InvalidCredentials => {}
+            other => return other.map_err(credentials),
         }
         let renewed = self.refresh_if(|current| current.access_token == tokens.access_token).await?;
         match self.call(method, path, body, Some(&renewed.access_token)).await {
             // A fresh token refused: whatever the reason, this session cannot go on.
-            Err(Error::Api { status: 401, .. }) => {
+            Err(Error::Api { status: 401, code, .. }) if code != ErrorCode::InvalidCredentials => {
                 self.forget(&renewed)?;
                 Err(Error::SessionExpired)
             }
-            other => other,
+            other => other.map_err(credentials),
         }
     }
 
@@ -275,10 +437,16 @@ impl Client {
         if !stale(&current) {
             return Ok(current);
         }
+        self.refresh_locked(&current).await
+    }
+
+    /// Presents `current`'s refresh token and stores the new pair; the caller holds the gate and
+    /// the store lock, and read `current` under them.
+    async fn refresh_locked(&self, current: &TokenSet) -> Result<TokenSet, Error> {
         let body = json!({ "refresh_token": current.refresh_token });
         match self.call::<TokenResponse>(Method::POST, "/api/auth/refresh", Some(&body), None).await {
             Ok(reply) => {
-                let tokens = self.token_set(reply, current.email.clone())?;
+                let tokens = self.token_set(reply, Who::of(current))?;
                 self.inner.store.save(&tokens)?;
                 Ok(tokens)
             }
@@ -306,12 +474,25 @@ impl Client {
             .map_err(Error::from)
     }
 
-    fn token_set(&self, reply: TokenResponse, email: String) -> Result<TokenSet, Error> {
+    /// Stores the pair of a new session (login, guest sign-in), replacing any stored one.
+    async fn keep(&self, reply: TokenResponse, known: Who) -> Result<TokenSet, Error> {
+        let tokens = self.token_set(reply, known)?;
+        let _lock = self.lock_store().await?;
+        self.inner.store.save(&tokens)?;
+        Ok(tokens)
+    }
+
+    /// The token set of an answer: who it is comes from the answer's `user` when it has one
+    /// (login, guest sign-in, upgrade), else from `known` (a refresh keeps the names it had).
+    fn token_set(&self, reply: TokenResponse, known: Who) -> Result<TokenSet, Error> {
         let refresh_token =
             reply.refresh_token.ok_or_else(|| Error::Protocol("no refresh_token in the answer".into()))?.into_inner();
+        let who = reply.user.as_ref().map_or(known, Who::of_user);
         Ok(TokenSet {
             server: self.inner.server.clone(),
-            email,
+            email: who.email,
+            username: who.username,
+            is_anonymous: who.is_anonymous,
             access_token: reply.token.into_inner(),
             refresh_token,
             expires_at: unix_now() + reply.expires_in,
@@ -350,6 +531,36 @@ impl Client {
             Ok(_) => Err(Error::Protocol(format!("HTTP {status} with a success body"))),
             Err(e) => Err(Error::Api { status: status.as_u16(), code: e.code, message: e.message }),
         }
+    }
+}
+
+/// Who a token set belongs to.
+struct Who {
+    /// Empty for an account without an email.
+    email: String,
+    username: Option<String>,
+    is_anonymous: bool,
+}
+
+impl Who {
+    fn of(tokens: &TokenSet) -> Self {
+        Self { email: tokens.email.clone(), username: tokens.username.clone(), is_anonymous: tokens.is_anonymous }
+    }
+
+    fn of_user(user: &UserView) -> Self {
+        Self {
+            email: user.email.clone().unwrap_or_default(),
+            username: user.username.clone(),
+            is_anonymous: user.is_anonymous,
+        }
+    }
+}
+
+/// A wrong password (`INVALID_CREDENTIALS`) as [`Error::InvalidCredentials`].
+fn credentials(e: Error) -> Error {
+    match e {
+        Error::Api { code: ErrorCode::InvalidCredentials, .. } => Error::InvalidCredentials,
+        other => other,
     }
 }
 

@@ -13,12 +13,24 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-/// A signed-in session as a client keeps it.
+/// A signed-in session as a client keeps it (and as `tokens.json` holds it).
+///
+/// An account has an email, a username, or both; a guest has neither. `email` is always present
+/// in the file (tools read it), and is the empty string for an account without one: it never
+/// holds a username. `username` and `is_anonymous` came later and default to `None` and `false`,
+/// so files written before them still load.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TokenSet {
     /// The server that issued the tokens.
     pub server: String,
+    /// The account's email; empty when it has none (a username-only account or a guest).
     pub email: String,
+    /// The account's username, when it has one.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// A guest session (anonymous sign-in), until it is upgraded.
+    #[serde(default)]
+    pub is_anonymous: bool,
     pub access_token: String,
     pub refresh_token: String,
     /// When the access token expires, in seconds since the Unix epoch.
@@ -32,12 +44,23 @@ impl std::fmt::Debug for TokenSet {
         f.debug_struct("TokenSet")
             .field("server", &self.server)
             .field("email", &self.email)
+            .field("username", &self.username)
+            .field("is_anonymous", &self.is_anonymous)
             .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }
 
 impl TokenSet {
+    /// Who this is, for people: the email, else the username, else `guest`.
+    pub fn display_name(&self) -> &str {
+        match (&self.email, &self.username) {
+            (email, _) if !email.is_empty() => email,
+            (_, Some(username)) if !username.is_empty() => username,
+            _ => "guest",
+        }
+    }
+
     /// When to refresh: 5 minutes before expiry, or at 80 % of the lifetime when that comes
     /// later (short lifetimes), so a 15-minute token is refreshed after 12 minutes.
     pub fn refresh_at(&self) -> u64 {
@@ -213,6 +236,8 @@ mod tests {
         TokenSet {
             server: "http://127.0.0.1:8080".into(),
             email: "ada@example.com".into(),
+            username: None,
+            is_anonymous: false,
             access_token: "a".into(),
             refresh_token: "r".into(),
             expires_at: 1_000_900,
@@ -243,6 +268,29 @@ mod tests {
         store.clear().unwrap();
         store.clear().unwrap();
         assert_eq!(store.load().unwrap(), None);
+    }
+
+    #[test]
+    fn files_written_before_usernames_and_guests_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = FileStore::new(dir.path().join("tokens.json"));
+        let old = r#"{"server": "http://127.0.0.1:8080", "email": "ada@example.com", "access_token": "a",
+            "refresh_token": "r", "expires_at": 1000900, "expires_in": 900}"#;
+        fs::write(store.path(), old).unwrap();
+        assert_eq!(store.load().unwrap(), Some(tokens()));
+    }
+
+    #[test]
+    fn the_display_name_is_the_email_else_the_username_else_guest() {
+        assert_eq!(tokens().display_name(), "ada@example.com");
+        let named = TokenSet { email: String::new(), username: Some("ada".into()), ..tokens() };
+        assert_eq!(named.display_name(), "ada");
+        let both = TokenSet { username: Some("ada".into()), ..tokens() };
+        assert_eq!(both.display_name(), "ada@example.com");
+        let guest = TokenSet { email: String::new(), is_anonymous: true, ..tokens() };
+        assert_eq!(guest.display_name(), "guest");
+        let json = serde_json::to_value(&named).unwrap();
+        assert_eq!((json["email"].as_str(), json["username"].as_str()), (Some(""), Some("ada")), "{json}");
     }
 
     #[test]

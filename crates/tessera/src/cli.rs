@@ -1,4 +1,4 @@
-//! The command-line client: `login`, `status`, `logout`, `whoami`, `token`, `sessions`.
+//! The command-line client: `login`, `status`, `logout`, `whoami`, `token`, `sessions`, `passwd`.
 //!
 //! Tokens live in `$XDG_CONFIG_HOME/tessera/tokens.json` (default `~/.config/tessera/`), mode
 //! 0600. The server is `--server`, else `TESSERA_SERVER`, else the one saved at login, else
@@ -10,7 +10,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
-use tessera_client::{Client, Error, FileStore, Logout, TokenStore, unix_now};
+use tessera_client::{Client, Error, ErrorCode, FileStore, LoginName, Logout, TokenStore, unix_now};
 
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
@@ -64,13 +64,27 @@ pub struct ServerArg {
 pub struct LoginArgs {
     #[command(flatten)]
     pub server: ServerArg,
-    /// The account's email (prompted for on a terminal when missing).
+    /// The account's email (prompted for on a terminal when neither it nor --username is given).
     #[arg(long)]
     pub email: Option<String>,
-    /// Prompt for email and password even when they could come from elsewhere.
+    /// Log in with the account's username instead of an email.
+    #[arg(long, value_name = "NAME", conflicts_with = "email")]
+    pub username: Option<String>,
+    /// Prompt for email (unless --username is given) and password even when they could come
+    /// from elsewhere.
     #[arg(long, conflicts_with = "password_stdin")]
     pub interactive: bool,
     /// Read the password from the first line of standard input.
+    #[arg(long)]
+    pub password_stdin: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PasswdArgs {
+    #[command(flatten)]
+    pub server: ServerArg,
+    /// Read the current password from the first line of standard input and the new one from the
+    /// second, instead of prompting.
     #[arg(long)]
     pub password_stdin: bool,
 }
@@ -123,22 +137,75 @@ fn client(arg: &ServerArg) -> Result<Client, Failed> {
 pub async fn login(args: LoginArgs) -> Outcome {
     let client = client(&args.server)?;
     let on_terminal = std::io::stdin().is_terminal();
-    let email = match args.email {
-        Some(email) => email,
-        None if args.interactive || on_terminal => prompt_line("Email: ")?,
-        None => return Err(Failed(Exit::Usage, "no email: pass --email or run on a terminal".into())),
+    let by_username = args.email.is_none() && args.username.is_some();
+    let value = match (args.email, args.username) {
+        (Some(email), _) => email,
+        (None, Some(username)) => username,
+        (None, None) if args.interactive || on_terminal => prompt_line("Email: ")?,
+        (None, None) => {
+            return Err(Failed(
+                Exit::Usage,
+                "no email or username: pass --email or --username, or run on a terminal".into(),
+            ));
+        }
     };
+    let name = if by_username { LoginName::Username(value.trim()) } else { LoginName::Email(value.trim()) };
     let password = if args.password_stdin {
-        read_password_line()?
+        read_stdin_line("the password")?
     } else if args.interactive || on_terminal {
-        rpassword::prompt_password("Password: ")
-            .map_err(|e| Failed(Exit::Failure, format!("cannot read the password: {e}")))?
+        prompt_hidden("Password: ")?
     } else {
         return Err(Failed(Exit::Usage, "no password: pass --password-stdin or run on a terminal".into()));
     };
-    let tokens = client.login(email.trim(), &password).await?;
-    println!("Logged in to {} as {}.", client.server(), tokens.email);
+    let tokens = match client.login_as(name, &password).await {
+        Err(Error::InvalidCredentials) if by_username => {
+            return Err(Failed(Exit::InvalidCredentials, "invalid username or password".into()));
+        }
+        other => other?,
+    };
+    println!("Logged in to {} as {}.", client.server(), tokens.display_name());
     Ok(Exit::Ok)
+}
+
+/// Changes the password: the current one, then the new one twice (hidden) on a terminal, or two
+/// lines of standard input with `--password-stdin`. Every other session of the user ends.
+pub async fn passwd(args: PasswdArgs) -> Outcome {
+    let client = client(&args.server)?;
+    let tokens = client.tokens()?.ok_or(Error::NotLoggedIn)?;
+    if tokens.is_anonymous {
+        return Err(guest_has_no_password());
+    }
+    let (current, new) = if args.password_stdin {
+        (read_stdin_line("the current password")?, read_stdin_line("the new password")?)
+    } else if std::io::stdin().is_terminal() {
+        let current = prompt_hidden("Current password: ")?;
+        let new = prompt_hidden("New password: ")?;
+        if prompt_hidden("Repeat the new password: ")? != new {
+            return Err(Failed(Exit::Usage, "the new passwords do not match; nothing changed".into()));
+        }
+        (current, new)
+    } else {
+        return Err(Failed(Exit::Usage, "no passwords: pass --password-stdin or run on a terminal".into()));
+    };
+    let ended = match client.change_password(&current, &new).await {
+        Ok(ended) => ended,
+        Err(Error::InvalidCredentials) => {
+            return Err(Failed(Exit::InvalidCredentials, "the current password is wrong; nothing changed".into()));
+        }
+        Err(Error::Api { code: ErrorCode::GuestAccount, .. }) => return Err(guest_has_no_password()),
+        Err(e) => return Err(e.into()),
+    };
+    let others = match ended {
+        0 => "no other session was open".to_owned(),
+        1 => "1 other session ended".to_owned(),
+        n => format!("{n} other sessions ended"),
+    };
+    println!("Password changed; {others}. This session stays signed in.");
+    Ok(Exit::Ok)
+}
+
+fn guest_has_no_password() -> Failed {
+    Failed(Exit::Failure, "this is a guest session: it has no password to change".into())
 }
 
 pub async fn status(arg: ServerArg) -> Outcome {
@@ -149,7 +216,10 @@ pub async fn status(arg: ServerArg) -> Outcome {
         return Ok(Exit::NotLoggedIn);
     };
     println!("Authenticated: true");
-    println!("User: {}", tokens.email);
+    match (&tokens.username, tokens.email.is_empty()) {
+        (Some(username), false) => println!("User: {} (username {username})", tokens.email),
+        _ => println!("User: {}", tokens.display_name()),
+    }
     let left = tokens.time_left(unix_now());
     if left.is_zero() {
         println!("Access token: expired (renewed on next use)");
@@ -247,18 +317,23 @@ fn prompt_line(prompt: &str) -> Result<String, Failed> {
     Ok(line.trim().to_owned())
 }
 
-fn read_password_line() -> Result<String, Failed> {
+fn prompt_hidden(prompt: &str) -> Result<String, Failed> {
+    rpassword::prompt_password(prompt).map_err(|e| Failed(Exit::Failure, format!("cannot read the password: {e}")))
+}
+
+/// The next line of standard input (`what` names it in errors), without its line ending.
+fn read_stdin_line(what: &str) -> Result<String, Failed> {
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .map_err(|e| Failed(Exit::Failure, format!("cannot read the password from standard input: {e}")))?;
-    let password = line.strip_suffix('\n').unwrap_or(&line);
-    let password = password.strip_suffix('\r').unwrap_or(password);
-    if password.is_empty() {
-        return Err(Failed(Exit::Usage, "standard input held no password".into()));
+        .map_err(|e| Failed(Exit::Failure, format!("cannot read {what} from standard input: {e}")))?;
+    let value = line.strip_suffix('\n').unwrap_or(&line);
+    let value = value.strip_suffix('\r').unwrap_or(value);
+    if value.is_empty() {
+        return Err(Failed(Exit::Usage, format!("standard input held no line with {what}")));
     }
-    Ok(password.to_owned())
+    Ok(value.to_owned())
 }
 
 #[cfg(test)]

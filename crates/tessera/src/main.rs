@@ -1,5 +1,6 @@
 //! The `tessera` binary: `tessera serve` runs the server, `tessera keys rotate` adds a signing key,
-//! and `login`, `status`, `logout`, `whoami`, `token` and `sessions` are the command-line client.
+//! and `login`, `status`, `logout`, `whoami`, `token`, `sessions` and `passwd` are the
+//! command-line client.
 
 mod cli;
 
@@ -38,7 +39,7 @@ enum Command {
         #[command(subcommand)]
         command: ClientsCommand,
     },
-    /// Log in and save the tokens (prompts on a terminal, password hidden).
+    /// Log in by email or --username and save the tokens (prompts on a terminal, password hidden).
     Login(cli::LoginArgs),
     /// Show the server, whether you are logged in, as whom, and the time left on the token.
     Status(cli::ServerArg),
@@ -51,6 +52,8 @@ enum Command {
     Token(cli::ServerArg),
     /// List your sessions, or end one with --revoke ID.
     Sessions(cli::SessionsArgs),
+    /// Change your password (current, then new twice, hidden); ends your other sessions.
+    Passwd(cli::PasswdArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -125,6 +128,7 @@ fn main() -> ExitCode {
         Command::Whoami(arg) => return cli::run(async || cli::whoami(arg).await),
         Command::Token(arg) => return cli::run(async || cli::token(arg).await),
         Command::Sessions(args) => return cli::run(async || cli::sessions(args).await),
+        Command::Passwd(args) => return cli::run(async || cli::passwd(args).await),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

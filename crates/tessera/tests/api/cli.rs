@@ -261,3 +261,130 @@ fn the_password_prompt_does_not_echo() {
     assert!(rest.contains("Logged in"), "{rest:?}");
     assert_eq!(sh.tokens()["email"], email.as_str());
 }
+
+const NEW_PASSWORD: &str = "a brand new passphrase";
+
+/// A registered account with a username and no email.
+async fn username_account(server: &TestServer) -> String {
+    let username = unique_email().split('@').next().unwrap().to_owned();
+    let reply =
+        server.post("/api/auth/register", serde_json::json!({"username": username, "password": PASSWORD})).await;
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    username
+}
+
+#[tokio::test]
+async fn login_by_username() {
+    let server = TestServer::start().await;
+    let username = username_account(&server).await;
+    let sh = Shell::new(&server);
+
+    let login = sh.run_with_stdin(&["login", "--username", &username, "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert_exit(&login, 0);
+    assert!(stdout(&login).contains(&format!("as {username}.")), "{}", stdout(&login));
+    let saved = sh.tokens();
+    assert_eq!((saved["email"].as_str(), saved["username"].as_str()), (Some(""), Some(username.as_str())), "{saved}");
+    assert_eq!(saved["is_anonymous"], false);
+    let status = sh.run(&["status"]);
+    assert_exit(&status, 0);
+    assert!(stdout(&status).contains(&format!("User: {username}\n")), "{}", stdout(&status));
+    let whoami = sh.run(&["whoami"]);
+    assert_exit(&whoami, 0);
+    assert!(stdout(&whoami).starts_with(&username), "{}", stdout(&whoami));
+
+    let wrong = sh.run_with_stdin(&["login", "--username", &username, "--password-stdin"], "wrong password\n");
+    assert_exit(&wrong, 5);
+    assert_eq!(stderr(&wrong).trim(), "tessera: invalid username or password");
+    let both = sh
+        .run_with_stdin(&["login", "--email", "a@example.com", "--username", &username, "--password-stdin"], PASSWORD);
+    assert_exit(&both, 2);
+    let neither = sh.run_with_stdin(&["login", "--password-stdin"], PASSWORD);
+    assert_exit(&neither, 2);
+    assert!(stderr(&neither).contains("--email or --username"), "{}", stderr(&neither));
+}
+
+#[tokio::test]
+async fn status_shows_both_names_when_the_account_has_both() {
+    let server = TestServer::start().await;
+    let (email, username) = (unique_email(), unique_email().replace(['@', '.'], "-"));
+    let body = serde_json::json!({"email": email, "username": username, "password": PASSWORD});
+    assert_eq!(server.post("/api/auth/register", body).await.status, 201);
+    let sh = Shell::new(&server);
+    assert_exit(&sh.run_with_stdin(&["login", "--username", &username, "--password-stdin"], PASSWORD), 0);
+    let status = stdout(&sh.run(&["status"]));
+    assert!(status.contains(&format!("User: {email} (username {username})")), "{status}");
+}
+
+#[tokio::test]
+async fn passwd_from_standard_input_ends_the_other_sessions() {
+    let server = TestServer::start().await;
+    let email = unique_email();
+    server.register(&email).await;
+    let other = server.login(&email).await;
+    let sh = Shell::new(&server);
+    assert_exit(&sh.login(&email), 0);
+    let before = sh.tokens();
+
+    let wrong = sh.run_with_stdin(&["passwd", "--password-stdin"], &format!("not the password\n{NEW_PASSWORD}\n"));
+    assert_exit(&wrong, 5);
+    assert_eq!(stderr(&wrong).trim(), "tessera: the current password is wrong; nothing changed");
+    assert_eq!(sh.tokens(), before, "the tokens are kept");
+    server.me(&other.access).await.data();
+
+    let one_line = sh.run_with_stdin(&["passwd", "--password-stdin"], &format!("{PASSWORD}\n"));
+    assert_exit(&one_line, 2);
+    assert!(stderr(&one_line).contains("the new password"), "{}", stderr(&one_line));
+    assert_exit(&sh.run(&["passwd"]), 2); // no terminal, no --password-stdin
+
+    let changed = sh.run_with_stdin(&["passwd", "--password-stdin"], &format!("{PASSWORD}\n{NEW_PASSWORD}\n"));
+    assert_exit(&changed, 0);
+    assert!(stdout(&changed).contains("1 other session ended"), "{}", stdout(&changed));
+    server.me(&other.access).await.assert_error(401, "UNAUTHORIZED");
+    assert_exit(&sh.run(&["whoami"]), 0);
+
+    assert_exit(&sh.run(&["logout"]), 0);
+    assert_exit(&sh.login(&email), 5);
+    assert_exit(&sh.run_with_stdin(&["login", "--email", &email, "--password-stdin"], NEW_PASSWORD), 0);
+    // The only session now: nothing else to end.
+    let again = sh.run_with_stdin(&["passwd", "--password-stdin"], &format!("{NEW_PASSWORD}\r\n{PASSWORD}\r\n"));
+    assert_exit(&again, 0);
+    assert!(stdout(&again).contains("no other session"), "{}", stdout(&again));
+
+    assert_exit(&sh.run(&["logout"]), 0);
+    let logged_out = sh.run_with_stdin(&["passwd", "--password-stdin"], &format!("{PASSWORD}\n{NEW_PASSWORD}\n"));
+    assert_exit(&logged_out, 3);
+}
+
+#[test]
+fn passwd_prompts_hidden_and_asks_twice_for_the_new_password() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(TestServer::start());
+    let email = unique_email();
+    runtime.block_on(server.register(&email));
+    let sh = Shell::new(&server);
+    assert_exit(&sh.login(&email), 0);
+    let passwd = |current: &str, new: &str, repeat: &str| {
+        let mut cmd = sh.command(&["passwd"]);
+        cmd.stdin(Stdio::inherit());
+        let mut session = rexpect::session::spawn_command(cmd, Some(15_000)).unwrap();
+        session.exp_string("Current password: ").unwrap();
+        session.send_line(current).unwrap();
+        session.exp_string("New password: ").unwrap();
+        session.send_line(new).unwrap();
+        session.exp_string("Repeat the new password: ").unwrap();
+        session.send_line(repeat).unwrap();
+        let rest = session.exp_eof().unwrap();
+        for secret in [current, new, repeat] {
+            assert!(!rest.contains(secret), "a password was echoed: {rest:?}");
+        }
+        rest
+    };
+    let mismatch = passwd(PASSWORD, NEW_PASSWORD, "something else entirely");
+    assert!(mismatch.contains("do not match"), "{mismatch:?}");
+    let changed = passwd(PASSWORD, NEW_PASSWORD, NEW_PASSWORD);
+    assert!(changed.contains("Password changed"), "{changed:?}");
+    runtime.block_on(async {
+        let login = server.post("/api/auth/login", serde_json::json!({"email": email, "password": NEW_PASSWORD})).await;
+        login.data();
+    });
+}
