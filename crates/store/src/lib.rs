@@ -19,6 +19,8 @@ pub mod redis;
 mod sql;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+mod sqlite_group;
 
 #[cfg(feature = "contract")]
 #[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -122,6 +122,8 @@ fn insert_session_query() -> String {
 pub struct SqliteStore {
     writer: SqlitePool,
     readers: SqlitePool,
+    /// Rotations queue here and are committed in groups (`sqlite_group`).
+    rotations: tokio::sync::mpsc::Sender<crate::sqlite_group::Pending>,
 }
 
 impl SqliteStore {
@@ -154,7 +156,8 @@ impl SqliteStore {
             .await
             .map_err(classify)?;
         restrict_permissions(path);
-        Ok(Self { writer, readers })
+        let rotations = crate::sqlite_group::start(writer.clone());
+        Ok(Self { writer, readers, rotations })
     }
 
     /// Opens the store from a `sqlite://PATH` URL or a plain path.
@@ -200,7 +203,7 @@ async fn migrate(conn: &mut SqliteConnection) -> StoreResult<()> {
     Ok(())
 }
 
-fn classify(e: sqlx::Error) -> StoreError {
+pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
         sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::EmailTaken,
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
@@ -426,21 +429,13 @@ impl SessionStore for SqliteStore {
         now: Timestamp,
         idle_expires_at: Timestamp,
     ) -> StoreResult<Rotation> {
-        let row = sqlx::query(&format!(
-            "UPDATE sessions SET generation = generation + 1, last_used_at = ?1, expires_at = MIN(?2, absolute_expires_at) \
-             WHERE id = ?3 AND generation = ?4 AND ended_at IS NULL AND expires_at > ?1 RETURNING {SESSION_COLUMNS}"
-        ))
-        .bind(now.as_millis())
-        .bind(idle_expires_at.as_millis())
-        .bind(&id.as_bytes()[..])
-        .bind(generation(from)?)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(classify)?;
-        match row {
-            Some(row) => Ok(Rotation::Rotated(session_from_row(&row)?)),
-            None => Ok(Rotation::Stale(self.get_session(id).await?)),
-        }
+        // Committed with whatever other rotations are waiting (group commit), and answered
+        // only once that commit is done.
+        let (answer, outcome) = tokio::sync::oneshot::channel();
+        let pending = crate::sqlite_group::Pending { id, from, now, idle_expires_at, answer };
+        let stopped = || StoreError::unavailable("the SQLite writer has stopped");
+        self.rotations.send(pending).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {

@@ -110,7 +110,7 @@ async fn wrong_password_and_unknown_email_get_the_same_answer_in_about_the_same_
     };
     let mut known = Vec::new();
     let mut unknown = Vec::new();
-    for _ in 0..5 {
+    for _ in 0..9 {
         let (t, wrong) = attempt("known@example.com").await;
         known.push(t);
         let (u, missing) = attempt("nobody@example.com").await;
@@ -120,10 +120,10 @@ async fn wrong_password_and_unknown_email_get_the_same_answer_in_about_the_same_
         assert_eq!(wrong.body, missing.body);
         assert!(wrong.header("www-authenticate").is_some());
     }
-    known.sort();
-    unknown.sort();
-    let (k, u) = (known[2].as_secs_f64(), unknown[2].as_secs_f64());
-    assert!(u > k * 0.5 && u < k * 2.0, "median wrong-password {k:.4}s vs unknown-email {u:.4}s");
+    // The fastest of each: a loaded machine only ever adds time, so the minimum is the cost of
+    // the work itself, and a skipped hash would show as a minimum far below the other.
+    let (k, u) = (known.iter().min().unwrap().as_secs_f64(), unknown.iter().min().unwrap().as_secs_f64());
+    assert!(u > k * 0.5 && u < k * 2.0, "fastest wrong-password {k:.4}s vs unknown-email {u:.4}s");
 }
 
 #[tokio::test]

@@ -1,0 +1,185 @@
+//! Group commit of rotations on SQLite's single writer.
+//!
+//! SQLite commits one transaction at a time, and a transaction of one small `UPDATE` costs
+//! about as much as one of many: the price is per statement and per commit (a round trip to the
+//! connection's worker thread, the WAL frames' header and checksums), not per row. So rotations
+//! are not written one by one: they queue, and one task takes whatever has queued while the
+//! previous group committed (up to [`MAX_GROUP`]) and writes it as one statement in one
+//! transaction. Under no load a group is a single rotation and waits for nothing; under load,
+//! groups grow by themselves.
+//!
+//! The guarantees stay those of the trait:
+//! - a caller is answered only after the transaction holding its rotation committed, so every
+//!   acknowledged rotation survives `kill -9` (and power loss with `synchronous = FULL`); a
+//!   failed commit fails every rotation of the group, none of which took effect;
+//! - each rotation is the same compare-and-set as before (`generation = from`, not ended, not
+//!   expired, in the `WHERE` clause); a session appears at most once per statement, so several
+//!   rotations of one session in a group run one statement after another, in arrival order,
+//!   exactly as if they had been sent one by one: at most one rotates, the others see the
+//!   rotated session and are stale.
+
+use std::collections::{HashMap, HashSet};
+
+use sqlx::sqlite::SqlitePool;
+use tessera_core::session::Rotation;
+use tessera_core::store::{StoreError, StoreResult};
+use tessera_core::{SessionId, Timestamp};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::sql::{SESSION_COLUMNS, generation, session_from_row};
+
+/// Rotations committed together at most (SQLite allows 32 766 bound values; four per rotation).
+pub const MAX_GROUP: usize = 128;
+
+/// One rotation waiting for its group.
+pub struct Pending {
+    pub id: SessionId,
+    pub from: u64,
+    pub now: Timestamp,
+    pub idle_expires_at: Timestamp,
+    pub answer: oneshot::Sender<StoreResult<Rotation>>,
+}
+
+/// Starts the task that commits queued rotations in groups; it ends when every sender is gone.
+pub fn start(writer: SqlitePool) -> mpsc::Sender<Pending> {
+    let (queue, mut incoming) = mpsc::channel::<Pending>(4 * MAX_GROUP);
+    tokio::spawn(async move {
+        let mut group = Vec::with_capacity(MAX_GROUP);
+        while incoming.recv_many(&mut group, MAX_GROUP).await > 0 {
+            let wanted: Vec<_> = group.iter().map(|p| (p.id, p.from, p.now, p.idle_expires_at)).collect();
+            match commit(&writer, &wanted).await {
+                Ok(outcomes) => {
+                    for (pending, outcome) in group.drain(..).zip(outcomes) {
+                        let _ = pending.answer.send(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    let unavailable = matches!(e, StoreError::Unavailable(_));
+                    let message = e.to_string();
+                    for pending in group.drain(..) {
+                        let error = if unavailable {
+                            StoreError::unavailable(message.clone())
+                        } else {
+                            StoreError::other(message.clone())
+                        };
+                        let _ = pending.answer.send(Err(error));
+                    }
+                }
+            }
+        }
+    });
+    queue
+}
+
+/// The rotations `wanted` (id, from, now, idle expiry), in one transaction; their outcomes in the
+/// same order.
+async fn commit(writer: &SqlitePool, wanted: &[(SessionId, u64, Timestamp, Timestamp)]) -> StoreResult<Vec<Rotation>> {
+    let mut tx = writer.begin().await.map_err(super::sqlite::classify)?;
+    let mut rotated: HashMap<usize, Rotation> = HashMap::new();
+    // Rounds in which each session appears once, in arrival order.
+    let mut left: Vec<usize> = (0..wanted.len()).collect();
+    while !left.is_empty() {
+        let mut seen = HashSet::new();
+        let (round, later): (Vec<usize>, Vec<usize>) = left.iter().partition(|&&i| seen.insert(wanted[i].0));
+        left = later;
+        let values = vec!["(?, ?, ?, ?)"; round.len()].join(", ");
+        let sql = format!(
+            "WITH wanted(rid, rfrom, rnow, ridle) AS (VALUES {values}) \
+             UPDATE sessions SET generation = generation + 1, last_used_at = rnow, \
+             expires_at = MIN(ridle, absolute_expires_at) FROM wanted \
+             WHERE id = rid AND generation = rfrom AND ended_at IS NULL AND expires_at > rnow \
+             RETURNING {SESSION_COLUMNS}"
+        );
+        let mut query = sqlx::query(&sql);
+        for &i in &round {
+            let (id, from, now, idle) = wanted[i];
+            query =
+                query.bind(id.as_bytes().to_vec()).bind(generation(from)?).bind(now.as_millis()).bind(idle.as_millis());
+        }
+        let rows = query.fetch_all(&mut *tx).await.map_err(super::sqlite::classify)?;
+        for row in &rows {
+            let session = session_from_row(row)?;
+            if let Some(&i) = round.iter().find(|&&i| wanted[i].0 == session.id) {
+                rotated.insert(i, Rotation::Rotated(session));
+            }
+        }
+    }
+    // The stale ones see the session as the group left it.
+    let stale: Vec<SessionId> = (0..wanted.len()).filter(|i| !rotated.contains_key(i)).map(|i| wanted[i].0).collect();
+    let mut current = HashMap::new();
+    if !stale.is_empty() {
+        let marks = vec!["?"; stale.len()].join(", ");
+        let sql = format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id IN ({marks})");
+        let mut query = sqlx::query(&sql);
+        for id in &stale {
+            query = query.bind(id.as_bytes().to_vec());
+        }
+        for row in query.fetch_all(&mut *tx).await.map_err(super::sqlite::classify)? {
+            let session = session_from_row(&row)?;
+            current.insert(session.id, session);
+        }
+    }
+    tx.commit().await.map_err(super::sqlite::classify)?;
+    Ok((0..wanted.len())
+        .map(|i| rotated.remove(&i).unwrap_or_else(|| Rotation::Stale(current.get(&wanted[i].0).cloned())))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tessera_core::UserId;
+    use tessera_core::session::Session;
+    use tessera_core::store::SessionStore;
+
+    use super::*;
+    use crate::sqlite::SqliteStore;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_millis(secs * 1000)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_group_with_several_rotations_of_one_session_rotates_each_session_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(&dir.path().join("group.db"), false).await.unwrap());
+        let mut ids = Vec::new();
+        for _ in 0..16 {
+            let session = Session {
+                id: SessionId::generate(),
+                user_id: UserId::generate(),
+                generation: 0,
+                created_at: t(0),
+                last_used_at: t(0),
+                expires_at: t(3600),
+                absolute_expires_at: t(7200),
+                ended_at: None,
+                user_agent: None,
+                ip: None,
+            };
+            store.create_session(&session).await.unwrap();
+            ids.push(session.id);
+        }
+        // 4 racers per session, all at once: they share groups.
+        let racers: Vec<_> = (0..64)
+            .map(|i| {
+                let (store, id) = (store.clone(), ids[i % 16]);
+                tokio::spawn(async move { store.rotate(id, 0, t(10), t(3610)).await.unwrap() })
+            })
+            .collect();
+        let mut rotated = HashMap::<SessionId, usize>::new();
+        for racer in racers {
+            match racer.await.unwrap() {
+                Rotation::Rotated(s) => *rotated.entry(s.id).or_default() += 1,
+                Rotation::Stale(Some(s)) => assert_eq!(s.generation, 1, "a stale racer sees the rotated session"),
+                Rotation::Stale(None) => panic!("the session exists"),
+            }
+        }
+        assert_eq!(rotated.len(), 16);
+        assert!(rotated.values().all(|n| *n == 1), "{rotated:?}");
+        for id in ids {
+            assert_eq!(store.get_session(id).await.unwrap().unwrap().generation, 1);
+        }
+    }
+}
