@@ -12,6 +12,12 @@
 //   that comes later; a 401 triggers one refresh and one retry.
 // When the session has truly ended the page says so and offers to sign in again; it never
 // carries on as a guest or as someone else.
+//
+// Guests: when the server allows it (GET /settings), the sign-in view offers "Continue as guest".
+// A guest session starts only from that click — never on the page's own initiative, least of all
+// when a registered user's session has ended. A guest can save the account (POST /upgrade): the
+// server rotates the session's refresh token, so the upgrade runs under the same lock as a
+// refresh, and the page carries on in the same session as the same user.
 
 const API = "/api/auth";
 const CSRF_HEADER = { "X-Requested-With": "tessera" };
@@ -24,6 +30,8 @@ let me = null;
 let inflight = null;
 let refreshTimer = null;
 let view = "loading";
+/** Resolves once the server's settings are known (or could not be read). */
+let settingsLoaded = null;
 
 class SessionEnded extends Error {
   constructor(reason) {
@@ -40,6 +48,28 @@ class ApiError extends Error {
 }
 
 const $ = (id) => document.getElementById(id);
+
+/** `{email}` when the text has an `@`, else `{username}`. */
+const names = (identifier) => (identifier.includes("@") ? { email: identifier } : { username: identifier });
+
+/** What the page calls a user: the email, else the username, else "Guest". */
+const displayName = (user) => user?.email || user?.username || "Guest";
+
+async function readBody(res) {
+  return res.json().catch(() => null);
+}
+
+function apiError(res, body) {
+  return new ApiError(body?.error?.code ?? "UNAVAILABLE", body?.error?.message ?? `The server answered ${res.status}`);
+}
+
+/**
+ * A 401 that means the access token is no good (expired, or its session gone) — not a wrong
+ * password, which is a 401 `INVALID_CREDENTIALS` about the request, not the session.
+ */
+function deadAccess(res, body) {
+  return res.status === 401 && (body?.error?.code ?? "UNAUTHORIZED") === "UNAUTHORIZED";
+}
 
 // ---- tokens -------------------------------------------------------------------------------
 
@@ -63,9 +93,28 @@ function adopt(next) {
   renderTimeLeft();
 }
 
+// Without the Web Locks API, a queue keeps this tab's rotations one at a time.
+let localQueue = Promise.resolve();
+
 async function withLock(fn) {
-  if (navigator.locks) return navigator.locks.request(LOCK_NAME, fn);
-  return fn();
+  if (navigator.locks) return navigator.locks.request(LOCK_NAME, () => fn());
+  const run = localQueue.then(() => fn());
+  localQueue = run.catch(() => {});
+  return run;
+}
+
+/** Rotates the refresh cookie for a new access token. Only ever called holding the lock. */
+async function rotate() {
+  const res = await fetch(`${API}/refresh`, { method: "POST", headers: CSRF_HEADER, credentials: "same-origin" });
+  const body = await readBody(res);
+  if (res.ok && body && body.success) {
+    adopt(fromResponse(body.data));
+    channel?.postMessage({ type: "token", access });
+    return access;
+  }
+  const code = body?.error?.code;
+  if (res.status === 401 || code === "MISSING_TOKEN") throw new SessionEnded(code);
+  throw apiError(res, body);
 }
 
 /**
@@ -76,16 +125,7 @@ function refresh(stale) {
   if (!inflight) {
     inflight = withLock(async () => {
       if (access && access.token !== stale && Date.now() < refreshAt(access)) return access;
-      const res = await fetch(`${API}/refresh`, { method: "POST", headers: CSRF_HEADER, credentials: "same-origin" });
-      const body = await res.json().catch(() => null);
-      if (res.ok && body && body.success) {
-        adopt(fromResponse(body.data));
-        channel?.postMessage({ type: "token", access });
-        return access;
-      }
-      const code = body?.error?.code;
-      if (res.status === 401 || code === "MISSING_TOKEN") throw new SessionEnded(code);
-      throw new ApiError(code ?? "UNAVAILABLE", body?.error?.message ?? `The server answered ${res.status}`);
+      return rotate();
     }).finally(() => {
       inflight = null;
     });
@@ -93,21 +133,29 @@ function refresh(stale) {
   return inflight;
 }
 
-/** Calls the API with the access token: refreshed first when due, refreshed once on a 401. */
-async function api(path, { method = "GET" } = {}) {
+function bearer(token, withBody) {
+  return { Authorization: `Bearer ${token}`, ...CSRF_HEADER, ...(withBody ? { "Content-Type": "application/json" } : {}) };
+}
+
+/**
+ * Calls the API with the access token: refreshed first when due, refreshed once on a 401 that
+ * says the token is no good. Any other 401 (a wrong password) is an answer, not a session end.
+ */
+async function api(path, { method = "GET", json } = {}) {
   if (!access) throw new SessionEnded("NO_TOKEN");
   let token = Date.now() >= refreshAt(access) ? (await refresh(access.token)).token : access.token;
-  const send = (t) => fetch(`${API}${path}`, { method, headers: { Authorization: `Bearer ${t}`, ...CSRF_HEADER } });
-  let res = await send(token);
-  if (res.status === 401) {
+  const withBody = json !== undefined;
+  const send = async (t) => {
+    const res = await fetch(`${API}${path}`, { method, headers: bearer(t, withBody), body: withBody ? JSON.stringify(json) : undefined });
+    return { res, body: await readBody(res) };
+  };
+  let { res, body } = await send(token);
+  if (deadAccess(res, body)) {
     token = (await refresh(token)).token;
-    res = await send(token);
-    if (res.status === 401) throw new SessionEnded("UNAUTHORIZED");
+    ({ res, body } = await send(token));
+    if (deadAccess(res, body)) throw new SessionEnded("UNAUTHORIZED");
   }
-  const body = await res.json().catch(() => null);
-  if (!body || !body.success) {
-    throw new ApiError(body?.error?.code ?? "UNAVAILABLE", body?.error?.message ?? `The server answered ${res.status}`);
-  }
+  if (!body || !body.success) throw apiError(res, body);
   return body.data;
 }
 
@@ -118,14 +166,56 @@ async function post(path, payload) {
     credentials: "same-origin",
     body: JSON.stringify(payload),
   });
-  const body = await res.json().catch(() => null);
-  if (!body || !body.success) {
-    throw new ApiError(body?.error?.code ?? "UNAVAILABLE", body?.error?.message ?? `The server answered ${res.status}`);
-  }
+  const body = await readBody(res);
+  if (!body || !body.success) throw apiError(res, body);
   return body.data;
 }
 
+/**
+ * Saves a guest's account. The server rotates the session's refresh token in the same step, so
+ * this holds the refresh lock throughout: no tab refreshes meanwhile with the old cookie.
+ */
+function upgradeSession(payload) {
+  return withLock(async () => {
+    if (!access) throw new SessionEnded("NO_TOKEN");
+    if (Date.now() >= refreshAt(access)) await rotate();
+    const send = async () => {
+      const res = await fetch(`${API}/upgrade`, {
+        method: "POST",
+        headers: bearer(access.token, true),
+        credentials: "same-origin",
+        body: JSON.stringify({ ...payload, refresh_transport: "cookie" }),
+      });
+      return { res, body: await readBody(res) };
+    };
+    let { res, body } = await send();
+    if (deadAccess(res, body)) {
+      await rotate();
+      ({ res, body } = await send());
+      if (deadAccess(res, body)) throw new SessionEnded("UNAUTHORIZED");
+    }
+    if (res.ok && body && body.success) {
+      adopt(fromResponse(body.data));
+      channel?.postMessage({ type: "token", access });
+      return body.data;
+    }
+    // The session's refresh token is gone or no longer current: the session has ended.
+    const code = body?.error?.code;
+    if (code === "INVALID_TOKEN" || code === "MISSING_TOKEN") throw new SessionEnded(code);
+    throw apiError(res, body);
+  });
+}
+
 // ---- views --------------------------------------------------------------------------------
+
+const ACCOUNT_FORMS = ["upgrade-form", "password-form", "delete-form"];
+
+/** Empties the account's forms (passwords included) and closes its folded sections. */
+function resetAccountForms() {
+  for (const id of ACCOUNT_FORMS) $(id).reset();
+  for (const id of ["upgrade-error", "password-error", "delete-error"]) $(id).textContent = "";
+  for (const id of ["password-change", "delete"]) $(id).open = false;
+}
 
 function show(name, focus = true) {
   view = name;
@@ -133,6 +223,7 @@ function show(name, focus = true) {
   if (name !== "account") {
     clearTimeout(refreshTimer);
     access = name === "ended" || name === "signin" ? null : access;
+    resetAccountForms();
   }
   if (focus) $(`${name}-title`)?.focus();
 }
@@ -146,6 +237,8 @@ function endedMessage(reason) {
   switch (reason) {
     case "signed-out-elsewhere":
       return "You signed out in another tab.";
+    case "account-deleted":
+      return "The account was deleted in another tab.";
     case "MISSING_TOKEN":
       return "This browser no longer holds your session (you signed out, or the sign-in cookie was cleared).";
     default:
@@ -219,10 +312,21 @@ function renderSessions(sessions) {
   }
 }
 
-async function loadAccount(focus) {
-  me = await api("/me");
-  $("who").textContent = me.email;
+function renderMe() {
+  const guest = me.is_anonymous === true;
+  $("who").textContent = displayName(me);
+  $("guest-tag").hidden = !guest;
+  $("upgrade").hidden = !guest;
+  $("password-change").hidden = guest;
+  $("delete-password-field").hidden = guest;
   $("session-id").textContent = me.session_id;
+}
+
+async function loadAccount(focus) {
+  const previous = me?.id;
+  me = await api("/me");
+  if (previous !== me.id) resetAccountForms();
+  renderMe();
   show("account", focus);
   renderTimeLeft();
   renderSessions((await api("/sessions")).sessions);
@@ -230,29 +334,135 @@ async function loadAccount(focus) {
 
 // ---- actions ------------------------------------------------------------------------------
 
+const failure = (error) => (error instanceof ApiError ? error.message : `Could not reach the server: ${error.message}`);
+
+const signinButtons = () => [$("signin-button"), $("register-button"), $("guest-button")];
+
 async function signIn(event, register) {
   event?.preventDefault();
-  const email = $("email").value.trim();
+  const identifier = $("identifier").value.trim();
   const password = $("password").value;
   $("form-error").textContent = "";
-  if (!email || !password) {
-    $("form-error").textContent = "Enter your email and password.";
+  if (!identifier || !password) {
+    $("form-error").textContent = "Enter your email or username, and your password.";
     return;
   }
-  for (const b of [$("signin-button"), $("register-button")]) b.disabled = true;
+  for (const b of signinButtons()) b.disabled = true;
   try {
-    if (register) await post("/register", { email, password });
-    const data = await post("/login", { email, password, refresh_transport: "cookie" });
+    const who = names(identifier);
+    if (register) await post("/register", { ...who, password });
+    const data = await post("/login", { ...who, password, refresh_transport: "cookie" });
     $("password").value = "";
     notice(register ? "Your account is ready." : null);
     adopt(fromResponse(data));
     await loadAccount(true);
     channel?.postMessage({ type: "signed-in" });
   } catch (error) {
-    $("form-error").textContent = error instanceof ApiError ? error.message : `Could not reach the server: ${error.message}`;
+    $("form-error").textContent = failure(error);
   } finally {
-    for (const b of [$("signin-button"), $("register-button")]) b.disabled = false;
+    for (const b of signinButtons()) b.disabled = false;
   }
+}
+
+/** Starts a guest session: only ever from the user's click on "Continue as guest". */
+async function continueAsGuest() {
+  $("form-error").textContent = "";
+  for (const b of signinButtons()) b.disabled = true;
+  try {
+    const data = await post("/anonymous", { refresh_transport: "cookie" });
+    $("password").value = "";
+    notice(null);
+    adopt(fromResponse(data));
+    await loadAccount(true);
+    channel?.postMessage({ type: "signed-in", guest: true });
+  } catch (error) {
+    $("form-error").textContent = failure(error);
+  } finally {
+    for (const b of signinButtons()) b.disabled = false;
+  }
+}
+
+/** A guest saves the account: same user, same session, now with a name and a password. */
+async function saveAccount(event) {
+  event.preventDefault();
+  const identifier = $("upgrade-identifier").value.trim();
+  const password = $("upgrade-password").value;
+  $("upgrade-error").textContent = "";
+  if (!identifier || !password) {
+    $("upgrade-error").textContent = "Enter an email or a username, and a password.";
+    return;
+  }
+  $("upgrade-button").disabled = true;
+  try {
+    await upgradeSession({ ...names(identifier), password });
+    $("upgrade-form").reset();
+    await loadAccount(true);
+    notice(`Your account is saved as ${displayName(me)}. You are still signed in, in the same session.`);
+    channel?.postMessage({ type: "account-changed" });
+  } catch (error) {
+    if (error instanceof SessionEnded) return onFailure(error);
+    if (error instanceof ApiError && error.code === "ALREADY_REGISTERED") {
+      // Saved already (in another tab, say): show the account as it is now.
+      await loadAccount(false).catch(onFailure);
+      notice("This account is saved already.");
+      return;
+    }
+    $("upgrade-error").textContent = failure(error);
+  } finally {
+    $("upgrade-button").disabled = false;
+  }
+}
+
+async function changePassword(event) {
+  event.preventDefault();
+  const current = $("current-password").value;
+  const next = $("new-password").value;
+  $("password-error").textContent = "";
+  if (!current || !next) {
+    $("password-error").textContent = "Enter your current password and a new one.";
+    return;
+  }
+  $("password-button").disabled = true;
+  try {
+    const result = await api("/password", { method: "POST", json: { current_password: current, new_password: next } });
+    $("password-form").reset();
+    $("password-change").open = false;
+    const n = result.sessions_ended;
+    notice(`Your password was changed. ${n === 0 ? "No other session was signed in." : n === 1 ? "1 other session was signed out." : `${n} other sessions were signed out.`} This one stays signed in.`);
+    renderSessions((await api("/sessions")).sessions);
+  } catch (error) {
+    if (error instanceof SessionEnded) return onFailure(error);
+    $("password-error").textContent =
+      error instanceof ApiError && error.code === "INVALID_CREDENTIALS" ? "That is not your current password." : failure(error);
+  } finally {
+    $("password-button").disabled = false;
+  }
+}
+
+async function deleteAccount(event) {
+  event.preventDefault();
+  const guest = me?.is_anonymous === true;
+  const password = $("delete-password").value;
+  $("delete-error").textContent = "";
+  if (!guest && !password) {
+    $("delete-error").textContent = "Enter your password to delete the account.";
+    return;
+  }
+  $("delete-button").disabled = true;
+  try {
+    await api("/account", { method: "DELETE", json: guest ? {} : { password } });
+  } catch (error) {
+    $("delete-button").disabled = false;
+    if (error instanceof SessionEnded) return onFailure(error);
+    $("delete-error").textContent =
+      error instanceof ApiError && error.code === "INVALID_CREDENTIALS" ? "That is not your password." : failure(error);
+    return;
+  }
+  $("delete-button").disabled = false;
+  channel?.postMessage({ type: "ended", reason: "account-deleted" });
+  me = null;
+  show("signin");
+  notice("Your account was deleted, and every one of its sessions has ended.");
 }
 
 async function revoke(id, button) {
@@ -284,14 +494,33 @@ async function signOut(everywhere) {
 channel?.addEventListener("message", ({ data }) => {
   if (data?.type === "token" && data.access && view === "account") adopt(data.access);
   if (data?.type === "ended") sessionEnded(data.reason);
-  if (data?.type === "signed-in" && view !== "account") restore();
+  if (data?.type === "account-changed" && view === "account") loadAccount(false).catch(onFailure);
+  // A tab that says a session ended keeps saying so until asked: a guest session started in
+  // another tab does not quietly take its place.
+  if (data?.type === "signed-in" && (view === "signin" || view === "loading" || (view === "ended" && !data.guest))) restore();
 });
 
+/** Shows "Continue as guest" only when the server allows guests. */
+async function loadSettings() {
+  try {
+    const res = await fetch(`${API}/settings`);
+    const body = await readBody(res);
+    $("guest").hidden = !(res.ok && body?.success && body.data?.allow_anonymous === true);
+  } catch {
+    $("guest").hidden = true;
+  }
+}
+
+/**
+ * Resumes the session the refresh cookie holds, whatever it is (a guest's too: the user started
+ * it). Without one the page asks to sign in; it never opens a session of its own accord.
+ */
 async function restore() {
   try {
     await refresh(null);
     await loadAccount(false);
   } catch (error) {
+    await settingsLoaded;
     if (error instanceof SessionEnded) {
       // A dead cookie is worth saying; no cookie at all is simply a signed-out browser.
       show("signin", false);
@@ -305,6 +534,10 @@ async function restore() {
 
 $("signin-form").addEventListener("submit", (e) => signIn(e, false));
 $("register-button").addEventListener("click", (e) => signIn(e, true));
+$("guest-button").addEventListener("click", () => continueAsGuest());
+$("upgrade-form").addEventListener("submit", saveAccount);
+$("password-form").addEventListener("submit", changePassword);
+$("delete-form").addEventListener("submit", deleteAccount);
 $("reload-sessions").addEventListener("click", () => loadAccount(false).catch(onFailure));
 $("signout").addEventListener("click", () => signOut(false));
 $("signout-all").addEventListener("click", () => signOut(true));
@@ -313,4 +546,5 @@ $("signin-again").addEventListener("click", () => {
   show("signin");
 });
 setInterval(renderTimeLeft, 1000);
+settingsLoaded = loadSettings();
 restore();
