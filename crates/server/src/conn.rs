@@ -1,6 +1,6 @@
 //! Serving connections: the accept loop, connection limits and the timeouts of the HTTP layer.
 //!
-//! Every connection is served by hyper's HTTP/1 machinery behind three clocks, all in one
+//! Every connection is served by hyper's HTTP/1 machinery behind three clocks, all kept by one
 //! watchdog per connection (hyper's own header timeout is off: it also runs while a
 //! connection is idle, so it cannot tell a slow request from a quiet keep-alive):
 //!
@@ -11,11 +11,16 @@
 //! - the **body timeout** is not here but where bodies are read (`extract::read_body`), which
 //!   answers `408 REQUEST_TIMEOUT` in the envelope.
 //!
-//! A connection beyond the server-wide cap or beyond its address's share is closed at once (a
-//! refused connection costs a socket for a moment, a queued one would hold it). Addresses are
-//! grouped as the login limiter groups them (IPv6 by /64); the configured trusted proxies are
-//! exempt from the per-address share, since all their clients share their address. Hitting a
-//! limit is logged, at most once per [`LOG_EVERY`] for each kind, with how many were refused.
+//! Requests never wake the watchdog (the socket and the service only note times in atomics); it
+//! looks at them at its deadline and at least every half header timeout, so the clocks are kept
+//! to within that.
+//!
+//! When the server-wide cap or an address's share is full, the connection that has waited
+//! longest without a request in flight is closed to make room ([`Registry`]); when every one
+//! is busy, the newcomer is closed at once. Addresses are grouped as the login limiter groups
+//! them (IPv6 by /64); the configured trusted proxies are exempt from the per-address share,
+//! since all their clients share their address. Hitting a limit is logged, at most once per
+//! [`LOG_EVERY`] for each kind, with a count.
 
 use std::collections::HashMap;
 use std::io;
@@ -239,21 +244,23 @@ async fn serve_connection(
     if stopping {
         connection.as_mut().graceful_shutdown();
     }
+    // The watchdog is never woken by requests (that would cost a task wake per request): it
+    // looks again at least every half header timeout, so a deadline is kept to within that.
+    let look_again = (limits.header_timeout / 2).max(Duration::from_millis(100));
     loop {
         let deadline = activity.deadline(&limits);
+        let wake = deadline.at.min(Instant::now() + look_again);
         tokio::select! {
             _ = connection.as_mut() => return,
             () = stopped(&mut stop), if !stopping => {
                 stopping = true;
                 connection.as_mut().graceful_shutdown();
             }
-            () = activity.changed.notified() => {
-                if activity.evicted.load(Ordering::Acquire) {
-                    tracing::debug!(peer = %peer, "closing connection to make room for a new one");
-                    return;
-                }
+            () = activity.evict_signal.notified() => {
+                tracing::debug!(peer = %peer, "closing connection to make room for a new one");
+                return;
             }
-            () = tokio::time::sleep_until(deadline.at) => {
+            () = tokio::time::sleep_until(wake) => {
                 if activity.deadline(&limits).at <= Instant::now() {
                     tracing::debug!(peer = %peer, reason = deadline.why, "closing connection");
                     return;
@@ -274,8 +281,8 @@ struct Activity {
     head_started: AtomicU64,
     /// Requests handed to the router and not answered yet.
     busy: AtomicU32,
-    /// Wakes the watchdog when a change may move the deadline closer, or on eviction.
-    changed: tokio::sync::Notify,
+    /// Wakes the watchdog to close the connection (see `evicted`).
+    evict_signal: tokio::sync::Notify,
     /// Set when the connection is to be closed to make room for another.
     evicted: AtomicBool,
 }
@@ -294,7 +301,7 @@ impl Activity {
             last_io: AtomicU64::new(0),
             head_started: AtomicU64::new(0),
             busy: 0.into(),
-            changed: tokio::sync::Notify::new(),
+            evict_signal: tokio::sync::Notify::new(),
             evicted: AtomicBool::new(false),
         }
     }
@@ -310,11 +317,8 @@ impl Activity {
     fn read(&self, bytes: usize) {
         let now = self.now_ms();
         self.last_io.store(now, Ordering::Relaxed);
-        if bytes > 0
-            && self.busy.load(Ordering::Acquire) == 0
-            && self.head_started.compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Relaxed).is_ok()
-        {
-            self.changed.notify_one();
+        if bytes > 0 && self.busy.load(Ordering::Acquire) == 0 {
+            let _ = self.head_started.compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Relaxed);
         }
     }
 
@@ -343,7 +347,7 @@ impl Activity {
 
     fn evict(&self) {
         self.evicted.store(true, Ordering::Release);
-        self.changed.notify_one();
+        self.evict_signal.notify_one();
     }
 
     /// When the connection is to be closed if nothing happens before.
@@ -368,7 +372,6 @@ impl Drop for Busy {
     fn drop(&mut self) {
         self.0.last_io.store(self.0.now_ms(), Ordering::Relaxed);
         self.0.busy.fetch_sub(1, Ordering::AcqRel);
-        self.0.changed.notify_one();
     }
 }
 

@@ -51,6 +51,12 @@ fn incoming_id(req: &Request) -> Option<String> {
     plain.then(|| id.to_owned())
 }
 
+/// A request id unique across restarts and instances without costing a random draw per
+/// request: a random prefix drawn once per process, then a counter.
 fn new_request_id() -> String {
-    uuid::Builder::from_random_bytes(tessera_core::random::bytes()).into_uuid().to_string()
+    use std::sync::LazyLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static PREFIX: LazyLock<u64> = LazyLock::new(|| u64::from_le_bytes(tessera_core::random::bytes()));
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    format!("{:016x}{:016x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
 }
