@@ -100,6 +100,24 @@ impl CookiePolicy {
     }
 }
 
+/// CORS for tessera's API: the configured allowed origins (`--allowed-origins`) may call it
+/// from their pages with credentials — the refresh cookie — and the headers tessera's clients
+/// send. Nobody else gets CORS headers, so a browser keeps other origins' scripts from reading
+/// the answers. The CSRF rule of cookie-authenticated requests holds as before: the preflight
+/// lets `X-Requested-With` through only for these origins, and the `Origin` check stays.
+pub fn cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
+    use axum::http::Method;
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::list(origins))
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::DELETE])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static(CSRF_HEADER)])
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::HeaderName::from_static("x-request-id")])
+        .max_age(std::time::Duration::from_secs(600))
+}
+
 /// The values of cookie `name` in the request's `Cookie` headers.
 fn cookie_values<'h>(headers: &'h HeaderMap, name: &str) -> impl Iterator<Item = &'h str> {
     headers

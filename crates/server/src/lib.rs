@@ -49,6 +49,7 @@ pub use crate::state::{AppState, HttpPolicy};
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
+    let cors = cookies::cors(&state.cookies().allowed_origins);
     let (api, document) = openapi::routes(never_cache).split_for_parts();
     let document = Arc::new(document.to_pretty_json().unwrap_or_default());
     api.route("/openapi.json", get(move || routes::meta::openapi(document.clone())))
@@ -61,6 +62,8 @@ pub fn app(state: AppState) -> Router {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         .layer(axum::middleware::from_fn(middleware::request_context))
+        // Outermost, so that preflights are answered before routing by method.
+        .layer(cors)
         .with_state(state)
 }
 

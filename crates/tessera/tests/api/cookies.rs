@@ -138,3 +138,61 @@ async fn a_cookie_logout_ends_the_session_and_clears_the_cookie() {
     let again = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
     again.assert_error(401, "INVALID_TOKEN");
 }
+
+#[tokio::test]
+async fn allowed_origins_get_cors_with_credentials_and_others_get_none() {
+    let app = "http://127.0.0.1:9999";
+    let server = TestServer::start_with(&["--allowed-origins", app, "--insecure-cookies"]).await;
+    let preflight = |origin: &'static str| {
+        server
+            .client
+            .request(Method::OPTIONS, server.url("/api/auth/refresh"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header("access-control-request-headers", "x-requested-with, content-type")
+            .send()
+    };
+    let allowed = preflight(app).await.unwrap();
+    assert!(allowed.status().is_success(), "{}", allowed.status());
+    let headers = allowed.headers();
+    assert_eq!(headers["access-control-allow-origin"], app);
+    assert_eq!(headers["access-control-allow-credentials"], "true");
+    let allowed_headers = headers["access-control-allow-headers"].to_str().unwrap().to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("x-requested-with") && allowed_headers.contains("authorization"),
+        "{allowed_headers}"
+    );
+
+    let foreign = preflight("http://evil.example").await.unwrap();
+    assert!(foreign.headers().get("access-control-allow-origin").is_none());
+
+    // The real request from the app: the cookie refresh works and its answer is readable.
+    let email = unique_email();
+    server.register(&email).await;
+    let login = server
+        .client
+        .post(server.url("/api/auth/login"))
+        .header("origin", app)
+        .json(&json!({"email": email, "password": PASSWORD, "refresh_transport": "cookie"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.headers()["access-control-allow-origin"], app);
+    let cookie = login.headers()["set-cookie"].to_str().unwrap().split(';').next().unwrap().to_owned();
+    let refresh =
+        server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &cookie), CSRF, ("origin", app)]).await;
+    assert_eq!(refresh.status, 200, "{}", refresh.body);
+    assert_eq!(refresh.header("access-control-allow-origin"), Some(app));
+    // A foreign origin is still refused by the CSRF rule, CORS or not.
+    let foreign = server
+        .send(
+            Method::POST,
+            "/api/auth/refresh",
+            None,
+            None,
+            &[("cookie", &cookie), CSRF, ("origin", "http://evil.example")],
+        )
+        .await;
+    foreign.assert_error(403, "CSRF_REJECTED");
+    assert!(foreign.header("access-control-allow-origin").is_none());
+}
