@@ -8,8 +8,10 @@
 //! - `GET /todos`: the caller's todos, a JSON array; `POST /todos` `{"title": "…"}` → `201`.
 //!   Todos live in memory; each user sees only their own. No valid token → `401` (RFC 6750).
 //! - `GET /todos/ws`: a WebSocket that pushes the caller's changes (see [`socket`]).
+//! - `GET /`: the app's page, which signs in with tessera through tessera.js.
 //! - `GET /healthz`, `GET /metrics` (the verifier's health in Prometheus text).
 
+mod page;
 mod socket;
 mod todos;
 
@@ -39,6 +41,11 @@ struct Args {
     /// shared issuer name): the JWKS and the revocation feed are fetched from there.
     #[arg(long, env = "TODOS_TESSERA_URL")]
     tessera_url: Option<String>,
+    /// Where browsers reach tessera, for the page's sign-in and its tessera.js
+    /// [default: --tessera-url, else the issuer]. tessera must list this app's origin in its
+    /// `--allowed-origins`.
+    #[arg(long, env = "TODOS_TESSERA_PUBLIC_URL")]
+    tessera_public_url: Option<String>,
     /// The audience tokens must carry.
     #[arg(long, env = "TODOS_AUDIENCE", default_value = "tessera")]
     audience: String,
@@ -73,11 +80,14 @@ enum LogFormat {
 pub struct App {
     pub todos: Arc<Todos>,
     pub verifier: Verifier,
+    pub tessera_public_url: Arc<str>,
 }
 
 pub fn router(app: App) -> Router {
     Router::new()
-        .route("/", get(|| async { "tessera-todos: GET/POST /todos, GET /todos/ws\n" }))
+        .route("/", get(page::index))
+        .route("/todos.js", get(page::script))
+        .route("/todos.css", get(page::style))
         .route("/todos", get(todos::list).post(todos::add))
         .route("/todos/ws", get(socket::upgrade))
         .route("/healthz", get(|| async { axum::Json(serde_json::json!({"status": "ok"})) }))
@@ -134,7 +144,8 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, issuer = %args.issuer, "listening");
-    let app = App { todos: Arc::new(Todos::default()), verifier };
+    let public = args.tessera_public_url.or(args.tessera_url).unwrap_or_else(|| args.issuer.clone());
+    let app = App { todos: Arc::new(Todos::default()), verifier, tessera_public_url: public.into() };
     axum::serve(listener, router(app)).with_graceful_shutdown(shutdown_signal()).await?;
     Ok(())
 }
