@@ -17,13 +17,22 @@ usage: tessera-bench [OPTIONS]
   --runs N               runs per scenario; the median run is reported [default: 3]
   --only NAME[,NAME...]  run only these scenarios: me, introspect-access, introspect-refresh,
                          refresh, login, me-during-login, rs-bare, rs-layer, logout-latency,
-                         scale (e.g. --only rs-bare,rs-layer); scale runs only when named
+                         ceiling-http, ceiling-sqlite, ceiling-argon2, scale (e.g. --only
+                         rs-bare,rs-layer); a row's ceiling runs with it; scale runs only when
+                         named
+  --sqlite-synchronous normal|full
+                         the server's SQLite durability, and the SQLite ceiling's
+                         [default: TESSERA_SQLITE_SYNCHRONOUS, else normal]
   --logouts N            logouts timed by logout-latency, per row [default: 100]
   --scale-sessions N     stored sessions of scale's large rows [default: 1000000]
   --server-bin PATH      the tessera binary [default: tessera next to this binary]
   --client-threads N     threads of the load generator [default: 1]
   -h, --help             print this help
 
+Each of me, refresh (sessions in SQLite) and login is measured beside its ceiling, taking turns run
+by run, and shows its ratio to it: ceiling-http, a trivial axum route in a process of its own
+(tessera-bench serve-trivial) answering /me's body; ceiling-sqlite, one SQLite connection committing
+single-row updates one transaction at a time; ceiling-argon2, raw argon2id on every core.
 rs-bare and rs-layer load a resource server inside the benchmark (GET /bare, and GET /protected
 behind tessera-verify's layer); logout-latency times logout -> 401 at that resource server, on the
 benchmark's server and, when TESSERA_TEST_REDIS_URL is set, on two instances sharing that Redis.
@@ -42,13 +51,27 @@ pub struct Args {
     pub client_threads: usize,
     pub logouts: usize,
     pub scale_sessions: u64,
+    /// `--sqlite-synchronous full`: the server's SQLite fsyncs every commit, and so does the
+    /// SQLite ceiling.
+    pub sqlite_full: bool,
+    /// Whether `--sqlite-synchronous` was given (then it is passed to the servers; otherwise
+    /// they read `TESSERA_SQLITE_SYNCHRONOUS` themselves, as the benchmark did).
+    sqlite_flag: bool,
 }
 
 /// What the command line asks for.
 pub enum Command {
     Run(Args),
     Help,
+    /// `tessera-bench serve-trivial --body JSON`: the HTTP ceiling's server (see
+    /// `crate::ceiling`), started by the benchmark itself.
+    ServeTrivial {
+        body: String,
+    },
 }
+
+/// The subcommand that serves the HTTP ceiling.
+pub const SERVE_TRIVIAL: &str = "serve-trivial";
 
 impl Args {
     /// Whether scenario `name` is to run: every one but `scale` unless `--only` names some,
@@ -57,6 +80,21 @@ impl Args {
         match &self.only {
             Some(only) => only.iter().any(|o| o == name),
             None => name != SCALE,
+        }
+    }
+
+    /// Whether `--only` names `name` itself.
+    pub fn names(&self, name: &str) -> bool {
+        self.only.iter().flatten().any(|o| o == name)
+    }
+
+    /// The flags that give the servers this run's SQLite durability.
+    pub fn server_flags(&self) -> Vec<String> {
+        if self.sqlite_flag {
+            let mode = if self.sqlite_full { "full" } else { "normal" };
+            vec!["--sqlite-synchronous".into(), mode.into()]
+        } else {
+            Vec::new()
         }
     }
 
@@ -73,6 +111,8 @@ impl Args {
             client_threads: 1,
             logouts: 100,
             scale_sessions: 1_000_000,
+            sqlite_full: false,
+            sqlite_flag: false,
         })
     }
 
@@ -105,8 +145,16 @@ impl Args {
 }
 
 /// Parses `std::env::args()` minus the program name.
-pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, BoxError> {
+pub fn parse(argv: impl Iterator<Item = String>) -> Result<Command, BoxError> {
+    let mut argv = argv.peekable();
+    if argv.peek().map(String::as_str) == Some(SERVE_TRIVIAL) {
+        return match (argv.nth(1).as_deref(), argv.next(), argv.next()) {
+            (Some("--body"), Some(body), None) => Ok(Command::ServeTrivial { body }),
+            _ => Err(format!("usage: tessera-bench {SERVE_TRIVIAL} --body JSON").into()),
+        };
+    }
     let mut args = Args::defaults()?;
+    let mut synchronous = std::env::var("TESSERA_SQLITE_SYNCHRONOUS").ok().filter(|mode| !mode.is_empty());
     while let Some(flag) = argv.next() {
         if flag == "-h" || flag == "--help" {
             return Ok(Command::Help);
@@ -122,9 +170,18 @@ pub fn parse(mut argv: impl Iterator<Item = String>) -> Result<Command, BoxError
             "--client-threads" => args.client_threads = number(&flag, &value()?)?,
             "--logouts" => args.logouts = number(&flag, &value()?)?,
             "--scale-sessions" => args.scale_sessions = number(&flag, &value()?)?,
+            "--sqlite-synchronous" => {
+                synchronous = Some(value()?);
+                args.sqlite_flag = true;
+            }
             _ => return Err(format!("unknown argument `{flag}`\n\n{USAGE}").into()),
         }
     }
+    args.sqlite_full = match synchronous.as_deref().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("normal") => false,
+        Some("full") => true,
+        Some(other) => return Err(format!("--sqlite-synchronous must be normal or full, not `{other}`").into()),
+    };
     args.validate().map(Command::Run)
 }
 

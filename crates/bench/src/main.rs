@@ -17,7 +17,7 @@
 //!   `POST /api/auth/refresh`, always with the token the previous answer gave — a store write
 //!   per request (target ≥ 5 000 req/s, p99 ≤ 20 ms). A failure ends that session, so it also
 //!   stops that connection;
-//! - `login`: `POST /api/auth/login` — bound by argon2 (target ≈ cores / hash time);
+//! - `login`: `POST /api/auth/login` — bound by argon2 (target ≥ 0.95 × `ceiling-argon2`);
 //! - `me-during-login`: half the connections flood logins while the other half call `/me` —
 //!   hashing runs on low-priority threads, so `/me` should keep a p99 ≤ 10 ms;
 //! - `rs-bare` and `rs-layer`: the cost of `tessera-verify`'s layer in a resource server. The
@@ -31,6 +31,15 @@
 //!   that reuses its token. The two take turns run by run, so that drifts in the machine's load
 //!   hit both alike, and the ratio `rs-layer / rs-bare` (target ≥ 0.90, printed under the table)
 //!   is the median of the runs' ratios, each of two neighbouring runs.
+//!
+//! Beside `me`, `refresh` (sessions in SQLite) and `login`, in the same batch so that they take
+//! turns run by run, their ceilings ([`ceiling`]): `ceiling-http`, a trivial axum route in a
+//! process of its own answering `/me`'s body (this binary's `serve-trivial` subcommand);
+//! `ceiling-sqlite`, one SQLite connection committing single-row updates one transaction at a
+//! time; `ceiling-argon2`, raw argon2id on every core. Each of the three rows shows its ratio to
+//! its ceiling (targets 0.60, 1.5 and 0.95); a row selected by `--only` brings its ceiling.
+//! Every HTTP row also shows the load generator's CPU time as a share of the machine's, with a
+//! warning above 45 % (the generator, not the server, may then be the bottleneck).
 //!
 //! And, not a load, `logout-latency` ([`logout`]): `--logouts` times, a fresh session is logged
 //! in, `/protected` answers 200 with its token, the session is logged out on tessera, and the
@@ -50,8 +59,8 @@
 //! the report has a section of its own with the ratio and each server's peak memory.
 //!
 //! The median run (by req/s) of each scenario is printed as a Markdown table on stdout, with
-//! the server's peak memory (`VmHWM`, target ≤ 128 MiB) and the machine; progress and errors go
-//! to stderr. The exit status is non-zero if any request failed.
+//! the server's peak memory (`VmHWM`, target ≤ 128 MiB) and the machine (CPU model, cores,
+//! kernel); progress and errors go to stderr. The exit status is non-zero if any request failed.
 //!
 //! Run it from the workspace root with `scripts/bench` (builds the release binaries first, and
 //! starts throwaway PostgreSQL and Redis with `scripts/services` when `logout-latency` or
@@ -62,6 +71,7 @@
 
 mod api;
 mod args;
+mod ceiling;
 mod http;
 mod load;
 mod logout;
@@ -81,7 +91,8 @@ use crate::report::{Row, Summary, Target};
 use crate::resource::{Issuer, ResourceServer};
 use crate::scale::SCALE;
 use crate::scenario::{
-    INTROSPECT_ACCESS, INTROSPECT_REFRESH, LOGOUT_LATENCY, RS_BARE, RS_LAYER, SCENARIOS, Scenario, Setup,
+    CEILING_HTTP, INTROSPECT_ACCESS, INTROSPECT_REFRESH, Kind, LOGOUT_LATENCY, RS_BARE, RS_LAYER, SCENARIOS, Scenario,
+    Setup,
 };
 use crate::server::{Pair, Server};
 
@@ -108,6 +119,7 @@ fn run() -> Result<(), BoxError> {
             println!("{USAGE}");
             return Ok(());
         }
+        Command::ServeTrivial { body } => return ceiling::serve_trivial(body),
         Command::Run(args) => args,
     };
     let runtime =
@@ -139,7 +151,7 @@ fn everything_but_scale(
     runtime: &tokio::runtime::Runtime,
     args: &Args,
 ) -> Result<(String, u64, Option<BoxError>), BoxError> {
-    let server = Server::start(&args.server_bin)?;
+    let server = Server::start(&args.server_bin, &args.server_flags())?;
     eprintln!("tessera-bench: {} listening on {}", args.server_bin.display(), server.addr());
     let client = if [INTROSPECT_ACCESS, INTROSPECT_REFRESH].iter().any(|name| args.selects(name)) {
         Some(server.register_client(&args.server_bin)?)
@@ -151,16 +163,18 @@ fn everything_but_scale(
     drop(server);
     // Started only now, so that they sit idle through none of the other scenarios.
     let pair_error = if args.selects(LOGOUT_LATENCY) { two_instances(runtime, args, &mut outcome).err() } else { None };
-    let (cores, cpu_model) = report::machine();
     let context = report::Context {
-        cores,
-        cpu_model,
+        machine: report::machine(),
         duration: args.duration,
         warmup: args.warmup,
         runs: args.runs,
-        login_ms: outcome.login_ms,
+        connections: args.connections,
+        client_threads: args.client_threads,
         peak_rss_kib,
         poll_ms: u64::try_from(logout::POLL.as_millis()).unwrap_or(u64::MAX),
+        sqlite_full: args.sqlite_full,
+        trivial_body_bytes: outcome.trivial_body_bytes,
+        argon2: ceiling::argon2_params(),
     };
     Ok((report::markdown(&context, &outcome.rows), outcome.failed_requests, pair_error))
 }
@@ -168,8 +182,9 @@ fn everything_but_scale(
 /// The rows of the table and what else the report needs from the measurements.
 struct Outcome {
     rows: Vec<Row>,
-    login_ms: f64,
     failed_requests: u64,
+    /// The size of `/me`'s body, which the trivial server answered.
+    trivial_body_bytes: Option<usize>,
 }
 
 /// The two-instance row of `logout-latency`, when the environment names a Redis: starts the
@@ -195,8 +210,16 @@ fn two_instances(runtime: &tokio::runtime::Runtime, args: &Args, outcome: &mut O
 async fn bench(args: &Args, addr: SocketAddr, client: Option<String>) -> Result<Outcome, BoxError> {
     let mut setup = Setup::new(addr).await?;
     setup.client = client.map(|c| hyper::header::HeaderValue::from_str(&c)).transpose()?;
+    setup.sqlite_full = args.sqlite_full;
     eprintln!("tessera-bench: one login on the idle server takes {:.1} ms", setup.login_ms);
-    let mut outcome = Outcome { rows: Vec::new(), login_ms: setup.login_ms, failed_requests: 0 };
+    let mut outcome = Outcome { rows: Vec::new(), failed_requests: 0, trivial_body_bytes: None };
+    let sqlite_sessions = report::store_kinds().1 == "SQLite";
+    let batches: Vec<Vec<Scenario>> = scenario::all(args.connections, setup.cores, sqlite_sessions)
+        .into_iter()
+        .map(|batch| batch.into_iter().filter(|s| s.wanted(args)).collect::<Vec<_>>())
+        .filter(|batch| !batch.is_empty())
+        .collect();
+    let loads = |kind: Kind| batches.iter().flatten().flat_map(|s| &s.groups).any(|g| g.kind == kind);
     let resource = if [RS_BARE, RS_LAYER, LOGOUT_LATENCY].iter().any(|name| args.selects(name)) {
         let issuer = Issuer { issuer: format!("http://{addr}"), tessera_url: None };
         let resource = ResourceServer::start("single", issuer).await?;
@@ -207,11 +230,23 @@ async fn bench(args: &Args, addr: SocketAddr, client: Option<String>) -> Result<
     } else {
         None
     };
-    for batch in scenario::all(args.connections) {
-        let batch: Vec<Scenario> = batch.into_iter().filter(|s| args.selects(s.name)).collect();
-        if !batch.is_empty() {
-            measure(&setup, &batch, args, &mut outcome).await?;
-        }
+    // Killed when dropped, at the end of the scenarios.
+    let _trivial = if loads(Kind::CeilingHttp) {
+        let body = setup.me_body().await?;
+        let trivial = ceiling::TrivialServer::start(&body).await?;
+        eprintln!(
+            "tessera-bench: {CEILING_HTTP}: trivial server on {}, answering /me's {} bytes",
+            trivial.addr(),
+            body.len()
+        );
+        setup.trivial = Some(trivial.addr());
+        outcome.trivial_body_bytes = Some(body.len());
+        Some(trivial)
+    } else {
+        None
+    };
+    for batch in &batches {
+        measure(&setup, batch, args, &mut outcome).await?;
     }
     if let Some(resource) = &resource
         && args.selects(LOGOUT_LATENCY)
@@ -261,6 +296,8 @@ async fn measure_logouts(target: &logout::Target, args: &Args, outcome: &mut Out
         target: LOGOUT_TARGET,
         summary: s,
         ratio: None,
+        ceiling: None,
+        ceiling_ratio: None,
     });
 }
 
@@ -273,8 +310,16 @@ async fn measure(setup: &Setup, batch: &[Scenario], args: &Args, outcome: &mut O
             let summaries = setup.run_once(scenario, args.warmup, args.duration).await?;
             for (group, s) in scenario.groups.iter().zip(&summaries) {
                 let cpu = s.cpu_us_per_request.map_or_else(String::new, |us| format!(", {us:.2} µs CPU/request"));
+                let client = s.client_cpu.map_or_else(String::new, |share| {
+                    let warning = if share > report::CLIENT_CPU_WARNING {
+                        " (the load generator may be the bottleneck)"
+                    } else {
+                        ""
+                    };
+                    format!(", load generator {:.0} % of the machine's CPU{warning}", share * 100.0)
+                });
                 eprintln!(
-                    "{} run {run}/{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{cpu}",
+                    "{} run {run}/{}: {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} errors{cpu}{client}",
                     group.label, args.runs, s.rps, s.p50_ms, s.p99_ms, s.errors
                 );
                 if let Some(error) = &s.first_error {
@@ -291,15 +336,23 @@ async fn measure(setup: &Setup, batch: &[Scenario], args: &Args, outcome: &mut O
     for (scenario, scenario_runs) in batch.iter().zip(&runs) {
         let median = scenario_runs[report::median_run(scenario_runs)].clone();
         outcome.rows.extend(scenario.groups.iter().zip(median).map(|(group, summary)| {
-            // A baseline in the same batch took turns with this scenario, run by run.
+            // A baseline or a ceiling in the same batch took turns with this scenario, run by run.
+            let paired = |name: &str| {
+                batch.iter().position(|s| s.name == name).and_then(|b| report::paired_ratio(scenario_runs, &runs[b]))
+            };
             let ratio = match group.target {
-                Target::Ratio { baseline, .. } => batch
-                    .iter()
-                    .position(|s| s.name == baseline)
-                    .and_then(|b| report::paired_ratio(scenario_runs, &runs[b])),
+                Target::Ratio { baseline, .. } => paired(baseline),
                 _ => None,
             };
-            Row { label: group.label.to_owned(), connections: group.connections, target: group.target, summary, ratio }
+            Row {
+                label: group.label.to_owned(),
+                connections: group.connections,
+                target: group.target,
+                summary,
+                ratio,
+                ceiling: group.ceiling,
+                ceiling_ratio: group.ceiling.and_then(|c| paired(c.name)),
+            }
         }));
     }
     Ok(())

@@ -3,7 +3,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use tessera_core::password::HashParams;
+
 use crate::load::WorkerStats;
+use crate::scenario::{CEILING_ARGON2, CEILING_HTTP, CEILING_SQLITE, Ceiling};
 
 /// What the spec asks of a row of the table.
 #[derive(Debug, Clone, Copy)]
@@ -12,8 +15,6 @@ pub enum Target {
     Throughput { min_rps: f64, max_p99_ms: f64 },
     /// A p99 of at most `max_ms`, whatever the throughput.
     P99 { max_ms: f64 },
-    /// About as many logins as the cores can hash: `cores / hash time`, within 25 %.
-    Argon2,
     /// At least `min` times the requests per second of the row labelled `baseline`.
     Ratio { baseline: &'static str, min: f64 },
     /// A delay measured once per sample rather than a load: a p99 of at most `max_p99_ms`, and
@@ -38,6 +39,9 @@ pub struct Summary {
     /// CPU time of the resource server's thread per request of the measured window, in
     /// microseconds (`rs-*` rows only).
     pub cpu_us_per_request: Option<f64>,
+    /// The load generator's CPU time over the measured window as a share of the machine's
+    /// (all cores): the benchmark process's, less the resource server's thread (HTTP rows only).
+    pub client_cpu: Option<f64>,
 }
 
 impl Summary {
@@ -64,6 +68,7 @@ impl Summary {
             first_error,
             stopped: 0,
             cpu_us_per_request: None,
+            client_cpu: None,
         }
     }
 }
@@ -99,6 +104,11 @@ pub struct Row {
     /// of its req/s over the baseline's in the same round, which a change in the machine's load
     /// between rounds does not skew as it does the ratio of the two median runs.
     pub ratio: Option<f64>,
+    /// The row's limit, measured in the same run (see `crate::ceiling`).
+    pub ceiling: Option<Ceiling>,
+    /// The row's req/s over its ceiling's: the median over the runs of the two's ratio in the
+    /// same round (they took turns); `None` when the ceiling did not run.
+    pub ceiling_ratio: Option<f64>,
 }
 
 /// The median over rounds of `runs[i]` req/s over `baseline[i]` req/s (each run's groups summed).
@@ -116,27 +126,29 @@ pub fn paired_ratio(runs: &[Vec<Summary>], baseline: &[Vec<Summary>]) -> Option<
 
 /// What the table needs to know besides its rows.
 pub struct Context {
-    pub cores: usize,
-    pub cpu_model: String,
+    pub machine: Machine,
     pub duration: Duration,
     pub warmup: Duration,
     pub runs: usize,
-    /// Time of one login on an idle server: the argon2 hash, plus a little HTTP and SQLite.
-    pub login_ms: f64,
+    pub connections: usize,
+    pub client_threads: usize,
     pub peak_rss_kib: Option<u64>,
     /// The poll interval of the logout-latency rows, in milliseconds.
     pub poll_ms: u64,
+    /// `--sqlite-synchronous full`.
+    pub sqlite_full: bool,
+    /// The size of the body the trivial server answered (that of `/me` in this run).
+    pub trivial_body_bytes: Option<usize>,
+    pub argon2: HashParams,
 }
 
 pub const MEMORY_TARGET_MIB: f64 = 128.0;
+/// Above this share of the machine's CPU time the load generator, rather than the server, may
+/// be what limits a row (on two cores: nearly all of one).
+pub const CLIENT_CPU_WARNING: f64 = 0.45;
 
 impl Context {
-    /// Logins per second the cores can hash.
-    fn argon2_rps(&self) -> f64 {
-        self.cores as f64 * 1000.0 / self.login_ms
-    }
-
-    fn describe(&self, target: Target) -> String {
+    fn describe(target: Target) -> String {
         match target {
             Target::Ratio { baseline, min } => format!("≥ {min:.2} × {baseline} req/s"),
             Target::Delay { max_p99_ms } => format!("p99 ≤ {max_p99_ms} ms"),
@@ -144,22 +156,18 @@ impl Context {
                 format!("≥ {min_rps:.0} req/s, p99 ≤ {max_p99_ms} ms")
             }
             Target::P99 { max_ms } => format!("p99 ≤ {max_ms} ms"),
-            Target::Argon2 => {
-                format!("≈ {:.0} req/s ({} cores / {:.1} ms per login)", self.argon2_rps(), self.cores, self.login_ms)
-            }
             Target::None => "—".into(),
         }
     }
 
     /// Whether `s` meets `target`; `rows` are the whole table (for ratios); `None`: no target,
     /// or nothing to compare with.
-    fn met(&self, row: &Row, rows: &[Row]) -> Option<bool> {
+    fn met(row: &Row, rows: &[Row]) -> Option<bool> {
         let s = &row.summary;
         let clean = s.errors == 0;
         match row.target {
             Target::Throughput { min_rps, max_p99_ms } => Some(clean && s.rps >= min_rps && s.p99_ms <= max_p99_ms),
             Target::P99 { max_ms } | Target::Delay { max_p99_ms: max_ms } => Some(clean && s.p99_ms <= max_ms),
-            Target::Argon2 => Some(clean && s.rps >= 0.75 * self.argon2_rps()),
             Target::Ratio { baseline, min } => {
                 let base = rows.iter().find(|r| r.label == baseline)?;
                 Some(clean && base.summary.errors == 0 && row_ratio(row, base)? >= min)
@@ -167,13 +175,55 @@ impl Context {
             Target::None => None,
         }
     }
+
+    /// Lines saying how each ceiling in `rows` was measured.
+    fn ceiling_lines(&self, rows: &[Row]) -> Vec<String> {
+        let present = |name: &str| rows.iter().any(|r| r.label == name);
+        let synchronous = if self.sqlite_full { "FULL" } else { "NORMAL" };
+        let mut lines = Vec::new();
+        if present(CEILING_HTTP) {
+            let size = self.trivial_body_bytes.map_or_else(String::new, |n| format!("{n}-byte "));
+            lines.push(format!(
+                "  - `{CEILING_HTTP}` (for `me`): a trivial axum route in a process of its own (`tessera-bench \
+                 serve-trivial`, a tokio runtime with a worker per core as tessera's) answering a fixed copy of \
+                 this run's {size}`/api/auth/me` body, to the same {} connections sending the same requests",
+                self.connections
+            ));
+        }
+        if present(CEILING_SQLITE) {
+            lines.push(format!(
+                "  - `{CEILING_SQLITE}` (for `refresh` with sessions in SQLite): one SQLite connection (sqlx, WAL, \
+                 synchronous={synchronous}) committing single-row `UPDATE sessions … WHERE id = ? AND generation = ?` \
+                 on tessera's sessions table, each its own autocommit transaction, fed by {} tasks; in the \
+                 benchmark's process",
+                self.connections
+            ));
+        }
+        if present(CEILING_ARGON2) {
+            let p = &self.argon2;
+            lines.push(format!(
+                "  - `{CEILING_ARGON2}` (for `login`): argon2id (m={} KiB, t={}, p={}) hashed back to back on {} \
+                 thread(s), one per core; in the benchmark's process",
+                p.memory_kib, p.iterations, p.parallelism, self.machine.cores
+            ));
+        }
+        if !lines.is_empty() {
+            lines.insert(
+                0,
+                "- ceilings, measured in this run and taking turns with the row they bound, run by run; \
+                 \"ratio to ceiling\" is the median over the runs of the row's req/s over its ceiling's:"
+                    .to_owned(),
+            );
+        }
+        lines
+    }
 }
 
 /// The Markdown report: machine, settings, the table and the server's memory.
 pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "## tessera benchmark\n");
-    let _ = writeln!(out, "- machine: {} CPUs, {}", ctx.cores, ctx.cpu_model);
+    let _ = writeln!(out, "- machine: {}", ctx.machine);
     let _ = writeln!(
         out,
         "- each scenario: {} run(s) of {} s after {} s of warm-up; the median run by req/s is shown",
@@ -183,8 +233,19 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
     );
     let _ = writeln!(
         out,
-        "- server: `tessera serve` ({}, login rate limits off) on 127.0.0.1, same machine as the load generator",
-        stores()
+        "- server: `tessera serve` ({}, SQLite synchronous={}, login rate limits off) on 127.0.0.1, same machine \
+         as the load generator",
+        stores(),
+        if ctx.sqlite_full { "FULL" } else { "NORMAL" }
+    );
+    let _ = writeln!(
+        out,
+        "- load generator: the benchmark's process, {} thread(s); \"client CPU\" is its CPU time over the measured \
+         window (getrusage, less the resource server's thread on rs-* rows) as a share of the machine's ({} cores); \
+         above {:.0} % the load generator rather than the server may be the bottleneck",
+        ctx.client_threads,
+        ctx.machine.cores,
+        CLIENT_CPU_WARNING * 100.0
     );
     if rows.iter().any(|r| r.label.starts_with("rs-") || matches!(r.target, Target::Delay { .. })) {
         let _ = writeln!(
@@ -193,18 +254,29 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
              its own with 1 worker thread; `/protected` behind tessera-verify's `require()` layer, `/bare` without"
         );
     }
+    for line in ctx.ceiling_lines(rows) {
+        let _ = writeln!(out, "{line}");
+    }
     let _ = writeln!(out);
-    let _ = writeln!(out, "| scenario | conns | requests | req/s | p50 ms | p99 ms | max ms | errors | target | met |");
-    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|---|---|");
+    let _ = writeln!(
+        out,
+        "| scenario | conns | requests | req/s | p50 ms | p99 ms | max ms | errors | target | met | ratio to ceiling | client CPU |"
+    );
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|---|---|---|--:|");
     for row in rows {
         let s = &row.summary;
         let rps = match row.target {
             Target::Delay { .. } => "—".to_owned(),
             _ => format!("{:.0}", s.rps),
         };
+        let client_cpu = match s.client_cpu {
+            Some(share) if share > CLIENT_CPU_WARNING => format!("**{:.0} %**", share * 100.0),
+            Some(share) => format!("{:.0} %", share * 100.0),
+            None => "—".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {rps} | {:.2} | {:.2} | {:.2} | {} | {} | {} |",
+            "| {} | {} | {} | {rps} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {client_cpu} |",
             row.label,
             row.connections,
             s.requests,
@@ -212,12 +284,13 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
             s.p99_ms,
             s.max_ms,
             s.errors,
-            ctx.describe(row.target),
-            verdict(ctx.met(row, rows)),
+            Context::describe(row.target),
+            verdict(Context::met(row, rows)),
+            ceiling_cell(row, rows),
         );
     }
     let _ = writeln!(out);
-    for line in ratio_lines(rows) {
+    for line in ratio_lines(rows).into_iter().chain(client_cpu_warnings(rows)) {
         let _ = writeln!(out, "{line}");
     }
     let cpu: Vec<String> = rows
@@ -241,6 +314,36 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
     }
     let _ = writeln!(out, "{}", memory_line(ctx.peak_rss_kib));
     out
+}
+
+/// The "ratio to ceiling" cell: the ratio, its target and whether it is met.
+fn ceiling_cell(row: &Row, rows: &[Row]) -> String {
+    let Some(ceiling) = row.ceiling else { return "—".into() };
+    let ceiling_clean = rows.iter().find(|r| r.label == ceiling.name).is_some_and(|r| r.summary.errors == 0);
+    match row.ceiling_ratio {
+        Some(ratio) => {
+            let met = row.summary.errors == 0 && ceiling_clean && ratio >= ceiling.min;
+            format!("{ratio:.2} × {} (≥ {:.2}: {})", ceiling.name, ceiling.min, verdict(Some(met)))
+        }
+        None => format!("— (no {})", ceiling.name),
+    }
+}
+
+/// A warning for each row whose load generator used more than [`CLIENT_CPU_WARNING`] of the
+/// machine's CPU time.
+pub fn client_cpu_warnings(rows: &[Row]) -> Vec<String> {
+    rows.iter()
+        .filter_map(|row| Some((row, row.summary.client_cpu.filter(|&share| share > CLIENT_CPU_WARNING)?)))
+        .map(|(row, share)| {
+            format!(
+                "**warning**: during `{}` the load generator used {:.0} % of the machine's CPU time (more than \
+                 {:.0} %): it, not the server, may be the bottleneck of that row",
+                row.label,
+                share * 100.0,
+                CLIENT_CPU_WARNING * 100.0
+            )
+        })
+        .collect()
 }
 
 /// `row`'s req/s over `base`'s: the paired ratio when there is one, else that of the rows.
@@ -296,27 +399,62 @@ pub fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
-/// Logical CPUs available to this process and the CPU model from `/proc/cpuinfo`.
-pub fn machine() -> (usize, String) {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let model = std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|info| {
-            info.lines()
-                .find_map(|line| line.strip_prefix("model name"))
-                .and_then(|rest| rest.split_once(':'))
-                .map(|(_, name)| name.trim().to_owned())
-        })
-        .unwrap_or_else(|| "unknown CPU".into());
-    (cores, model)
+/// The machine the benchmark ran on.
+#[derive(Debug, Clone)]
+pub struct Machine {
+    /// Logical CPUs available to this process.
+    pub cores: usize,
+    /// From `/proc/cpuinfo`: the model name, with the vendor's family and model numbers when
+    /// given (a VM's model name may say little).
+    pub cpu_model: String,
+    /// The kernel's release (`/proc/sys/kernel/osrelease`).
+    pub kernel: String,
 }
 
-/// The stores the server runs on: it inherits `TESSERA_DATABASE_URL` and
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}, {} cores, Linux {}", self.cpu_model, self.cores, self.kernel)
+    }
+}
+
+/// This machine.
+pub fn machine() -> Machine {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let cpu_model =
+        std::fs::read_to_string("/proc/cpuinfo").map_or_else(|_| "unknown CPU".into(), |info| cpu_model(&info));
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_or_else(|_| "unknown".into(), |release| release.trim().to_owned());
+    Machine { cores, cpu_model, kernel }
+}
+
+/// The first processor's model of a `/proc/cpuinfo`.
+fn cpu_model(info: &str) -> String {
+    let field = |name: &str| {
+        info.lines().find_map(|line| {
+            let (key, value) = line.split_once(':')?;
+            (key.trim() == name).then(|| value.trim().to_owned()).filter(|v| !v.is_empty())
+        })
+    };
+    let numbers = match (field("cpu family"), field("model")) {
+        (Some(family), Some(model)) => Some(format!("family {family} model {model}")),
+        _ => None,
+    };
+    match (field("model name"), field("vendor_id"), numbers) {
+        (Some(name), _, Some(numbers)) => format!("{name} ({numbers})"),
+        (Some(name), _, None) => name,
+        (None, Some(vendor), Some(numbers)) => format!("{vendor} {numbers}"),
+        (None, Some(vendor), None) => vendor,
+        (None, None, Some(numbers)) => numbers,
+        (None, None, None) => "unknown CPU".into(),
+    }
+}
+
+/// The stores the server runs on, users' and sessions': it inherits `TESSERA_DATABASE_URL` and
 /// `TESSERA_SESSION_STORE_URL` from the benchmark's environment.
-fn stores() -> String {
+pub fn store_kinds() -> (&'static str, &'static str) {
     let kind = |var: &str| {
-        std::env::var(var).ok().map(|url| {
-            if url.starts_with("redis") {
+        std::env::var(var).ok().filter(|url| !url.is_empty()).map(|url| {
+            if url.starts_with("redis") || url.starts_with("valkey") {
                 "Redis"
             } else if url.starts_with("postgres") {
                 "PostgreSQL"
@@ -327,6 +465,11 @@ fn stores() -> String {
     };
     let users = kind("TESSERA_DATABASE_URL").unwrap_or("SQLite");
     let sessions = kind("TESSERA_SESSION_STORE_URL").unwrap_or(users);
+    (users, sessions)
+}
+
+fn stores() -> String {
+    let (users, sessions) = store_kinds();
     format!("users in {users}, sessions in {sessions}")
 }
 
@@ -356,6 +499,7 @@ mod tests {
                 first_error: None,
                 stopped: 0,
                 cpu_us_per_request: None,
+                client_cpu: None,
             }]
         };
         assert_eq!(median_run(&[run(30.0), run(10.0), run(20.0)]), 2);
@@ -367,18 +511,16 @@ mod tests {
     #[test]
     fn the_layer_ratio_and_the_logout_delay_are_reported() {
         let summary = |rps: f64, p99_ms: f64| Summary { rps, p99_ms, ..Summary::of_samples(vec![1000], 0, None, rps) };
-        let row =
-            |label: &str, target, summary| Row { label: label.into(), connections: 32, target, summary, ratio: None };
-        let ctx = Context {
-            cores: 2,
-            cpu_model: "test CPU".into(),
-            duration: Duration::from_secs(3),
-            warmup: Duration::from_secs(1),
-            runs: 1,
-            login_ms: 20.0,
-            peak_rss_kib: None,
-            poll_ms: 2,
+        let row = |label: &str, target, summary| Row {
+            label: label.into(),
+            connections: 32,
+            target,
+            summary,
+            ratio: None,
+            ceiling: None,
+            ceiling_ratio: None,
         };
+        let ctx = context();
         let layer = Target::Ratio { baseline: "rs-bare", min: 0.9 };
         let delay = Target::Delay { max_p99_ms: 1000.0 };
         let rows = [
@@ -403,5 +545,64 @@ mod tests {
         let alone = markdown(&ctx, &paired[1..2]);
         assert!(alone.contains("run rs-bare as well"), "{alone}");
         assert!(alone.contains("≥ 0.90 × rs-bare req/s | — |"), "{alone}");
+    }
+
+    fn context() -> Context {
+        Context {
+            machine: Machine { cores: 2, cpu_model: "test CPU".into(), kernel: "6.1".into() },
+            duration: Duration::from_secs(3),
+            warmup: Duration::from_secs(1),
+            runs: 1,
+            connections: 32,
+            client_threads: 1,
+            peak_rss_kib: None,
+            poll_ms: 2,
+            sqlite_full: false,
+            trivial_body_bytes: Some(180),
+            argon2: HashParams::default(),
+        }
+    }
+
+    #[test]
+    fn rows_show_their_ratio_to_their_ceiling_and_the_load_generator_cpu() {
+        let summary = |rps: f64, client_cpu| Summary { client_cpu, ..Summary::of_samples(vec![1000], 0, None, rps) };
+        let row = |label: &str, summary, ceiling: Option<(&'static str, f64)>, ratio| Row {
+            label: label.into(),
+            connections: 32,
+            target: Target::None,
+            summary,
+            ratio: None,
+            ceiling: ceiling.map(|(name, min)| Ceiling { name, min }),
+            ceiling_ratio: ratio,
+        };
+        let rows = [
+            row("me", summary(40_000.0, Some(0.30)), Some((CEILING_HTTP, 0.6)), Some(0.44)),
+            row(CEILING_HTTP, summary(90_000.0, Some(0.48)), None, None),
+            row("refresh", summary(8_000.0, Some(0.2)), Some((CEILING_SQLITE, 1.5)), Some(1.6)),
+            row(CEILING_SQLITE, summary(5_000.0, None), None, None),
+            row("login", summary(100.0, Some(0.01)), Some((CEILING_ARGON2, 0.95)), None),
+        ];
+        let out = markdown(&context(), &rows);
+        assert!(out.contains("- machine: test CPU, 2 cores, Linux 6.1"), "{out}");
+        assert!(out.contains("| 0.44 × ceiling-http (≥ 0.60: **no**) | 30 % |"), "{out}");
+        assert!(out.contains("| 1.60 × ceiling-sqlite (≥ 1.50: yes) | 20 % |"), "{out}");
+        assert!(out.contains("| — (no ceiling-argon2) | 1 % |"), "{out}");
+        assert!(out.contains("| — | **48 %** |"), "{out}");
+        assert!(out.contains("| — | — |\n"), "{out}");
+        assert!(out.contains("**warning**: during `ceiling-http` the load generator used 48 %"), "{out}");
+        assert!(!out.contains("during `me`"), "{out}");
+        assert!(out.contains("180-byte `/api/auth/me` body"), "{out}");
+        assert!(out.contains("synchronous=NORMAL) committing"), "{out}");
+        assert!(!out.contains("`ceiling-argon2` (for"), "{out}");
+    }
+
+    #[test]
+    fn the_cpu_model_falls_back_to_the_vendor_numbers() {
+        let info =
+            "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n";
+        assert_eq!(cpu_model(info), "AMD EPYC (family 25 model 1)");
+        let bare = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n";
+        assert_eq!(cpu_model(bare), "GenuineIntel family 6 model 85");
+        assert_eq!(cpu_model(""), "unknown CPU");
     }
 }

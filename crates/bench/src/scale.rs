@@ -132,7 +132,14 @@ fn measure(
         [fill_and_start(runtime, args, store, SMALL)?, fill_and_start(runtime, args, store, args.scale_sessions)?];
     let scenario = Scenario {
         name: SCALE,
-        groups: vec![Group { label: SCALE, kind: Kind::Refresh, connections: args.connections, target: Target::None }],
+        groups: vec![Group {
+            label: SCALE,
+            kind: Kind::Refresh,
+            connections: args.connections,
+            target: Target::None,
+            ceiling: None,
+        }],
+        bounds: None,
     };
     let setups = runtime.block_on(async {
         let mut setups = Vec::new();
@@ -220,7 +227,8 @@ fn fill_and_start(
     eprintln!("tessera-bench: {SCALE}: filled in {:.1} s", fill.as_secs_f64());
 
     let db_url = format!("sqlite://{}", db.display());
-    let mut flags = vec!["--database-url".to_owned(), db_url.clone(), "--session-store-url".to_owned()];
+    let mut flags = args.server_flags();
+    flags.extend(["--database-url".to_owned(), db_url.clone(), "--session-store-url".to_owned()]);
     match store {
         Store::Sqlite => flags.push(db_url),
         Store::Redis { url } => flags.extend([url.clone(), "--redis-key-prefix".to_owned(), prefix.clone()]),
@@ -354,9 +362,8 @@ async fn remove_prefix(url: &str, prefix: &str) -> Result<(), BoxError> {
 pub fn markdown(args: &crate::args::Args, rows: &[Measurement]) -> String {
     use std::fmt::Write as _;
     let mut out = String::new();
-    let (cores, cpu_model) = report::machine();
     let _ = writeln!(out, "## tessera benchmark: refresh with many stored sessions (`{SCALE}`)\n");
-    let _ = writeln!(out, "- machine: {cores} CPUs, {cpu_model}");
+    let _ = writeln!(out, "- machine: {}", report::machine());
     let _ = writeln!(
         out,
         "- per store, two `tessera serve` on stores filled beforehand with {SMALL} and with {} active sessions \

@@ -9,6 +9,8 @@ use tokio::task::JoinSet;
 
 use crate::BoxError;
 use crate::api::{self, Account};
+use crate::args::Args;
+use crate::ceiling;
 use crate::http::Conn;
 use crate::load::{Load, Window, Worker, WorkerStats};
 use crate::report::{Summary, Target};
@@ -24,6 +26,9 @@ pub const SCENARIOS: &[&str] = &[
     RS_BARE,
     RS_LAYER,
     LOGOUT_LATENCY,
+    CEILING_HTTP,
+    CEILING_SQLITE,
+    CEILING_ARGON2,
     crate::scale::SCALE,
 ];
 
@@ -33,6 +38,17 @@ pub const RS_BARE: &str = "rs-bare";
 pub const RS_LAYER: &str = "rs-layer";
 /// Not a load scenario: see `crate::logout`.
 pub const LOGOUT_LATENCY: &str = "logout-latency";
+/// The machine's limits (see `crate::ceiling`).
+pub const CEILING_HTTP: &str = "ceiling-http";
+pub const CEILING_SQLITE: &str = "ceiling-sqlite";
+pub const CEILING_ARGON2: &str = "ceiling-argon2";
+
+/// The least `me / ceiling-http` throughput (SPEC §8).
+pub const MIN_HTTP_RATIO: f64 = 0.60;
+/// The least `refresh / ceiling-sqlite` throughput with sessions in SQLite: group commit.
+pub const MIN_SQLITE_RATIO: f64 = 1.5;
+/// The least `login / ceiling-argon2` throughput.
+pub const MIN_ARGON2_RATIO: f64 = 0.95;
 
 /// The least `rs-layer / rs-bare` throughput: the verification layer costs at most 10 %.
 pub const MIN_LAYER_RATIO: f64 = 0.90;
@@ -53,6 +69,19 @@ pub enum Kind {
     RsBare,
     /// `GET /protected` on the resource server, behind `verifier.require()`.
     RsLayer,
+    /// `GET /api/auth/me` on the trivial server (the HTTP ceiling), with the same bearer token.
+    CeilingHttp,
+    /// Single-row updates committed one at a time by one SQLite connection, in-process.
+    CeilingSqlite,
+    /// argon2id hashes on every core, in-process.
+    CeilingArgon2,
+}
+
+impl Kind {
+    /// Whether the benchmark's own process does the work (no server, no HTTP).
+    pub fn in_process(self) -> bool {
+        matches!(self, Self::CeilingSqlite | Self::CeilingArgon2)
+    }
 }
 
 /// Connections of a scenario that all send the same kind of request.
@@ -62,53 +91,108 @@ pub struct Group {
     pub kind: Kind,
     pub connections: usize,
     pub target: Target,
+    /// The scenario that measures this group's limit, and the least ratio to it.
+    pub ceiling: Option<Ceiling>,
+}
+
+/// A row's limit: the scenario that measures it, and the least ratio of the row's req/s to it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ceiling {
+    pub name: &'static str,
+    pub min: f64,
 }
 
 #[derive(Debug, Clone)]
 pub struct Scenario {
     pub name: &'static str,
     pub groups: Vec<Group>,
+    /// For a ceiling: the scenario it bounds, with which it runs whenever that one is selected.
+    pub bounds: Option<&'static str>,
+}
+
+impl Scenario {
+    fn new(name: &'static str, groups: Vec<Group>) -> Self {
+        Self { name, groups, bounds: None }
+    }
+
+    /// Whether this run wants the scenario: named by `--only` (or no `--only`: all of them but
+    /// `scale`), or the ceiling of one that is.
+    pub fn wanted(&self, args: &Args) -> bool {
+        match self.bounds {
+            Some(row) => args.names(self.name) || args.selects(row),
+            None => args.selects(self.name),
+        }
+    }
 }
 
 /// The scenarios with `connections` connections each, in the order they run, in batches: the
 /// scenarios of a batch take turns run by run, so that a change in the machine's load (another
 /// process starting to compile, say) hits them alike. `rs-bare` and `rs-layer` are compared with
-/// each other, so they share a batch.
-pub fn all(connections: usize) -> Vec<Vec<Scenario>> {
-    let group = |label, kind, connections, target| Group { label, kind, connections, target };
+/// each other, so they share a batch, and so does each row with its ceiling. `sqlite_sessions`:
+/// whether the server keeps sessions in SQLite, which makes `ceiling-sqlite` refresh's ceiling
+/// (on another store it runs only when named, and bounds nothing).
+pub fn all(connections: usize, cores: usize, sqlite_sessions: bool) -> Vec<Vec<Scenario>> {
+    let group = |label, kind, connections, target| Group { label, kind, connections, target, ceiling: None };
+    let bounded = |label, kind, target, name, min| Group {
+        label,
+        kind,
+        connections,
+        target,
+        ceiling: Some(Ceiling { name, min }),
+    };
+    let ceiling = |name, kind, connections, bounds: &'static str| Scenario {
+        name,
+        groups: vec![group(name, kind, connections, Target::None)],
+        bounds: Some(bounds),
+    };
     let half = connections / 2;
+    let refresh = if sqlite_sessions {
+        bounded("refresh", Kind::Refresh, REFRESH_TARGET, CEILING_SQLITE, MIN_SQLITE_RATIO)
+    } else {
+        group("refresh", Kind::Refresh, connections, REFRESH_TARGET)
+    };
+    let mut sqlite_ceiling = ceiling(CEILING_SQLITE, Kind::CeilingSqlite, connections, "refresh");
+    if !sqlite_sessions {
+        sqlite_ceiling.bounds = None;
+    }
     vec![
-        vec![Scenario { name: "me", groups: vec![group("me", Kind::Me, connections, ME_TARGET)] }],
         vec![
-            Scenario {
-                name: INTROSPECT_ACCESS,
-                groups: vec![group(INTROSPECT_ACCESS, Kind::IntrospectAccess, connections, Target::None)],
-            },
-            Scenario {
-                name: INTROSPECT_REFRESH,
-                groups: vec![group(INTROSPECT_REFRESH, Kind::IntrospectRefresh, connections, Target::None)],
-            },
+            Scenario::new("me", vec![bounded("me", Kind::Me, ME_TARGET, CEILING_HTTP, MIN_HTTP_RATIO)]),
+            ceiling(CEILING_HTTP, Kind::CeilingHttp, connections, "me"),
         ],
-        vec![Scenario { name: "refresh", groups: vec![group("refresh", Kind::Refresh, connections, REFRESH_TARGET)] }],
-        vec![Scenario { name: "login", groups: vec![group("login", Kind::Login, connections, Target::Argon2)] }],
-        vec![Scenario {
-            name: "me-during-login",
-            groups: vec![
+        vec![
+            Scenario::new(
+                INTROSPECT_ACCESS,
+                vec![group(INTROSPECT_ACCESS, Kind::IntrospectAccess, connections, Target::None)],
+            ),
+            Scenario::new(
+                INTROSPECT_REFRESH,
+                vec![group(INTROSPECT_REFRESH, Kind::IntrospectRefresh, connections, Target::None)],
+            ),
+        ],
+        vec![Scenario::new("refresh", vec![refresh]), sqlite_ceiling],
+        vec![
+            Scenario::new("login", vec![bounded("login", Kind::Login, Target::None, CEILING_ARGON2, MIN_ARGON2_RATIO)]),
+            ceiling(CEILING_ARGON2, Kind::CeilingArgon2, cores, "login"),
+        ],
+        vec![Scenario::new(
+            "me-during-login",
+            vec![
                 group("me-during-login: login", Kind::Login, half, Target::None),
                 group("me-during-login: me", Kind::Me, connections - half, Target::P99 { max_ms: 10.0 }),
             ],
-        }],
+        )],
         vec![
-            Scenario { name: RS_BARE, groups: vec![group(RS_BARE, Kind::RsBare, connections, Target::None)] },
-            Scenario {
-                name: RS_LAYER,
-                groups: vec![group(
+            Scenario::new(RS_BARE, vec![group(RS_BARE, Kind::RsBare, connections, Target::None)]),
+            Scenario::new(
+                RS_LAYER,
+                vec![group(
                     RS_LAYER,
                     Kind::RsLayer,
                     connections,
                     Target::Ratio { baseline: RS_BARE, min: MIN_LAYER_RATIO },
                 )],
-            },
+            ),
         ],
     ]
 }
@@ -123,6 +207,13 @@ pub struct Setup {
     pub resource: Option<SocketAddr>,
     /// The CPU time of the resource server's thread.
     pub resource_cpu: Option<CpuProbe>,
+    /// The HTTP ceiling's trivial server, when a scenario needs it.
+    pub trivial: Option<SocketAddr>,
+    /// Logical CPUs of the machine: the threads of the argon2 ceiling, and the machine's CPU
+    /// time per second for the load generator's share.
+    pub cores: usize,
+    /// The SQLite ceiling fsyncs every commit (`--sqlite-synchronous full`).
+    pub sqlite_full: bool,
     /// `Authorization: Basic …` of a registered OAuth client, for introspection.
     pub client: Option<HeaderValue>,
     pub login_body: Bytes,
@@ -147,6 +238,9 @@ impl Setup {
             addr,
             resource: None,
             resource_cpu: None,
+            trivial: None,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            sqlite_full: false,
             client: None,
             login_body,
             login_ms: fastest.as_secs_f64() * 1000.0,
@@ -154,26 +248,42 @@ impl Setup {
     }
 
     /// Runs `scenario` once: sets up every connection, then loads the server for
-    /// `warmup + duration`. Returns one summary per group.
+    /// `warmup + duration`; or runs an in-process ceiling as long. Returns one summary per group.
     pub async fn run_once(
         &self,
         scenario: &Scenario,
         warmup: Duration,
         duration: Duration,
     ) -> Result<Vec<Summary>, BoxError> {
+        match scenario.groups.as_slice() {
+            [group] if group.kind == Kind::CeilingSqlite => {
+                return Ok(vec![ceiling::sqlite(group.connections, self.sqlite_full, warmup, duration).await?]);
+            }
+            [group] if group.kind == Kind::CeilingArgon2 => {
+                return Ok(vec![ceiling::argon2(group.connections, warmup, duration).await?]);
+            }
+            groups if groups.iter().any(|g| g.kind.in_process()) => {
+                return Err(format!("{}: an in-process ceiling must be a scenario's only group", scenario.name).into());
+            }
+            _ => {}
+        }
         let mut prepared = Vec::with_capacity(scenario.groups.len());
         for group in &scenario.groups {
             prepared.push(self.prepare(group).await?);
         }
         let window = Window::starting_now(warmup, duration);
         let loads_resource = scenario.groups.iter().any(|g| matches!(g.kind, Kind::RsBare | Kind::RsLayer));
-        let cpu = self.resource_cpu.clone().filter(|_| loads_resource).map(|probe| {
-            tokio::spawn(async move {
-                tokio::time::sleep_until(window.measure_from.into()).await;
-                let start = probe.read()?;
-                tokio::time::sleep_until(window.end.into()).await;
-                probe.read()?.checked_sub(start)
-            })
+        let resource_cpu = self.resource_cpu.clone().filter(|_| loads_resource);
+        // The CPU time of this process (the load generator, and the resource server's thread when
+        // it is loaded) and of the resource server's thread over the measured window.
+        let cpu = tokio::spawn(async move {
+            tokio::time::sleep_until(window.measure_from.into()).await;
+            let start = (Instant::now(), ceiling::process_cpu(), resource_cpu.as_ref().and_then(CpuProbe::read));
+            tokio::time::sleep_until(window.end.into()).await;
+            let (process, resource) = (ceiling::process_cpu(), resource_cpu.as_ref().and_then(CpuProbe::read));
+            let process = process.zip(start.1).and_then(|(end, start)| end.checked_sub(start));
+            let resource = resource.zip(start.2).and_then(|(end, start)| end.checked_sub(start));
+            (start.0.elapsed(), process, resource)
         });
         let mut tasks = JoinSet::new();
         for (index, workers) in prepared.into_iter().enumerate() {
@@ -186,32 +296,47 @@ impl Setup {
             let (index, worker_stats) = joined?;
             stats[index].push(worker_stats);
         }
-        let cpu = match cpu {
-            Some(task) => task.await?,
-            None => None,
-        };
+        let (measured, process_cpu, resource_cpu) = cpu.await?;
+        // The load generator's share of the machine's CPU time: the process's, less the resource
+        // server's thread, over all cores for the window.
+        let client_cpu = process_cpu.map(|process| {
+            let client = process.saturating_sub(resource_cpu.unwrap_or_default());
+            client.as_secs_f64() / (self.cores as f64 * measured.as_secs_f64().max(1e-3))
+        });
         Ok(stats
             .into_iter()
             .map(|group_stats| {
                 let summary = Summary::merge(group_stats, duration);
-                let per_request =
-                    cpu.filter(|_| summary.requests > 0).map(|cpu| cpu.as_secs_f64() * 1e6 / summary.requests as f64);
-                Summary { cpu_us_per_request: per_request, ..summary }
+                let per_request = resource_cpu
+                    .filter(|_| summary.requests > 0)
+                    .map(|cpu| cpu.as_secs_f64() * 1e6 / summary.requests as f64);
+                Summary { cpu_us_per_request: per_request, client_cpu, ..summary }
             })
             .collect())
+    }
+
+    /// The body of `GET /api/auth/me` for the benchmark's account: what the trivial server
+    /// answers.
+    pub async fn me_body(&self) -> Result<Bytes, BoxError> {
+        let bearer = self.fresh_bearer().await?;
+        let reply = Conn::open(self.addr).await?.get(api::ME, &bearer).await?;
+        Ok(api::expect_success(reply).map_err(|e| format!("GET {}: {e}", api::ME))?.body)
     }
 
     /// Opens a group's connections; refresh connections log in their own session first.
     async fn prepare(&self, group: &Group) -> Result<Vec<Worker>, BoxError> {
         // A fresh access token per run, so no run outlives its token.
         let bearer = match group.kind {
-            Kind::Me | Kind::RsBare | Kind::RsLayer => Some(self.fresh_bearer().await?),
+            Kind::Me | Kind::RsBare | Kind::RsLayer | Kind::CeilingHttp => Some(self.fresh_bearer().await?),
             Kind::IntrospectAccess | Kind::IntrospectRefresh => Some(self.introspection(group.kind).await?),
             Kind::Login | Kind::Refresh => None,
+            Kind::CeilingSqlite | Kind::CeilingArgon2 => return Err("an in-process ceiling has no connections".into()),
         };
         let addr = match group.kind {
             Kind::RsBare | Kind::RsLayer => self.resource.ok_or("the resource server is not running")?,
+            Kind::CeilingHttp => self.trivial.ok_or("the trivial server is not running")?,
             Kind::Me | Kind::Login | Kind::Refresh | Kind::IntrospectAccess | Kind::IntrospectRefresh => self.addr,
+            Kind::CeilingSqlite | Kind::CeilingArgon2 => return Err("an in-process ceiling has no connections".into()),
         };
         let mut tasks = JoinSet::new();
         for _ in 0..group.connections {
@@ -259,10 +384,13 @@ async fn open_worker(
             Load::Introspect { body: Bytes::copy_from_slice(form.as_bytes()), client }
         }
         (Kind::IntrospectAccess | Kind::IntrospectRefresh, None) => return Err("no token to introspect".into()),
-        (Kind::Me, Some(bearer)) => Load::Get { path: api::ME, bearer },
+        (Kind::Me | Kind::CeilingHttp, Some(bearer)) => Load::Get { path: api::ME, bearer },
         (Kind::RsBare, Some(bearer)) => Load::Get { path: resource::BARE, bearer },
         (Kind::RsLayer, Some(bearer)) => Load::Get { path: resource::PROTECTED, bearer },
-        (Kind::Me | Kind::RsBare | Kind::RsLayer, None) => return Err("a GET connection needs an access token".into()),
+        (Kind::Me | Kind::RsBare | Kind::RsLayer | Kind::CeilingHttp, None) => {
+            return Err("a GET connection needs an access token".into());
+        }
+        (Kind::CeilingSqlite | Kind::CeilingArgon2, _) => return Err("an in-process ceiling has no connections".into()),
         (Kind::Login, _) => Load::Login { body: login_body },
         (Kind::Refresh, _) => {
             let tokens = api::login(&mut conn, login_body).await?;
@@ -270,4 +398,44 @@ async fn open_worker(
         }
     };
     Ok(Worker::new(conn, load))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::args::{self, Command};
+
+    fn args(flags: &[&str]) -> Args {
+        let argv = flags.iter().chain(&["--server-bin", "/bin/sh"]).map(|s| (*s).to_owned());
+        match args::parse(argv).unwrap() {
+            Command::Run(args) => args,
+            _ => panic!("not a run"),
+        }
+    }
+
+    fn wanted(args: &Args, sqlite_sessions: bool) -> Vec<&'static str> {
+        all(32, 2, sqlite_sessions).into_iter().flatten().filter(|s| s.wanted(args)).map(|s| s.name).collect()
+    }
+
+    #[test]
+    fn a_row_brings_its_ceiling_and_a_ceiling_runs_alone() {
+        let only = args(&["--only", "me,refresh,login"]);
+        assert_eq!(wanted(&only, true), ["me", CEILING_HTTP, "refresh", CEILING_SQLITE, "login", CEILING_ARGON2]);
+        // With sessions elsewhere the SQLite ceiling bounds nothing, so it runs only when named.
+        assert_eq!(wanted(&only, false), ["me", CEILING_HTTP, "refresh", "login", CEILING_ARGON2]);
+        assert_eq!(wanted(&args(&["--only", CEILING_SQLITE]), false), [CEILING_SQLITE]);
+        assert_eq!(wanted(&args(&["--only", CEILING_ARGON2]), true), [CEILING_ARGON2]);
+        let everything = wanted(&args(&[]), true);
+        assert!([CEILING_HTTP, CEILING_SQLITE, CEILING_ARGON2].iter().all(|c| everything.contains(c)));
+        let refresh = all(32, 2, true).into_iter().flatten().find(|s| s.name == "refresh").unwrap();
+        assert_eq!(refresh.groups[0].ceiling.map(|c| c.name), Some(CEILING_SQLITE));
+    }
+
+    #[test]
+    fn serve_trivial_takes_the_body() {
+        let argv = ["serve-trivial", "--body", "{}"].map(str::to_owned).into_iter();
+        assert!(matches!(args::parse(argv), Ok(Command::ServeTrivial { body }) if body == "{}"));
+        let argv = ["serve-trivial"].map(str::to_owned).into_iter();
+        assert!(args::parse(argv).is_err());
+    }
 }

@@ -29,9 +29,10 @@ pub struct Server {
 }
 
 impl Server {
-    /// Starts `bin serve` on a fresh data directory and waits for its "listening" log line.
-    pub fn start(bin: &Path) -> Result<Self, BoxError> {
-        Self::start_with(bin, "server", &[])
+    /// Starts `bin serve` on a fresh data directory with `extra` flags and waits for its
+    /// "listening" log line.
+    pub fn start(bin: &Path, extra: &[String]) -> Result<Self, BoxError> {
+        Self::start_with(bin, "server", extra)
     }
 
     /// Like [`start`](Self::start), with more flags; `name` prefixes its log lines.
