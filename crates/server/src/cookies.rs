@@ -114,7 +114,11 @@ pub fn cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
         .allow_credentials(true)
         .allow_methods([Method::GET, Method::POST, Method::DELETE])
         .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static(CSRF_HEADER)])
-        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE, header::HeaderName::from_static("x-request-id")])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            header::HeaderName::from_static("x-request-id"),
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 
