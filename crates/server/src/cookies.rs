@@ -105,21 +105,42 @@ impl CookiePolicy {
 /// send. Nobody else gets CORS headers, so a browser keeps other origins' scripts from reading
 /// the answers. The CSRF rule of cookie-authenticated requests holds as before: the preflight
 /// lets `X-Requested-With` through only for these origins, and the `Origin` check stays.
-pub fn cors(allowed_origins: &[String]) -> tower_http::cors::CorsLayer {
-    use axum::http::Method;
-    use tower_http::cors::{AllowOrigin, CorsLayer};
-    let origins: Vec<HeaderValue> = allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-    CorsLayer::new()
-        .allow_origin(AllowOrigin::list(origins))
-        .allow_credentials(true)
-        .allow_methods([Method::GET, Method::POST, Method::DELETE])
-        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static(CSRF_HEADER)])
-        .expose_headers([
-            header::RETRY_AFTER,
-            header::WWW_AUTHENTICATE,
-            header::HeaderName::from_static("x-request-id"),
-        ])
-        .max_age(std::time::Duration::from_secs(600))
+///
+/// Only a real preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is
+/// answered here; any other request goes on to its route, so a plain `OPTIONS` still gets the
+/// envelope's `405`.
+pub async fn cors(
+    axum::extract::State(allowed): axum::extract::State<std::sync::Arc<Vec<HeaderValue>>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::{Method, StatusCode};
+    use axum::response::IntoResponse;
+    let origin = request.headers().get(header::ORIGIN).filter(|o| allowed.contains(o)).cloned();
+    let Some(origin) = origin else {
+        return next.run(request).await;
+    };
+    let preflight =
+        request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
+    let mut response = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(request).await };
+    let headers = response.headers_mut();
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+    headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
+    headers.append(header::VARY, HeaderValue::from_static("origin"));
+    if preflight {
+        headers.insert(header::ACCESS_CONTROL_ALLOW_METHODS, HeaderValue::from_static("GET, POST, DELETE"));
+        headers.insert(
+            header::ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static("authorization, content-type, x-requested-with"),
+        );
+        headers.insert(header::ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("600"));
+    } else {
+        headers.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static("retry-after, www-authenticate, x-request-id"),
+        );
+    }
+    response
 }
 
 /// The values of cookie `name` in the request's `Cookie` headers.

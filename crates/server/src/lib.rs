@@ -49,7 +49,8 @@ pub use crate::state::{AppState, HttpPolicy};
 
 /// The whole HTTP surface.
 pub fn app(state: AppState) -> Router {
-    let cors = cookies::cors(&state.cookies().allowed_origins);
+    let origins: Vec<HeaderValue> =
+        state.cookies().allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
     let (api, document) = openapi::routes(never_cache).split_for_parts();
     let document = Arc::new(document.to_pretty_json().unwrap_or_default());
     api.route("/openapi.json", get(move || routes::meta::openapi(document.clone())))
@@ -63,7 +64,7 @@ pub fn app(state: AppState) -> Router {
         }))
         .layer(axum::middleware::from_fn(middleware::request_context))
         // Outermost, so that preflights are answered before routing by method.
-        .layer(cors)
+        .layer(axum::middleware::from_fn_with_state(Arc::new(origins), cookies::cors))
         .with_state(state)
 }
 

@@ -14,15 +14,16 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 pub async fn request_context(mut req: Request, next: Next) -> Response {
     let request_id = incoming_id(&req).unwrap_or_else(new_request_id);
-    if let Ok(value) = HeaderValue::try_from(&request_id) {
-        req.headers_mut().insert(REQUEST_ID_HEADER, value);
+    // One header value, shared by the request and the response (a clone is a reference count).
+    let header = HeaderValue::try_from(&request_id).ok();
+    if let Some(value) = &header {
+        req.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
     }
     let span =
         tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-    let started = std::time::Instant::now();
     let mut response = next.run(req).instrument(span.clone()).await;
-    let _entered = span.enter();
     if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
+        let _entered = span.enter();
         tracing::error!(error = format!("{cause:#}"), "internal error");
         let body = Envelope::<()>::err(ErrorBody {
             code: ErrorCode::Internal,
@@ -32,12 +33,7 @@ pub async fn request_context(mut req: Request, next: Next) -> Response {
         response = (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
     }
     crate::metrics::count_response(response.status().as_u16());
-    tracing::debug!(
-        status = response.status().as_u16(),
-        micros = started.elapsed().as_micros() as u64,
-        "request completed"
-    );
-    if let Ok(value) = HeaderValue::try_from(request_id) {
+    if let Some(value) = header {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     response
@@ -58,5 +54,11 @@ fn new_request_id() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static PREFIX: LazyLock<u64> = LazyLock::new(|| u64::from_le_bytes(tessera_core::random::bytes()));
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    format!("{:016x}{:016x}", *PREFIX, NEXT.fetch_add(1, Ordering::Relaxed))
+    let mut id = String::with_capacity(32);
+    for word in [*PREFIX, NEXT.fetch_add(1, Ordering::Relaxed)] {
+        for shift in (0..16).rev() {
+            id.push(char::from(b"0123456789abcdef"[((word >> (shift * 4)) & 0xf) as usize]));
+        }
+    }
+    id
 }
