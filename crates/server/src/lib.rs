@@ -56,6 +56,7 @@ pub fn app(state: AppState) -> Router {
     api.route("/openapi.json", get(move || routes::meta::openapi(document.clone())))
         .route("/", get(routes::web::index))
         .route("/app.js", get(routes::web::script))
+        .route("/tessera.js", get(routes::web::library))
         .route("/app.css", get(routes::web::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

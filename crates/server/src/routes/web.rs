@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 const INDEX: &str = include_str!("../../web/index.html");
 const SCRIPT: &str = include_str!("../../web/app.js");
 const STYLE: &str = include_str!("../../web/app.css");
+/// tessera.js, the browser client library the page is built on, which other origins import too.
+const LIBRARY: &str = include_str!("../../web/tessera.js");
 
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    base-uri 'none'; form-action 'self'; frame-ancestors 'none'";
@@ -33,4 +35,16 @@ pub async fn script() -> Response {
 
 pub async fn style() -> Response {
     asset(STYLE, "text/css; charset=utf-8")
+}
+
+/// `GET /tessera.js`: the client library, importable as a module from any origin (a module
+/// script of another origin needs CORS) and cacheable for a few minutes.
+pub async fn library() -> Response {
+    let headers: [(HeaderName, HeaderValue); 4] = [
+        (header::CONTENT_TYPE, HeaderValue::from_static("text/javascript; charset=utf-8")),
+        (header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300")),
+        (header::ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*")),
+        (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+    ];
+    (headers, LIBRARY).into_response()
 }
