@@ -1,51 +1,26 @@
-// tessera's web page.
-//
-// The refresh token lives only in the HttpOnly cookie the server sets at login
-// ("refresh_transport": "cookie"); the access token lives only in this module's memory. Nothing
-// is written to localStorage, sessionStorage or a script-readable cookie.
-//
-// Refreshing is coordinated so that the server's strict rotation never sees a token twice:
-// - inside a tab, one refresh at a time (a shared promise);
-// - across tabs, the Web Locks API lets one tab refresh at a time, and a BroadcastChannel hands
-//   the new access token to the others, which then skip their own refresh;
-// - the token is refreshed before it expires: 5 minutes before, or at 80 % of its lifetime when
-//   that comes later; a 401 triggers one refresh and one retry.
-// When the session has truly ended the page says so and offers to sign in again; it never
-// carries on as a guest or as someone else.
+// tessera's web page, built on tessera.js — the same client library any web app can import
+// from tessera (`/tessera.js`). The library does everything about tokens:
+// - the refresh token lives only in the HttpOnly cookie, the access token only in memory;
+// - refresh before expiry, one at a time in a tab and across tabs (Web Locks), the new access
+//   token shared with the other tabs (BroadcastChannel), one refresh and one retry on a 401;
+// - when the session has truly ended it says so once (`session_ended`) and stops: it never
+//   carries on as a guest or as someone else, and never retries a dead refresh token.
+// This page only shows what happens and turns clicks into calls.
 //
 // Guests: when the server allows it (GET /settings), the sign-in view offers "Continue as guest".
 // A guest session starts only from that click — never on the page's own initiative, least of all
-// when a registered user's session has ended. A guest can save the account (POST /upgrade): the
-// server rotates the session's refresh token, so the upgrade runs under the same lock as a
-// refresh, and the page carries on in the same session as the same user.
+// when a registered user's session has ended. A guest can save the account (tessera.upgrade(),
+// which the library runs under the refresh lock, since the server rotates the refresh token),
+// and the page carries on in the same session as the same user.
 
-const API = "/api/auth";
-const CSRF_HEADER = { "X-Requested-With": "tessera" };
-const LOCK_NAME = "tessera-refresh";
-const channel = "BroadcastChannel" in window ? new BroadcastChannel("tessera-auth") : null;
+import { createClient, SessionEndedError, TesseraError } from "/tessera.js";
 
-/** @type {{token: string, expiresAt: number, lifetime: number} | null} */
-let access = null;
+const tessera = createClient();
+
 let me = null;
-let inflight = null;
-let refreshTimer = null;
 let view = "loading";
 /** Resolves once the server's settings are known (or could not be read). */
 let settingsLoaded = null;
-
-class SessionEnded extends Error {
-  constructor(reason) {
-    super(reason);
-    this.reason = reason;
-  }
-}
-
-class ApiError extends Error {
-  constructor(code, message) {
-    super(message);
-    this.code = code;
-  }
-}
 
 const $ = (id) => document.getElementById(id);
 
@@ -54,157 +29,6 @@ const names = (identifier) => (identifier.includes("@") ? { email: identifier } 
 
 /** What the page calls a user: the email, else the username, else "Guest". */
 const displayName = (user) => user?.email || user?.username || "Guest";
-
-async function readBody(res) {
-  return res.json().catch(() => null);
-}
-
-function apiError(res, body) {
-  return new ApiError(body?.error?.code ?? "UNAVAILABLE", body?.error?.message ?? `The server answered ${res.status}`);
-}
-
-/**
- * A 401 that means the access token is no good (expired, or its session gone) — not a wrong
- * password, which is a 401 `INVALID_CREDENTIALS` about the request, not the session.
- */
-function deadAccess(res, body) {
-  return res.status === 401 && (body?.error?.code ?? "UNAUTHORIZED") === "UNAUTHORIZED";
-}
-
-// ---- tokens -------------------------------------------------------------------------------
-
-function fromResponse(data) {
-  const lifetime = data.expires_in * 1000;
-  return { token: data.token, expiresAt: Date.now() + lifetime, lifetime };
-}
-
-/** When a token should be replaced: 5 minutes before expiry, or at 80 % of its lifetime. */
-function refreshAt(a) {
-  return a.expiresAt - Math.min(5 * 60 * 1000, a.lifetime * 0.2);
-}
-
-function adopt(next) {
-  if (access && next.expiresAt <= access.expiresAt && next.token !== access.token) return;
-  access = next;
-  clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(() => {
-    refresh(access && access.token).catch(onFailure);
-  }, Math.max(0, refreshAt(access) - Date.now()));
-  renderTimeLeft();
-}
-
-// Without the Web Locks API, a queue keeps this tab's rotations one at a time.
-let localQueue = Promise.resolve();
-
-async function withLock(fn) {
-  if (navigator.locks) return navigator.locks.request(LOCK_NAME, () => fn());
-  const run = localQueue.then(() => fn());
-  localQueue = run.catch(() => {});
-  return run;
-}
-
-/** Rotates the refresh cookie for a new access token. Only ever called holding the lock. */
-async function rotate() {
-  const res = await fetch(`${API}/refresh`, { method: "POST", headers: CSRF_HEADER, credentials: "same-origin" });
-  const body = await readBody(res);
-  if (res.ok && body && body.success) {
-    adopt(fromResponse(body.data));
-    channel?.postMessage({ type: "token", access });
-    return access;
-  }
-  const code = body?.error?.code;
-  if (res.status === 401 || code === "MISSING_TOKEN") throw new SessionEnded(code);
-  throw apiError(res, body);
-}
-
-/**
- * Gets a new access token with the refresh cookie, unless another tab already did while this one
- * waited: `stale` is the token the caller found wanting (null when there is none).
- */
-function refresh(stale) {
-  if (!inflight) {
-    inflight = withLock(async () => {
-      if (access && access.token !== stale && Date.now() < refreshAt(access)) return access;
-      return rotate();
-    }).finally(() => {
-      inflight = null;
-    });
-  }
-  return inflight;
-}
-
-function bearer(token, withBody) {
-  return { Authorization: `Bearer ${token}`, ...CSRF_HEADER, ...(withBody ? { "Content-Type": "application/json" } : {}) };
-}
-
-/**
- * Calls the API with the access token: refreshed first when due, refreshed once on a 401 that
- * says the token is no good. Any other 401 (a wrong password) is an answer, not a session end.
- */
-async function api(path, { method = "GET", json } = {}) {
-  if (!access) throw new SessionEnded("NO_TOKEN");
-  let token = Date.now() >= refreshAt(access) ? (await refresh(access.token)).token : access.token;
-  const withBody = json !== undefined;
-  const send = async (t) => {
-    const res = await fetch(`${API}${path}`, { method, headers: bearer(t, withBody), body: withBody ? JSON.stringify(json) : undefined });
-    return { res, body: await readBody(res) };
-  };
-  let { res, body } = await send(token);
-  if (deadAccess(res, body)) {
-    token = (await refresh(token)).token;
-    ({ res, body } = await send(token));
-    if (deadAccess(res, body)) throw new SessionEnded("UNAUTHORIZED");
-  }
-  if (!body || !body.success) throw apiError(res, body);
-  return body.data;
-}
-
-async function post(path, payload) {
-  const res = await fetch(`${API}${path}`, {
-    method: "POST",
-    headers: { "Content-Type": "application/json" },
-    credentials: "same-origin",
-    body: JSON.stringify(payload),
-  });
-  const body = await readBody(res);
-  if (!body || !body.success) throw apiError(res, body);
-  return body.data;
-}
-
-/**
- * Saves a guest's account. The server rotates the session's refresh token in the same step, so
- * this holds the refresh lock throughout: no tab refreshes meanwhile with the old cookie.
- */
-function upgradeSession(payload) {
-  return withLock(async () => {
-    if (!access) throw new SessionEnded("NO_TOKEN");
-    if (Date.now() >= refreshAt(access)) await rotate();
-    const send = async () => {
-      const res = await fetch(`${API}/upgrade`, {
-        method: "POST",
-        headers: bearer(access.token, true),
-        credentials: "same-origin",
-        body: JSON.stringify({ ...payload, refresh_transport: "cookie" }),
-      });
-      return { res, body: await readBody(res) };
-    };
-    let { res, body } = await send();
-    if (deadAccess(res, body)) {
-      await rotate();
-      ({ res, body } = await send());
-      if (deadAccess(res, body)) throw new SessionEnded("UNAUTHORIZED");
-    }
-    if (res.ok && body && body.success) {
-      adopt(fromResponse(body.data));
-      channel?.postMessage({ type: "token", access });
-      return body.data;
-    }
-    // The session's refresh token is gone or no longer current: the session has ended.
-    const code = body?.error?.code;
-    if (code === "INVALID_TOKEN" || code === "MISSING_TOKEN") throw new SessionEnded(code);
-    throw apiError(res, body);
-  });
-}
 
 // ---- views --------------------------------------------------------------------------------
 
@@ -220,11 +44,7 @@ function resetAccountForms() {
 function show(name, focus = true) {
   view = name;
   for (const id of ["loading", "signin", "account", "ended"]) $(id).hidden = id !== name;
-  if (name !== "account") {
-    clearTimeout(refreshTimer);
-    access = name === "ended" || name === "signin" ? null : access;
-    resetAccountForms();
-  }
+  if (name !== "account") resetAccountForms();
   if (focus) $(`${name}-title`)?.focus();
 }
 
@@ -235,12 +55,14 @@ function notice(text) {
 
 function endedMessage(reason) {
   switch (reason) {
-    case "signed-out-elsewhere":
+    case "signed_out_elsewhere":
       return "You signed out in another tab.";
-    case "account-deleted":
+    case "account_deleted":
       return "The account was deleted in another tab.";
-    case "MISSING_TOKEN":
+    case "cookie_missing":
       return "This browser no longer holds your session (you signed out, or the sign-in cookie was cleared).";
+    case "replaced":
+      return "Someone signed in on another page of this site in this browser; this page's session is over.";
     default:
       return "You were signed out elsewhere, the session was revoked, or it expired.";
   }
@@ -255,7 +77,7 @@ function sessionEnded(reason) {
 }
 
 function onFailure(error) {
-  if (error instanceof SessionEnded) {
+  if (error instanceof SessionEndedError) {
     sessionEnded(error.reason);
   } else {
     notice(`Something went wrong: ${error.message}. Your session is unchanged; try again.`);
@@ -268,8 +90,9 @@ function formatTime(rfc3339) {
 }
 
 function renderTimeLeft() {
-  if (!access || view !== "account") return;
-  const left = Math.max(0, Math.round((access.expiresAt - Date.now()) / 1000));
+  const expiresAt = tessera.expiresAt;
+  if (expiresAt === null || view !== "account") return;
+  const left = Math.max(0, Math.round((expiresAt - Date.now()) / 1000));
   const text = left >= 60 ? `${Math.floor(left / 60)} min ${left % 60} s` : `${left} s`;
   $("time-left").textContent = `valid for ${text} (renewed automatically)`;
 }
@@ -322,19 +145,20 @@ function renderMe() {
   $("session-id").textContent = me.session_id;
 }
 
-async function loadAccount(focus) {
+/** Shows the account: `user` when it was just read from /me, else read now. */
+async function loadAccount(focus, user) {
   const previous = me?.id;
-  me = await api("/me");
+  me = user ?? (await tessera.getUser());
   if (previous !== me.id) resetAccountForms();
   renderMe();
   show("account", focus);
   renderTimeLeft();
-  renderSessions((await api("/sessions")).sessions);
+  renderSessions(await tessera.listSessions());
 }
 
 // ---- actions ------------------------------------------------------------------------------
 
-const failure = (error) => (error instanceof ApiError ? error.message : `Could not reach the server: ${error.message}`);
+const failure = (error) => (error instanceof TesseraError ? error.message : `Could not reach the server: ${error.message}`);
 
 const signinButtons = () => [$("signin-button"), $("register-button"), $("guest-button")];
 
@@ -350,13 +174,11 @@ async function signIn(event, register) {
   for (const b of signinButtons()) b.disabled = true;
   try {
     const who = names(identifier);
-    if (register) await post("/register", { ...who, password });
-    const data = await post("/login", { ...who, password, refresh_transport: "cookie" });
+    if (register) await tessera.signUp({ ...who, password });
+    else await tessera.signIn({ ...who, password });
     $("password").value = "";
     notice(register ? "Your account is ready." : null);
-    adopt(fromResponse(data));
     await loadAccount(true);
-    channel?.postMessage({ type: "signed-in" });
   } catch (error) {
     $("form-error").textContent = failure(error);
   } finally {
@@ -369,12 +191,10 @@ async function continueAsGuest() {
   $("form-error").textContent = "";
   for (const b of signinButtons()) b.disabled = true;
   try {
-    const data = await post("/anonymous", { refresh_transport: "cookie" });
+    await tessera.signInAsGuest();
     $("password").value = "";
     notice(null);
-    adopt(fromResponse(data));
     await loadAccount(true);
-    channel?.postMessage({ type: "signed-in", guest: true });
   } catch (error) {
     $("form-error").textContent = failure(error);
   } finally {
@@ -394,14 +214,13 @@ async function saveAccount(event) {
   }
   $("upgrade-button").disabled = true;
   try {
-    await upgradeSession({ ...names(identifier), password });
+    await tessera.upgrade({ ...names(identifier), password });
     $("upgrade-form").reset();
     await loadAccount(true);
     notice(`Your account is saved as ${displayName(me)}. You are still signed in, in the same session.`);
-    channel?.postMessage({ type: "account-changed" });
   } catch (error) {
-    if (error instanceof SessionEnded) return onFailure(error);
-    if (error instanceof ApiError && error.code === "ALREADY_REGISTERED") {
+    if (error instanceof SessionEndedError) return onFailure(error);
+    if (error instanceof TesseraError && error.code === "ALREADY_REGISTERED") {
       // Saved already (in another tab, say): show the account as it is now.
       await loadAccount(false).catch(onFailure);
       notice("This account is saved already.");
@@ -424,16 +243,16 @@ async function changePassword(event) {
   }
   $("password-button").disabled = true;
   try {
-    const result = await api("/password", { method: "POST", json: { current_password: current, new_password: next } });
+    const result = await tessera.changePassword(current, next);
     $("password-form").reset();
     $("password-change").open = false;
     const n = result.sessions_ended;
     notice(`Your password was changed. ${n === 0 ? "No other session was signed in." : n === 1 ? "1 other session was signed out." : `${n} other sessions were signed out.`} This one stays signed in.`);
-    renderSessions((await api("/sessions")).sessions);
+    renderSessions(await tessera.listSessions());
   } catch (error) {
-    if (error instanceof SessionEnded) return onFailure(error);
+    if (error instanceof SessionEndedError) return onFailure(error);
     $("password-error").textContent =
-      error instanceof ApiError && error.code === "INVALID_CREDENTIALS" ? "That is not your current password." : failure(error);
+      error instanceof TesseraError && error.code === "INVALID_CREDENTIALS" ? "That is not your current password." : failure(error);
   } finally {
     $("password-button").disabled = false;
   }
@@ -450,16 +269,15 @@ async function deleteAccount(event) {
   }
   $("delete-button").disabled = true;
   try {
-    await api("/account", { method: "DELETE", json: guest ? {} : { password } });
+    await tessera.deleteAccount(guest ? undefined : password);
   } catch (error) {
     $("delete-button").disabled = false;
-    if (error instanceof SessionEnded) return onFailure(error);
+    if (error instanceof SessionEndedError) return onFailure(error);
     $("delete-error").textContent =
-      error instanceof ApiError && error.code === "INVALID_CREDENTIALS" ? "That is not your password." : failure(error);
+      error instanceof TesseraError && error.code === "INVALID_CREDENTIALS" ? "That is not your password." : failure(error);
     return;
   }
   $("delete-button").disabled = false;
-  channel?.postMessage({ type: "ended", reason: "account-deleted" });
   me = null;
   show("signin");
   notice("Your account was deleted, and every one of its sessions has ended.");
@@ -468,9 +286,9 @@ async function deleteAccount(event) {
 async function revoke(id, button) {
   button.disabled = true;
   try {
-    await api(`/sessions/${encodeURIComponent(id)}`, { method: "DELETE" });
+    await tessera.revokeSession(id);
     notice("The session was revoked.");
-    renderSessions((await api("/sessions")).sessions);
+    renderSessions(await tessera.listSessions());
   } catch (error) {
     button.disabled = false;
     onFailure(error);
@@ -479,11 +297,10 @@ async function revoke(id, button) {
 
 async function signOut(everywhere) {
   try {
-    await api(everywhere ? "/logout-all" : "/logout", { method: "POST" });
+    await tessera.signOut({ everywhere });
   } catch (error) {
-    if (!(error instanceof SessionEnded)) return onFailure(error);
+    return onFailure(error);
   }
-  channel?.postMessage({ type: "ended", reason: "signed-out-elsewhere" });
   me = null;
   show("signin");
   notice(everywhere ? "You are signed out on every device." : "You are signed out.");
@@ -491,21 +308,25 @@ async function signOut(everywhere) {
 
 // ---- start --------------------------------------------------------------------------------
 
-channel?.addEventListener("message", ({ data }) => {
-  if (data?.type === "token" && data.access && view === "account") adopt(data.access);
-  if (data?.type === "ended") sessionEnded(data.reason);
-  if (data?.type === "account-changed" && view === "account") loadAccount(false).catch(onFailure);
-  // A tab that says a session ended keeps saying so until asked: a guest session started in
-  // another tab does not quietly take its place.
-  if (data?.type === "signed-in" && (view === "signin" || view === "loading" || (view === "ended" && !data.guest))) restore();
+tessera.on("session_ended", ({ reason }) => sessionEnded(reason));
+tessera.on("token_refreshed", () => renderTimeLeft());
+// A background refresh that failed for another reason than the session's end (it is retried).
+tessera.on("error", ({ error }) => onFailure(error));
+// Another tab signed in (the library never follows a tab that says "ended" into a guest
+// session), or saved its guest account: show the account as it is now.
+tessera.on("signed_in", ({ otherTab }) => {
+  if (!otherTab) return;
+  notice(null);
+  loadAccount(false).catch(onFailure);
+});
+tessera.on("user_updated", ({ otherTab }) => {
+  if (otherTab && view === "account") loadAccount(false).catch(onFailure);
 });
 
 /** Shows "Continue as guest" only when the server allows guests. */
 async function loadSettings() {
   try {
-    const res = await fetch(`${API}/settings`);
-    const body = await readBody(res);
-    $("guest").hidden = !(res.ok && body?.success && body.data?.allow_anonymous === true);
+    $("guest").hidden = (await tessera.settings()).allow_anonymous !== true;
   } catch {
     $("guest").hidden = true;
   }
@@ -517,18 +338,17 @@ async function loadSettings() {
  */
 async function restore() {
   try {
-    await refresh(null);
-    await loadAccount(false);
+    const user = await tessera.restore();
+    if (user) return await loadAccount(false, user);
+    await settingsLoaded;
+    if (view === "account") return; // another tab's sign-in was taken up meanwhile
+    show("signin", false);
+    // A dead cookie is worth saying; no cookie at all is simply a signed-out browser.
+    if (tessera.state === "ended") notice("Your previous session has ended. Please sign in again.");
   } catch (error) {
     await settingsLoaded;
-    if (error instanceof SessionEnded) {
-      // A dead cookie is worth saying; no cookie at all is simply a signed-out browser.
-      show("signin", false);
-      if (error.reason !== "MISSING_TOKEN") notice("Your previous session has ended. Please sign in again.");
-    } else {
-      show("signin", false);
-      notice(`Could not reach the server: ${error.message}`);
-    }
+    show("signin", false);
+    notice(error instanceof SessionEndedError ? "Your previous session has ended. Please sign in again." : `Could not reach the server: ${error.message}`);
   }
 }
 
