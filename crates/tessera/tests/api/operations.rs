@@ -42,9 +42,20 @@ struct Chain {
 
 #[tokio::test]
 async fn kill_9_under_load_loses_no_acknowledged_user_or_rotation() {
+    kill_9_under_refresh_load(8).await;
+}
+
+/// With 32 sessions rotating at once, SQLite's writer commits them in groups (one statement per
+/// group, answered after its commit), so the kill lands while groups are being committed.
+#[tokio::test]
+async fn kill_9_while_groups_of_rotations_commit_loses_no_acknowledged_rotation() {
+    kill_9_under_refresh_load(32).await;
+}
+
+async fn kill_9_under_refresh_load(sessions: usize) {
     let server = TestServer::start().await;
     let mut chains = Vec::new();
-    for _ in 0..8 {
+    for _ in 0..sessions {
         let tokens = server.user(&unique_email()).await;
         let session_id = server.me(&tokens.access).await.data()["session_id"].as_str().unwrap().to_owned();
         chains.push(Arc::new(Mutex::new(Chain { token: tokens.refresh, session_id })));
