@@ -57,6 +57,8 @@ pub fn app(state: AppState) -> Router {
         .route("/", get(routes::web::index))
         .route("/app.js", get(routes::web::script))
         .route("/tessera.js", get(routes::web::library))
+        .route("/tessera-frame.html", get(routes::web::frame))
+        .route("/tessera-frame.js", get(routes::web::frame_script))
         .route("/app.css", get(routes::web::style))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

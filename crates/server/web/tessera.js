@@ -114,6 +114,12 @@ const REFRESH_MARGIN_MS = 5 * 60 * 1000;
 const REFRESH_FRACTION = 0.2;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 const EVENTS = ["signed_in", "token_refreshed", "user_updated", "signed_out", "session_ended", "error"];
+/** How long tessera's frame may take to load before the client does without it. */
+const FRAME_LOAD_MS = 5000;
+/** After the frame's `load` event, how long its first message may still take. */
+const FRAME_GRACE_MS = 1000;
+/** How long to wait for tessera's refresh lock through the frame before giving up (an error). */
+const FRAME_LOCK_MS = 30_000;
 
 /** tessera answered with an error envelope (or not with one at all). */
 export class TesseraError extends Error {
@@ -180,6 +186,47 @@ function errorOf(res, body) {
   return new TesseraError(code, message, res.status, error?.request_id);
 }
 
+/**
+ * The default link to tessera's frame: a hidden iframe of `src` in this document, spoken to with
+ * postMessage. Only messages from that iframe's window and tessera's origin are passed on.
+ */
+function iframeLink(src, onMessage, onLoad) {
+  const target = new URL(src).origin;
+  const iframe = document.createElement("iframe");
+  iframe.src = src;
+  iframe.title = "tessera";
+  iframe.hidden = true;
+  iframe.tabIndex = -1;
+  iframe.setAttribute("aria-hidden", "true");
+  const listener = (event) => {
+    if (event.source === iframe.contentWindow && event.origin === target) onMessage(event.data);
+  };
+  window.addEventListener("message", listener);
+  iframe.addEventListener("load", () => onLoad());
+  (document.body ?? document.documentElement).appendChild(iframe);
+  return {
+    send(message) {
+      iframe.contentWindow?.postMessage(message, target);
+    },
+    remove() {
+      window.removeEventListener("message", listener);
+      iframe.remove();
+    },
+  };
+}
+
+/** The frame link a client at `url` uses by default: the iframe on a page of another origin. */
+function defaultFrame(url) {
+  if (typeof window !== "object" || typeof document !== "object" || !globalThis.location?.origin) return null;
+  let origin;
+  try {
+    origin = new URL(url).origin;
+  } catch {
+    return null;
+  }
+  return origin === globalThis.location.origin ? null : iframeLink;
+}
+
 function reportListenerError(error) {
   if (typeof globalThis.reportError === "function") globalThis.reportError(error);
   else console.error(error);
@@ -221,6 +268,10 @@ export function createClient(options = {}) {
   /** Set while signing out: a session found dead meanwhile is simply signed out, not "ended". */
   let quiet = false;
   const listeners = new Map(EVENTS.map((name) => [name, new Set()]));
+  /** Opens the link to tessera's frame, or null: no frame (same origin, or not a browser). */
+  const openFrame = options.frame !== undefined ? options.frame : defaultFrame(url);
+  /** The frame, once asked for: `{ready: Promise<remote | null>, remote, link, timer}`. */
+  let frame = null;
 
   function emit(name, detail) {
     for (const callback of [...listeners.get(name)]) {
@@ -238,6 +289,7 @@ export function createClient(options = {}) {
     } catch {
       // A closed channel: other tabs learn at their next refresh instead.
     }
+    frame?.remote?.broadcast(message);
   }
 
   // ---- locking --------------------------------------------------------------------------------
@@ -245,11 +297,148 @@ export function createClient(options = {}) {
   // Without Web Locks, a queue keeps this tab's rotations one at a time.
   let queue = Promise.resolve();
 
-  function withLock(fn) {
+  function localLock(fn) {
     if (locks) return locks.request(lockName, () => fn());
     const run = queue.then(() => fn());
     queue = run.catch(() => {});
     return run;
+  }
+
+  /**
+   * Runs `fn` holding the refresh lock: this origin's, or — on a page of another origin — the
+   * lock of tessera's origin, taken through tessera's frame, so that this page's rotations queue
+   * with those of tessera's own tabs (and of other origins' pages). Without the frame (it did
+   * not load), this origin's lock.
+   */
+  function withLock(fn) {
+    if (!openFrame) return localLock(fn);
+    return useFrame().then(async (remote) => {
+      const release = remote ? await remote.acquire() : null;
+      if (!release) return localLock(fn);
+      try {
+        return await fn();
+      } finally {
+        release();
+      }
+    });
+  }
+
+  // ---- tessera's frame (pages of another origin) --------------------------------------------
+
+  /** The frame's remote, once loaded; null when it did not load (then this origin's lock). */
+  function useFrame() {
+    if (!frame) frame = startFrame();
+    return frame.ready;
+  }
+
+  function startFrame() {
+    const f = { ready: null, remote: null, link: null, timer: null };
+    let settle;
+    f.ready = new Promise((resolve) => (settle = resolve));
+    if (closed) {
+      settle(null);
+      return f;
+    }
+    const waiting = new Map();
+    let nextId = 1;
+    let usable = true;
+
+    const giveUp = () => {
+      if (f.timer !== null) clearTimer(f.timer);
+      f.timer = null;
+      usable = false;
+      f.remote = null;
+      settle(null);
+      for (const [id, w] of waiting) {
+        waiting.delete(id);
+        clearTimer(w.timer);
+        w.resolve(null);
+      }
+    };
+    const send = (message) => {
+      try {
+        f.link?.send(message);
+      } catch {
+        // The frame is gone: lock requests time out, broadcasts are lost.
+      }
+    };
+    const remote = {
+      /** Resolves with the lock's release, or null: do without the frame. */
+      acquire() {
+        if (!usable) return Promise.resolve(null);
+        const id = nextId++;
+        return new Promise((resolve, reject) => {
+          const timer = setTimer(() => {
+            waiting.delete(id);
+            send({ tessera: "unlock", id });
+            reject(new TesseraError("UNAVAILABLE", "tessera's frame did not grant the refresh lock in time", 0));
+          }, FRAME_LOCK_MS);
+          waiting.set(id, { resolve, timer });
+          send({ tessera: "lock", id });
+        });
+      },
+      broadcast(message) {
+        if (usable) send({ tessera: "broadcast", message });
+      },
+    };
+    const onFrameMessage = (data) => {
+      if (!data || typeof data !== "object") return;
+      switch (data.tessera) {
+        case "ready":
+          if (usable && f.remote === null) {
+            if (f.timer !== null) clearTimer(f.timer);
+            f.timer = null;
+            f.remote = remote;
+            send({ tessera: "hello" });
+            settle(remote);
+          }
+          break;
+        case "locked": {
+          const w = waiting.get(data.id);
+          if (!w) {
+            send({ tessera: "unlock", id: data.id }); // given up on meanwhile
+            break;
+          }
+          waiting.delete(data.id);
+          clearTimer(w.timer);
+          let released = false;
+          w.resolve(() => {
+            if (!released) send({ tessera: "unlock", id: data.id });
+            released = true;
+          });
+          break;
+        }
+        case "lock_failed":
+          giveUp();
+          break;
+        case "event":
+          onMessage(data.message);
+          break;
+      }
+    };
+    const onLoad = () => {
+      // The frame's script runs before its load event: if it has not said "ready" soon after,
+      // the frame was refused (not an allowed origin, an older tessera) and never will.
+      if (f.remote !== null || !usable) return;
+      if (f.timer !== null) clearTimer(f.timer);
+      f.timer = setTimer(giveUp, FRAME_GRACE_MS);
+    };
+    f.timer = setTimer(giveUp, FRAME_LOAD_MS);
+    try {
+      f.link = openFrame(`${url}/tessera-frame.html`, onFrameMessage, onLoad);
+    } catch {
+      giveUp();
+    }
+    if (!f.link) giveUp();
+    f.close = () => {
+      giveUp();
+      try {
+        f.link?.remove?.();
+      } catch {
+        // Already gone.
+      }
+    };
+    return f;
   }
 
   // ---- the session ----------------------------------------------------------------------------
@@ -292,6 +481,8 @@ export function createClient(options = {}) {
 
   /** Starts a session in this client (a sign-in here or in another tab, or a restore). */
   function begin(next, who) {
+    // On a page of another origin, tessera's frame relays sign-outs on tessera's own page.
+    if (openFrame) useFrame();
     state = "signed_in";
     endReason = null;
     access = next;
@@ -647,6 +838,7 @@ export function createClient(options = {}) {
       closed = true;
       if (timer !== null) clearTimer(timer);
       timer = null;
+      frame?.close?.();
       if (channel) {
         if (typeof channel.removeEventListener === "function") channel.removeEventListener("message", onChannelMessage);
         if (ownsChannel) channel.close?.();
