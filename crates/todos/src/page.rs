@@ -1,6 +1,7 @@
 //! The todo app's page at `/`: HTML, CSS and a JavaScript module embedded in the binary. The
 //! script signs in through tessera.js, which it loads from tessera itself (`--tessera-public-url`),
-//! so the Content-Security-Policy allows scripts and requests from there besides this origin.
+//! so the Content-Security-Policy allows scripts, requests and frames (the library's hidden frame)
+//! from there besides this origin.
 
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -19,9 +20,11 @@ pub async fn index(State(app): State<App>, headers: HeaderMap) -> Response {
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).filter(|h| is_host(h)).unwrap_or("");
     let sockets = if host.is_empty() { String::new() } else { format!(" ws://{host} wss://{host}") };
     let source = if is_origin(tessera) { tessera } else { "" };
+    // tessera.js may run its cross-origin refreshes in a hidden frame of tessera's own origin.
+    let frames = if source.is_empty() { "'none'" } else { source };
     let csp = format!(
         "default-src 'none'; script-src 'self' {source}; style-src 'self'; connect-src 'self' {source}{sockets}; \
-         img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+         frame-src {frames}; img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
     );
     let mut response = asset(html, "text/html; charset=utf-8");
     if let Ok(value) = HeaderValue::try_from(csp) {

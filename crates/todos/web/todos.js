@@ -75,11 +75,30 @@ function scheduleRenewal(token) {
   renewTimer = setTimeout(renew, Math.max(at - Date.now(), 200));
 }
 
+/**
+ * A token for the socket with life left in it by its own `exp`. The todo service judges a token
+ * by `exp`, which is in whole seconds, so it can end up to a second before the library reckons
+ * (it counts `expires_in` from when the answer came); and a renewal can come due before the
+ * library's own refresh. Either way the token the library holds would die on the socket too
+ * soon: ask for a new one instead (`forceRefresh` rotates once, under the library's lock, unless
+ * another caller already did).
+ */
+async function socketToken(previous) {
+  const token = await auth.getToken();
+  const times = expiryOf(token);
+  const margin = times ? Math.min(5000, (times.exp - times.iat) / 4) : 0;
+  if (token !== previous && (!times || times.exp - Date.now() > margin)) return token;
+  return auth.getToken({ forceRefresh: true });
+}
+
 async function renew() {
-  if (!socket || socket.readyState !== WebSocket.OPEN) return;
+  const ws = socket;
+  if (!ws || ws.readyState !== WebSocket.OPEN) return;
   try {
-    const token = await auth.getToken();
-    socket.send(JSON.stringify({ type: "token", token }));
+    const token = await socketToken(ws.token);
+    if (socket !== ws || ws.readyState !== WebSocket.OPEN) return;
+    ws.send(JSON.stringify({ type: "token", token }));
+    ws.token = token;
     scheduleRenewal(token);
   } catch {
     // The session ended: the library says so through its event.
@@ -91,13 +110,14 @@ async function connect() {
   if (!live) return;
   let token;
   try {
-    token = await auth.getToken();
+    token = await socketToken(null);
   } catch {
     return;
   }
   if (!live) return;
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/todos/ws`;
   const ws = new WebSocket(url, ["tessera", `tessera.bearer.${token}`]);
+  ws.token = token;
   socket = ws;
   $("socket-state").textContent = "connecting";
   ws.addEventListener("open", () => {
