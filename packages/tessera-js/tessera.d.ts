@@ -77,6 +77,16 @@ export interface ClientOptions {
     addEventListener(type: "message", listener: (event: { data: unknown }) => void): void;
     removeEventListener?(type: "message", listener: (event: { data: unknown }) => void): void;
   } | null;
+  /**
+   * Advanced: the link to tessera's frame, through which a page of another origin takes
+   * tessera's refresh lock and hears its tab channel. Default: a hidden iframe of
+   * `${url}/tessera-frame.html` when `url` is of another origin than the page; null: no frame.
+   */
+  frame?: ((
+    src: string,
+    onMessage: (message: unknown) => void,
+    onLoad: () => void,
+  ) => { send(message: unknown): void; remove?(): void } | null) | null;
 }
 
 export interface TesseraClient {

@@ -102,12 +102,31 @@
  *   setTimeout, clearTimeout   timers (default: the global ones)
  *   locks        a LockManager-like `{request(name, callback)}`; null: no cross-tab lock
  *   channel      a BroadcastChannel-like `{postMessage, addEventListener}`; null: no tab channel
+ *   frame        the link to tessera's frame (below): `(src, onMessage, onLoad) → {send, remove}`;
+ *                null: no frame (default: a hidden iframe when `url` is of another origin)
  *
  * Deployments: same origin (tessera behind the app's proxy, or tessera's own page), or another
  * origin of the same site listed in tessera's `--allowed-origins` (CORS with credentials). Not
- * cross-site: the refresh cookie is `SameSite=Strict`. Web Locks and BroadcastChannel are
- * per origin: tabs of one origin coordinate; pages of different origins sharing one tessera
- * session do not see each other's locks.
+ * cross-site: the refresh cookie is `SameSite=Strict`.
+ *
+ * Pages of another origin: tessera's frame. Web Locks and BroadcastChannel are per origin, but
+ * the refresh cookie is shared by tessera's own page and every allowed origin's page of the
+ * browser; two of them rotating it at once would end the session as a reuse. So when `url` is
+ * of another origin than the page's, the client loads tessera's `/tessera-frame.html` in a
+ * hidden iframe (lazily: at the first call that needs the lock, or when a session begins) and
+ * takes *tessera's origin's* lock through it — the lock tessera's own tabs use, shared with the
+ * frame because a same-site frame is in their storage partition. Everything that rotates, sets
+ * or clears the cookie runs under that lock: refresh, restore, sign-in, upgrade, sign-out and
+ * deletion. The requests themselves still go from this page (CORS with credentials): the frame
+ * only holds the lock, and its holding dies with the page. The frame also relays tessera's tab
+ * channel both ways, so a sign-out or a refresh on tessera's page reaches this page at once
+ * (`session_ended` "signed_out_elsewhere"), and this page's reach tessera's tabs. The client
+ * keeps its own origin's channel as well. If the frame does not answer (not an allowed origin,
+ * a tessera without the frame, a page CSP whose `frame-src` leaves tessera out) within 1 s of
+ * its load or 5 s in all, the client does without it: its own origin's lock and channel, as
+ * before — pages of one origin then never race each other, but may race tessera's own page.
+ * A lock that the frame does not grant within 30 s fails the call (a background refresh retries
+ * with backoff). An app page with a CSP must allow `frame-src <tessera's origin>`.
  */
 
 const REFRESH_MARGIN_MS = 5 * 60 * 1000;
