@@ -102,3 +102,27 @@ pub async fn frame(State(state): State<AppState>) -> Response {
     ];
     (headers, html).into_response()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::plain_origin;
+
+    #[test]
+    fn only_plain_origins_reach_the_frame_page() {
+        for ok in ["https://app.example", "http://127.0.0.1:9000", "http://[::1]:8080", "https://a-b.example.com"] {
+            assert!(plain_origin(ok), "{ok}");
+        }
+        for bad in [
+            "*",
+            "null",
+            "app.example",
+            "https://",
+            "https://a.example/path",
+            "https://a\".example",
+            "https://a b",
+            "'self'",
+        ] {
+            assert!(!plain_origin(bad), "{bad}");
+        }
+    }
+}
