@@ -306,7 +306,10 @@ test("signing out on tessera's page ends the todo page's session within 2 second
   assert.ok(!(await visible(page, "app")), "no signed-in view");
   assert.equal((await titles(page)).length, 0, "no todo of the old user");
   assert.equal(await page.locator("#who").textContent(), "");
-  assert.equal(await page.locator("#socket-state").textContent(), "disconnected", "the socket is closed");
+  assert.equal(await page.locator("#socket-state").textContent(), "disconnected", "the page says its socket is closed");
+  // And it is: every socket the page opened is closed (the close handshake takes a moment).
+  for (let i = 0; i < 20 && !sockets.every((s) => s.closed); i++) await sleep(50);
+  assert.ok(sockets.length >= 1 && sockets.every((s) => s.closed), `every socket is closed: ${JSON.stringify(sockets)}`);
   await page.evaluate(() => { window.__seen = []; });
   await page.screenshot({ path: join(shots, "todos-ended.png"), fullPage: true });
 

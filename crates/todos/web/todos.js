@@ -156,6 +156,7 @@ function stopLive() {
     socket = null;
     ws.close(1000, "signed out");
   }
+  $("socket-state").textContent = "disconnected";
 }
 
 // --- the session ----------------------------------------------------------------------------
