@@ -316,13 +316,15 @@ async fn the_socket_closes_when_its_token_expires_without_renewal() {
 
 #[tokio::test]
 async fn the_socket_stays_open_past_expiry_with_in_band_renewal() {
-    let server = TestServer::start_with(&["--access-ttl", "2s"]).await;
+    // `exp` is in whole seconds, so a 4 s token may have just over 3 s left when minted: renewed
+    // every 1.5 s, each token has well over a second to spare even on a loaded machine.
+    let server = TestServer::start_with(&["--access-ttl", "4s"]).await;
     let todos = TodoServer::start(&server, &[]).await;
     let mut tokens = server.user(&unique_email()).await;
     let mut socket = todos.socket(&tokens.access).await.unwrap();
     next_json(&mut socket).await;
     for _ in 0..4 {
-        let end = until_closed(&mut socket, Duration::from_millis(1000)).await;
+        let end = until_closed(&mut socket, Duration::from_millis(1500)).await;
         assert_eq!(end.close, None, "open while renewed");
         tokens = tokens_of(&server.refresh(&tokens.refresh).await);
         send_token(&mut socket, &tokens.access).await;
