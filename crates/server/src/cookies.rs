@@ -107,23 +107,9 @@ impl CookiePolicy {
 /// lets `X-Requested-With` through only for these origins, and the `Origin` check stays.
 ///
 /// Only a real preflight (`OPTIONS` with `Origin` and `Access-Control-Request-Method`) is
-/// answered here; any other request goes on to its route, so a plain `OPTIONS` still gets the
-/// envelope's `405`.
-pub async fn cors(
-    axum::extract::State(allowed): axum::extract::State<std::sync::Arc<Vec<HeaderValue>>>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::http::{Method, StatusCode};
-    use axum::response::IntoResponse;
-    let origin = request.headers().get(header::ORIGIN).filter(|o| allowed.contains(o)).cloned();
-    let Some(origin) = origin else {
-        return next.run(request).await;
-    };
-    let preflight =
-        request.method() == Method::OPTIONS && request.headers().contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
-    let mut response = if preflight { StatusCode::NO_CONTENT.into_response() } else { next.run(request).await };
-    let headers = response.headers_mut();
+/// answered without going to a route (in [`crate::middleware`]); a plain `OPTIONS` still gets
+/// the envelope's `405`. These are the headers for an allowed `origin`.
+pub fn cors_headers(headers: &mut HeaderMap, origin: HeaderValue, preflight: bool) {
     headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
     headers.insert(header::ACCESS_CONTROL_ALLOW_CREDENTIALS, HeaderValue::from_static("true"));
     headers.append(header::VARY, HeaderValue::from_static("origin"));
@@ -140,7 +126,6 @@ pub async fn cors(
             HeaderValue::from_static("retry-after, www-authenticate, x-request-id"),
         );
     }
-    response
 }
 
 /// The values of cookie `name` in the request's `Cookie` headers.

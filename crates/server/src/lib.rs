@@ -65,9 +65,8 @@ pub fn app(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
-        .layer(axum::middleware::from_fn(middleware::request_context))
         // Outermost, so that preflights are answered before routing by method.
-        .layer(axum::middleware::from_fn_with_state(Arc::new(origins), cookies::cors))
+        .layer(middleware::RequestContextLayer::new(origins))
         .with_state(state)
 }
 
