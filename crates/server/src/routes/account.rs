@@ -5,13 +5,13 @@ use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
 use tessera_core::Timestamp;
-use tessera_core::service::NewNames;
+use tessera_core::service::{Caller, LoginName, NewNames};
 use tessera_proto::{
     AnonymousRequest, DeleteAccountRequest, DeleteAccountResponse, Envelope, ErrorCode, ErrorEnvelope,
     PasswordChangeRequest, PasswordChangeResponse, RefreshTransport, SettingsResponse, TokenResponse, UpgradeRequest,
 };
 
-use super::auth::{check_address, token_response, user_view};
+use super::auth::{Attempt, check_address, take_account_attempt, token_response, user_view};
 use super::ok;
 use crate::error::AppError;
 use crate::extract::{ApiJson, AuthUser, ClientMeta, OptionalJson};
@@ -115,9 +115,7 @@ pub async fn change_password(
     let now = Timestamp::now();
     let ended =
         state.auth().change_password(&caller, req.current_password.expose(), req.new_password.expose(), now).await?;
-    if let Some((limit, key)) = attempt {
-        limit.give_back(&key).await;
-    }
+    attempt.succeeded().await;
     Ok(ok(PasswordChangeResponse { password_changed: true, sessions_ended: ended }))
 }
 
@@ -140,23 +138,21 @@ pub async fn delete_account(
 ) -> Result<Response, AppError> {
     let attempt = take_caller_attempt(&state, &caller).await?;
     state.auth().delete_account(&caller, req.password.as_ref().map(|p| p.expose()), Timestamp::now()).await?;
-    if let Some((limit, key)) = attempt {
-        limit.give_back(&key).await;
-    }
+    attempt.succeeded().await;
     let mut response = ok(DeleteAccountResponse { deleted: true });
     response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
     Ok(response)
 }
 
-/// An attempt from the failed-login budget of the caller's account, named by its user id.
-async fn take_caller_attempt<'a>(
-    state: &'a AppState,
-    caller: &tessera_core::service::Caller,
-) -> Result<Option<(&'a crate::ratelimit::Throttle<String>, String)>, AppError> {
-    let Some(limit) = &state.policy().login_per_account else {
-        return Ok(None);
+/// An attempt from the failed-login budget of the caller's account, under the same key as its
+/// logins (its email, else its username), so guesses through these routes and through login add
+/// up. A guest has no password to guess.
+async fn take_caller_attempt<'a>(state: &'a AppState, caller: &Caller) -> Result<Attempt<'a>, AppError> {
+    let profile = state.auth().me(caller).await?;
+    let name = match (&profile.email, &profile.username) {
+        (Some(email), _) => LoginName::Email(email),
+        (None, Some(username)) => LoginName::Username(username),
+        (None, None) => return Ok(Attempt::none()),
     };
-    let key = format!("user:{}", caller.user_id);
-    limit.take(&key).await.map_err(AppError::rate_limited)?;
-    Ok(Some((limit, key)))
+    take_account_attempt(state, name).await
 }

@@ -42,29 +42,43 @@ pub async fn check_address(limit: Option<&Throttle<AddressGroup>>, client: &Clie
     limit.take(&AddressGroup::of(addr)).await.map_err(AppError::rate_limited)
 }
 
-/// Takes one attempt from the account's budget of failed logins (whether the account exists or
-/// not, so the answer tells nothing); the caller gives it back if the login succeeds. Only
-/// password checks are throttled: an open session keeps refreshing however many guesses are
-/// made against its account.
-pub async fn take_account_attempt<'a>(
-    state: &'a AppState,
-    name: LoginName<'_>,
-) -> Result<Option<(&'a Throttle<String>, String)>, AppError> {
+/// One attempt taken from an account's budget of failed logins; [`succeeded`](Self::succeeded)
+/// gives it back, so only failures count.
+pub struct Attempt<'a>(Option<(&'a Throttle<String>, String)>);
+
+impl Attempt<'_> {
+    /// No budget applies (no limit configured, or nothing to key it by).
+    pub fn none() -> Self {
+        Self(None)
+    }
+
+    pub async fn succeeded(self) {
+        if let Some((limit, key)) = self.0 {
+            limit.give_back(&key).await;
+        }
+    }
+}
+
+/// Takes one attempt from the budget of failed password checks of the account `name` names
+/// (whether the account exists or not, so the answer tells nothing). Logins, password changes
+/// and deletions of one account share it. Only password checks are throttled: an open session
+/// keeps refreshing however many guesses are made against its account.
+pub async fn take_account_attempt<'a>(state: &'a AppState, name: LoginName<'_>) -> Result<Attempt<'a>, AppError> {
     let Some(limiter) = &state.policy().login_per_account else {
-        return Ok(None);
+        return Ok(Attempt::none());
     };
     let key = match name {
         LoginName::Email(email) => account::normalize_email(email).map(|(_, key)| key),
         LoginName::Username(name) => account::normalize_username(name).map(|(_, key)| format!("username:{key}")),
     };
     let Ok(key) = key else {
-        return Ok(None);
+        return Ok(Attempt::none());
     };
     if let Err(secs) = limiter.take(&key).await {
         tracing::warn!(retry_after = secs, "an account's failed-login limit was reached; refusing its logins for now");
         return Err(AppError::rate_limited(secs));
     }
-    Ok(Some((limiter, key)))
+    Ok(Attempt(Some((limiter, key))))
 }
 
 #[utoipa::path(post, path = "/register", tag = "auth", request_body = RegisterRequest,
@@ -116,9 +130,7 @@ pub async fn login(
     let attempt = take_account_attempt(&state, name).await?;
     let now = Timestamp::now();
     let issued = state.auth().login(name, req.password.expose(), client.info, now).await?;
-    if let Some((limiter, key)) = attempt {
-        limiter.give_back(&key).await;
-    }
+    attempt.succeeded().await;
     let user = user_view(&issued.user);
     Ok(token_response(&state, issued, req.refresh_transport.unwrap_or_default(), Some(user), now))
 }

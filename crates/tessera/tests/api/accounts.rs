@@ -356,3 +356,22 @@ async fn guests_without_a_live_session_are_purged_after_the_retention() {
     assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["purged"], 1, "{line}");
     assert_eq!(server.me(&kept.access).await.status, 200, "a guest with a live session stays");
 }
+
+#[tokio::test]
+async fn wrong_current_passwords_and_wrong_logins_share_the_accounts_budget() {
+    let server = TestServer::start_with(&["--login-failure-limit", "3/15min"]).await;
+    let email = unique_email();
+    let mine = server.user(&email).await;
+    let wrong_login = json!({"email": email, "password": "wrong password"});
+    server.post("/api/auth/login", wrong_login.clone()).await.assert_error(401, "INVALID_CREDENTIALS");
+    let change = json!({"current_password": "wrong password", "new_password": "a brand new one"});
+    for _ in 0..2 {
+        let reply =
+            server.send(Method::POST, "/api/auth/password", Some(&mine.access), Some(change.clone()), &[]).await;
+        reply.assert_error(401, "INVALID_CREDENTIALS");
+    }
+    server.post("/api/auth/login", wrong_login).await.assert_error(429, "RATE_LIMITED");
+    let reply = server.send(Method::POST, "/api/auth/password", Some(&mine.access), Some(change), &[]).await;
+    reply.assert_error(429, "RATE_LIMITED");
+    assert_eq!(server.me(&mine.access).await.status, 200, "the open session is not throttled");
+}
