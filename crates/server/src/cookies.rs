@@ -3,7 +3,7 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use tessera_core::Timestamp;
-use tessera_proto::ErrorCode;
+use tessera_proto::{ErrorCode, RefreshTransport, Secret};
 
 use crate::error::AppError;
 
@@ -74,6 +74,22 @@ impl CookiePolicy {
         }
         self.check_csrf(headers)?;
         Ok(Some(token))
+    }
+
+    /// The refresh token a request presents: `in_body` if there is one, else the cookie's (after
+    /// the CSRF check), with how it came; `MISSING_TOKEN` when there is neither.
+    pub fn presented_token<'r>(
+        &self,
+        in_body: Option<&'r Secret>,
+        headers: &'r HeaderMap,
+    ) -> Result<(&'r str, RefreshTransport), AppError> {
+        if let Some(token) = in_body {
+            return Ok((token.expose(), RefreshTransport::Body));
+        }
+        match self.token_from_cookie(headers)? {
+            Some(token) => Ok((token, RefreshTransport::Cookie)),
+            None => Err(AppError::new(ErrorCode::MissingToken, "Send refresh_token in the body or the refresh cookie")),
+        }
     }
 
     /// A cookie-authenticated request must send `X-Requested-With: tessera` (which a cross-site

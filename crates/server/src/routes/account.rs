@@ -8,7 +8,7 @@ use tessera_core::Timestamp;
 use tessera_core::service::{Caller, LoginName, NewNames};
 use tessera_proto::{
     AnonymousRequest, DeleteAccountRequest, DeleteAccountResponse, Envelope, ErrorCode, ErrorEnvelope,
-    PasswordChangeRequest, PasswordChangeResponse, RefreshTransport, SettingsResponse, TokenResponse, UpgradeRequest,
+    PasswordChangeRequest, PasswordChangeResponse, SettingsResponse, TokenResponse, UpgradeRequest,
 };
 
 use super::auth::{Attempt, check_address, take_account_attempt, token_response, user_view};
@@ -73,18 +73,7 @@ pub async fn upgrade(
     headers: HeaderMap,
     ApiJson(req): ApiJson<UpgradeRequest>,
 ) -> Result<Response, AppError> {
-    let (token, came_in) = match &req.refresh_token {
-        Some(token) => (token.expose(), RefreshTransport::Body),
-        None => match state.cookies().token_from_cookie(&headers)? {
-            Some(token) => (token, RefreshTransport::Cookie),
-            None => {
-                return Err(AppError::new(
-                    ErrorCode::MissingToken,
-                    "Send the session's refresh_token in the body or the refresh cookie",
-                ));
-            }
-        },
-    };
+    let (token, came_in) = state.cookies().presented_token(req.refresh_token.as_ref(), &headers)?;
     let now = Timestamp::now();
     let names = NewNames { email: req.email.as_deref(), username: req.username.as_deref() };
     let issued = state.auth().upgrade(&caller, token, names, req.password.expose(), now).await?;

@@ -7,8 +7,8 @@ use tessera_core::Timestamp;
 use tessera_core::account;
 use tessera_core::service::{Issued, LoginName, NewNames, Profile};
 use tessera_proto::{
-    ErrorCode, LoginRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, MeResponse, RefreshRequest,
-    RefreshTransport, RegisterRequest, RegisterResponse, Secret, TokenResponse, UserView,
+    LoginRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, MeResponse, RefreshRequest, RefreshTransport,
+    RegisterRequest, RegisterResponse, Secret, TokenResponse, UserView,
 };
 
 use super::{created, ok};
@@ -157,16 +157,9 @@ pub async fn refresh(
         Ok(OptionalJson(req)) => req,
         Err(e) => return e.into_response(),
     };
-    let (token, transport) = match &req.refresh_token {
-        Some(token) => (token.expose(), RefreshTransport::Body),
-        None => match state.cookies().token_from_cookie(&headers) {
-            Ok(Some(token)) => (token, RefreshTransport::Cookie),
-            Ok(None) => {
-                return AppError::new(ErrorCode::MissingToken, "Send refresh_token in the body or the refresh cookie")
-                    .into_response();
-            }
-            Err(e) => return e.into_response(),
-        },
+    let (token, transport) = match state.cookies().presented_token(req.refresh_token.as_ref(), &headers) {
+        Ok(presented) => presented,
+        Err(e) => return e.into_response(),
     };
     let now = Timestamp::now();
     match state.auth().refresh(token, now).await {
