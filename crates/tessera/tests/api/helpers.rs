@@ -182,7 +182,11 @@ impl TestServer {
             .map(ChildGuard)
             .expect("start tessera serve");
         let (logs, addr) = follow_logs(child.0.stdout.take().expect("stdout"), Duration::from_secs(20)).await;
-        let addr = addr.unwrap_or_else(|| panic!("tessera serve did not start; args {args:?}"));
+        let Some(addr) = addr else {
+            let status = child.0.try_wait().ok().flatten();
+            let logs = logs.lock().unwrap().join("\n");
+            panic!("tessera serve did not start (exit: {status:?}); args {args:?}; its log:\n{logs}");
+        };
         Self { base: format!("http://{addr}"), client, child, logs, args, env, data_dir }
     }
 
