@@ -130,9 +130,7 @@ impl PasswordHasher {
 
     async fn run<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> Result<T, HashError> {
         let (tx, rx) = oneshot::channel();
-        let span = tracing::Span::current();
         let job: Job = Box::new(move || {
-            let _entered = span.enter();
             let _ = tx.send(f());
         });
         match self.jobs.try_send(job) {

@@ -3,8 +3,8 @@
 //!
 //! - CORS for the configured allowed origins ([`crate::cookies`] says which and why): a real
 //!   preflight is answered here, and other answers to an allowed origin get its headers;
-//! - a request id on every log line (the request's span) and on the response, and the logging of
-//!   internal errors under that id (their cause never reaches the client).
+//! - a request id on every log line (through [`RequestFields`]) and on the response, and the
+//!   logging of internal errors under that id (their cause never reaches the client).
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -16,9 +16,9 @@ use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_proto::{Envelope, ErrorBody, ErrorCode};
-use tracing::Instrument;
 
 use crate::error::InternalCause;
+use crate::telemetry::RequestFields;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -76,18 +76,17 @@ where
         if let Some(value) = &id_header {
             req.headers_mut().insert(REQUEST_ID_HEADER, value.clone());
         }
-        let span =
-            tracing::info_span!("request", request_id = %request_id, method = %req.method(), path = %req.uri().path());
-        let answer = self.inner.call(req).instrument(span.clone());
-        Box::pin(async move {
+        let fields = RequestFields { request_id, method: req.method().clone(), uri: req.uri().clone() };
+        let answer = self.inner.call(req);
+        Box::pin(fields.scope(async move {
             let Ok(mut response) = answer.await;
             if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
-                let _entered = span.enter();
                 tracing::error!(error = format!("{cause:#}"), "internal error");
+                let request_id = id_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
                 let body = Envelope::<()>::err(ErrorBody {
                     code: ErrorCode::Internal,
                     message: "Internal server error".into(),
-                    request_id: Some(request_id.clone()),
+                    request_id,
                 });
                 response = (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
             }
@@ -99,7 +98,7 @@ where
                 crate::cookies::cors_headers(response.headers_mut(), origin, false);
             }
             Ok(response)
-        })
+        }))
     }
 }
 
