@@ -72,6 +72,7 @@
 mod api;
 mod args;
 mod ceiling;
+mod cpu;
 mod http;
 mod load;
 mod logout;
@@ -81,11 +82,11 @@ mod scale;
 mod scenario;
 mod server;
 
-use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use crate::api::Account;
 use crate::args::{Args, Command, USAGE};
+use crate::cpu::CpuProbe;
 use crate::http::Conn;
 use crate::report::{Row, Summary, Target};
 use crate::resource::{Issuer, ResourceServer};
@@ -158,7 +159,7 @@ fn everything_but_scale(
     } else {
         None
     };
-    let mut outcome = runtime.block_on(bench(args, server.addr(), client))?;
+    let mut outcome = runtime.block_on(bench(args, &server, client))?;
     let peak_rss_kib = server.peak_rss_kib().inspect_err(|e| eprintln!("tessera-bench: {e}")).ok();
     drop(server);
     // Started only now, so that they sit idle through none of the other scenarios.
@@ -207,8 +208,14 @@ fn two_instances(runtime: &tokio::runtime::Runtime, args: &Args, outcome: &mut O
     runtime.block_on(measure_pair(&pair, args, outcome))
 }
 
-async fn bench(args: &Args, addr: SocketAddr, client: Option<String>) -> Result<Outcome, BoxError> {
+async fn bench(args: &Args, server: &Server, client: Option<String>) -> Result<Outcome, BoxError> {
+    let addr = server.addr();
     let mut setup = Setup::new(addr).await?;
+    setup.server_cpu = Some(CpuProbe::Process(server.pid()));
+    setup.store_cpu = match std::env::var("TESSERA_SESSION_STORE_URL") {
+        Ok(url) if url.starts_with("redis://") => cpu::redis_pid(&url).await.map(CpuProbe::Process),
+        _ => None,
+    };
     setup.client = client.map(|c| hyper::header::HeaderValue::from_str(&c)).transpose()?;
     setup.sqlite_full = args.sqlite_full;
     eprintln!("tessera-bench: one login on the idle server takes {:.1} ms", setup.login_ms);

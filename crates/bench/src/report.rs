@@ -39,6 +39,12 @@ pub struct Summary {
     /// CPU time of the resource server's thread per request of the measured window, in
     /// microseconds (`rs-*` rows only).
     pub cpu_us_per_request: Option<f64>,
+    /// CPU time of the `tessera serve` process per request of the measured window, in
+    /// microseconds (rows of one kind of request to tessera).
+    pub server_cpu_us: Option<f64>,
+    /// CPU time of the Redis server holding the sessions per request, in microseconds (when
+    /// sessions are in Redis).
+    pub store_cpu_us: Option<f64>,
     /// The load generator's CPU time over the measured window as a share of the machine's
     /// (all cores): the benchmark process's, less the resource server's thread (HTTP rows only).
     pub client_cpu: Option<f64>,
@@ -68,6 +74,8 @@ impl Summary {
             first_error,
             stopped: 0,
             cpu_us_per_request: None,
+            server_cpu_us: None,
+            store_cpu_us: None,
             client_cpu: None,
         }
     }
@@ -242,7 +250,9 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
         out,
         "- load generator: the benchmark's process, {} thread(s); \"client CPU\" is its CPU time over the measured \
          window (getrusage, less the resource server's thread on rs-* rows) as a share of the machine's ({} cores); \
-         above {:.0} % the load generator rather than the server may be the bottleneck",
+         above {:.0} % the load generator rather than the server may be the bottleneck; \"server CPU µs/req\" \
+         is the `tessera serve` process's CPU time over the measured window per request (and the Redis server's, \
+         when it holds the sessions)",
         ctx.client_threads,
         ctx.machine.cores,
         CLIENT_CPU_WARNING * 100.0
@@ -260,9 +270,9 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
     let _ = writeln!(out);
     let _ = writeln!(
         out,
-        "| scenario | conns | requests | req/s | p50 ms | p99 ms | max ms | errors | target | met | ratio to ceiling | client CPU |"
+        "| scenario | conns | requests | req/s | p50 ms | p99 ms | max ms | errors | target | met | ratio to ceiling | client CPU | server CPU µs/req |"
     );
-    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|---|---|---|--:|");
+    let _ = writeln!(out, "|---|--:|--:|--:|--:|--:|--:|--:|---|---|---|--:|--:|");
     for row in rows {
         let s = &row.summary;
         let rps = match row.target {
@@ -274,9 +284,14 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
             Some(share) => format!("{:.0} %", share * 100.0),
             None => "—".to_owned(),
         };
+        let server_cpu = match (s.server_cpu_us, s.store_cpu_us) {
+            (Some(server), Some(store)) => format!("{server:.1} + {store:.1} Redis"),
+            (Some(server), None) => format!("{server:.1}"),
+            _ => "—".to_owned(),
+        };
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {rps} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {client_cpu} |",
+            "| {} | {} | {} | {rps} | {:.2} | {:.2} | {:.2} | {} | {} | {} | {} | {client_cpu} | {server_cpu} |",
             row.label,
             row.connections,
             s.requests,
@@ -499,6 +514,8 @@ mod tests {
                 first_error: None,
                 stopped: 0,
                 cpu_us_per_request: None,
+                server_cpu_us: None,
+                store_cpu_us: None,
                 client_cpu: None,
             }]
         };

@@ -28,6 +28,7 @@ use tokio::runtime::Runtime;
 use tokio::sync::oneshot;
 
 use crate::BoxError;
+use crate::cpu::CpuProbe;
 
 pub const BARE: &str = "/bare";
 pub const PROTECTED: &str = "/protected";
@@ -56,31 +57,6 @@ pub struct ResourceServer {
     runtime: Option<Runtime>,
 }
 
-/// Reads the CPU time the app's runtime threads have used so far.
-#[derive(Debug, Clone)]
-pub struct CpuProbe {
-    thread_name: String,
-}
-
-impl CpuProbe {
-    /// The summed on-CPU time of this process's threads with the app's name, from
-    /// `/proc/self/task/*/schedstat` (nanoseconds); `None` where the kernel does not say.
-    pub fn read(&self) -> Option<Duration> {
-        let mut total = 0u64;
-        let mut found = false;
-        for task in std::fs::read_dir("/proc/self/task").ok()?.flatten() {
-            let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
-            if comm.trim_end() != self.thread_name {
-                continue;
-            }
-            let schedstat = std::fs::read_to_string(task.path().join("schedstat")).ok()?;
-            total += schedstat.split_whitespace().next()?.parse::<u64>().ok()?;
-            found = true;
-        }
-        found.then(|| Duration::from_nanos(total))
-    }
-}
-
 impl ResourceServer {
     /// Builds the verifier (keys fetched, feed synced) and starts serving.
     pub async fn start(name: &str, issuer: Issuer) -> Result<Self, BoxError> {
@@ -97,7 +73,7 @@ impl ResourceServer {
         runtime.spawn(async move {
             let _ = tx.send(serve(issuer).await);
         });
-        let cpu = CpuProbe { thread_name };
+        let cpu = CpuProbe::Threads(thread_name);
         let mut server = Self { addr: SocketAddr::from(([127, 0, 0, 1], 0)), cpu, runtime: Some(runtime) };
         server.addr = rx.await.map_err(|_| "the resource server stopped before it started")??;
         Ok(server)

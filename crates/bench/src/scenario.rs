@@ -11,10 +11,11 @@ use crate::BoxError;
 use crate::api::{self, Account};
 use crate::args::Args;
 use crate::ceiling;
+use crate::cpu::CpuProbe;
 use crate::http::Conn;
 use crate::load::{Load, Window, Worker, WorkerStats};
 use crate::report::{Summary, Target};
-use crate::resource::{self, CpuProbe};
+use crate::resource;
 
 pub const SCENARIOS: &[&str] = &[
     "me",
@@ -78,6 +79,11 @@ pub enum Kind {
 }
 
 impl Kind {
+    /// Whether the requests go to `tessera serve`.
+    pub fn on_tessera(self) -> bool {
+        matches!(self, Self::Me | Self::Login | Self::Refresh | Self::IntrospectAccess | Self::IntrospectRefresh)
+    }
+
     /// Whether the benchmark's own process does the work (no server, no HTTP).
     pub fn in_process(self) -> bool {
         matches!(self, Self::CeilingSqlite | Self::CeilingArgon2)
@@ -207,6 +213,10 @@ pub struct Setup {
     pub resource: Option<SocketAddr>,
     /// The CPU time of the resource server's thread.
     pub resource_cpu: Option<CpuProbe>,
+    /// The CPU time of the `tessera serve` process.
+    pub server_cpu: Option<CpuProbe>,
+    /// The CPU time of the Redis server holding the sessions, when it is one.
+    pub store_cpu: Option<CpuProbe>,
     /// The HTTP ceiling's trivial server, when a scenario needs it.
     pub trivial: Option<SocketAddr>,
     /// Logical CPUs of the machine: the threads of the argon2 ceiling, and the machine's CPU
@@ -238,6 +248,8 @@ impl Setup {
             addr,
             resource: None,
             resource_cpu: None,
+            server_cpu: None,
+            store_cpu: None,
             trivial: None,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             sqlite_full: false,
@@ -273,17 +285,25 @@ impl Setup {
         }
         let window = Window::starting_now(warmup, duration);
         let loads_resource = scenario.groups.iter().any(|g| matches!(g.kind, Kind::RsBare | Kind::RsLayer));
-        let resource_cpu = self.resource_cpu.clone().filter(|_| loads_resource);
+        // tessera's and its store's CPU time per request, on rows with one kind of tessera request.
+        let loads_tessera = matches!(scenario.groups.as_slice(), [group] if group.kind.on_tessera());
+        let probes = [
+            self.resource_cpu.clone().filter(|_| loads_resource),
+            self.server_cpu.clone().filter(|_| loads_tessera),
+            self.store_cpu.clone().filter(|_| loads_tessera),
+        ];
         // The CPU time of this process (the load generator, and the resource server's thread when
-        // it is loaded) and of the resource server's thread over the measured window.
+        // it is loaded) and of each probe over the measured window.
         let cpu = tokio::spawn(async move {
+            let read = || (ceiling::process_cpu(), probes.each_ref().map(|p| p.as_ref().and_then(CpuProbe::read)));
             tokio::time::sleep_until(window.measure_from.into()).await;
-            let start = (Instant::now(), ceiling::process_cpu(), resource_cpu.as_ref().and_then(CpuProbe::read));
+            let (started, start) = (Instant::now(), read());
             tokio::time::sleep_until(window.end.into()).await;
-            let (process, resource) = (ceiling::process_cpu(), resource_cpu.as_ref().and_then(CpuProbe::read));
-            let process = process.zip(start.1).and_then(|(end, start)| end.checked_sub(start));
-            let resource = resource.zip(start.2).and_then(|(end, start)| end.checked_sub(start));
-            (start.0.elapsed(), process, resource)
+            let end = read();
+            let spent =
+                |end: Option<Duration>, start: Option<Duration>| end.zip(start).and_then(|(e, s)| e.checked_sub(s));
+            let probed: [Option<Duration>; 3] = std::array::from_fn(|i| spent(end.1[i], start.1[i]));
+            (started.elapsed(), spent(end.0, start.0), probed)
         });
         let mut tasks = JoinSet::new();
         for (index, workers) in prepared.into_iter().enumerate() {
@@ -296,7 +316,7 @@ impl Setup {
             let (index, worker_stats) = joined?;
             stats[index].push(worker_stats);
         }
-        let (measured, process_cpu, resource_cpu) = cpu.await?;
+        let (measured, process_cpu, [resource_cpu, server_cpu, store_cpu]) = cpu.await?;
         // The load generator's share of the machine's CPU time: the process's, less the resource
         // server's thread, over all cores for the window.
         let client_cpu = process_cpu.map(|process| {
@@ -307,10 +327,16 @@ impl Setup {
             .into_iter()
             .map(|group_stats| {
                 let summary = Summary::merge(group_stats, duration);
-                let per_request = resource_cpu
-                    .filter(|_| summary.requests > 0)
-                    .map(|cpu| cpu.as_secs_f64() * 1e6 / summary.requests as f64);
-                Summary { cpu_us_per_request: per_request, client_cpu, ..summary }
+                let per_request = |cpu: Option<Duration>| {
+                    cpu.filter(|_| summary.requests > 0).map(|cpu| cpu.as_secs_f64() * 1e6 / summary.requests as f64)
+                };
+                Summary {
+                    cpu_us_per_request: per_request(resource_cpu),
+                    server_cpu_us: per_request(server_cpu),
+                    store_cpu_us: per_request(store_cpu),
+                    client_cpu,
+                    ..summary
+                }
             })
             .collect())
     }
