@@ -7,7 +7,6 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use jsonwebtoken::{Algorithm, Header};
 pub use tessera_verify::claims::AccessClaims;
 use tessera_verify::validate::Validator;
 
@@ -22,6 +21,8 @@ pub enum AccessError {
     Invalid,
     #[error("no signing key is loaded")]
     NoKey,
+    #[error("the token could not be signed")]
+    Signing,
 }
 
 /// A token and the lifetime it was minted with.
@@ -108,10 +109,9 @@ impl AccessTokens {
             exp: iat.saturating_add(ttl),
             nbf: None,
         };
-        let mut header = Header::new(Algorithm::ES256);
-        header.kid = Some(key.kid.clone());
-        let token = jsonwebtoken::encode(&header, &claims, &key.encoding).map_err(|_| AccessError::NoKey)?;
-        Ok(IssuedAccess { token: low_s(token), expires_in: self.ttl })
+        let payload = serde_json::to_vec(&claims).map_err(|_| AccessError::Signing)?;
+        let token = key.sign_jwt(&payload).map_err(|_| AccessError::Signing)?;
+        Ok(IssuedAccess { token, expires_in: self.ttl })
     }
 
     /// The claims of a token this server minted that has not expired at `now`.
@@ -119,19 +119,6 @@ impl AccessTokens {
         let ring = self.keys.read().unwrap_or_else(|e| e.into_inner()).verifying.clone();
         self.validator.validate(token, &ring, now).map_err(|_| AccessError::Invalid)
     }
-}
-
-/// The token with its signature in the one spelling verifiers accept ([`tessera_verify::ecdsa`]).
-fn low_s(token: String) -> String {
-    use base64::Engine;
-    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-    let Some((signed, signature)) = token.rsplit_once('.') else { return token };
-    let Ok(mut signature) = URL_SAFE_NO_PAD.decode(signature) else { return token };
-    if tessera_verify::ecdsa::is_low_s(&signature) {
-        return token;
-    }
-    tessera_verify::ecdsa::normalize_s(&mut signature);
-    format!("{signed}.{}", URL_SAFE_NO_PAD.encode(signature))
 }
 
 #[cfg(test)]
