@@ -47,22 +47,26 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Moves the session to the next generation if it is at ARGV[1], active at ARGV[2]; returns
 /// `"rotated"` or `"stale"` followed by the hash's fields and values (nothing if it is gone).
+/// The hash is read once: the reply is that read with the written fields patched in.
 const ROTATE: &str = r#"
 local h = redis.call('HGETALL', KEYS[1])
 if #h == 0 then return {} end
-local s = {}
-for i = 1, #h, 2 do s[h[i]] = h[i + 1] end
-if s.gen ~= ARGV[1] or s.ended or tonumber(s.expires) <= tonumber(ARGV[2]) then
+local at = {}
+for i = 1, #h, 2 do at[h[i]] = i + 1 end
+local function get(k) return at[k] and h[at[k]] end
+if get('gen') ~= ARGV[1] or get('ended') or tonumber(get('expires')) <= tonumber(ARGV[2]) then
   table.insert(h, 1, 'stale')
   return h
 end
-local expires = math.min(tonumber(ARGV[3]), tonumber(s.abs))
-redis.call('HINCRBY', KEYS[1], 'gen', 1)
-redis.call('HSET', KEYS[1], 'last_used', ARGV[2], 'expires', string.format('%.0f', expires))
-redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', expires + tonumber(ARGV[4])))
-local out = redis.call('HGETALL', KEYS[1])
-table.insert(out, 1, 'rotated')
-return out
+local gen = string.format('%d', tonumber(ARGV[1]) + 1)
+local expires = string.format('%.0f', math.min(tonumber(ARGV[3]), tonumber(get('abs'))))
+redis.call('HSET', KEYS[1], 'gen', gen, 'last_used', ARGV[2], 'expires', expires)
+redis.call('PEXPIREAT', KEYS[1], string.format('%.0f', tonumber(expires) + tonumber(ARGV[4])))
+for k, v in pairs({gen = gen, last_used = ARGV[2], expires = expires}) do
+  if at[k] then h[at[k]] = v else table.insert(h, k); table.insert(h, v) end
+end
+table.insert(h, 1, 'rotated')
+return h
 "#;
 
 /// Ends the session at ARGV[1] unless it has ended (or, with ARGV[2] = '1', unless it is not
