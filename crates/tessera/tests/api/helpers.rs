@@ -81,6 +81,8 @@ pub struct TestServer {
     logs: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// The open-file limit (soft and hard) the server starts under, when a test sets one.
+    file_limit: Option<u64>,
     pub data_dir: Arc<TempDir>,
 }
 
@@ -164,12 +166,42 @@ impl TestServer {
             }
         }
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Self::spawn(data_dir, args, env, "127.0.0.1:0").await
+        Self::spawn(data_dir, args, env, "127.0.0.1:0", None).await
     }
 
-    async fn spawn(data_dir: Arc<TempDir>, args: Vec<String>, env: Vec<(String, String)>, listen: &str) -> Self {
+    /// Starts with extra flags under an open-file limit of `limit` (soft and hard).
+    pub async fn start_with_file_limit(extra: &[&str], limit: u64) -> Self {
+        let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let args = BASE_ARGS.iter().chain(extra).map(|s| s.to_string()).collect();
+        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0", Some(limit)).await
+    }
+
+    async fn spawn(
+        data_dir: Arc<TempDir>,
+        args: Vec<String>,
+        env: Vec<(String, String)>,
+        listen: &str,
+        file_limit: Option<u64>,
+    ) -> Self {
         let client = http_client();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        if let Some(limit) = file_limit {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
+            // SAFETY: between fork and exec the closure only calls setrlimit, which is
+            // async-signal-safe, on a struct it owns.
+            #[allow(unsafe_code)]
+            unsafe {
+                command.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const limit) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
+        let mut child = command
             .arg("serve")
             .args(["--listen", listen, "--data-dir"])
             .arg(data_dir.path())
@@ -187,19 +219,19 @@ impl TestServer {
             let logs = logs.lock().unwrap().join("\n");
             panic!("tessera serve did not start (exit: {status:?}); args {args:?}; its log:\n{logs}");
         };
-        Self { base: format!("http://{addr}"), client, child, logs, args, env, data_dir }
+        Self { base: format!("http://{addr}"), client, child, logs, args, env, file_limit, data_dir }
     }
 
     /// Another instance sharing this one's data directory (signing keys), flags and stores.
     pub async fn sibling(&self) -> Self {
-        Self::spawn(self.data_dir.clone(), self.args.clone(), self.env.clone(), "127.0.0.1:0").await
+        Self::spawn(self.data_dir.clone(), self.args.clone(), self.env.clone(), "127.0.0.1:0", self.file_limit).await
     }
 
     /// Starts a server with exactly these flags (beside the base ones), whatever the backend.
     pub async fn start_raw(args: Vec<String>) -> Self {
         let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let args = BASE_ARGS.iter().map(|s| s.to_string()).chain(args).collect();
-        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0").await
+        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0", None).await
     }
 
     /// Stops the server (SIGKILL when `hard`, else SIGTERM and wait) and starts it again on the
@@ -207,10 +239,10 @@ impl TestServer {
     pub async fn restart(mut self, hard: bool) -> Self {
         self.stop(hard);
         let data_dir = self.data_dir.clone();
-        let (args, env) = (self.args.clone(), self.env.clone());
+        let (args, env, file_limit) = (self.args.clone(), self.env.clone(), self.file_limit);
         let listen = self.base.trim_start_matches("http://").to_owned();
         drop(self);
-        Self::spawn(data_dir, args, env, &listen).await
+        Self::spawn(data_dir, args, env, &listen, file_limit).await
     }
 
     pub fn stop(&mut self, hard: bool) {

@@ -43,6 +43,15 @@ async fn healthy(server: &TestServer) -> bool {
     client.get(server.url("/healthz")).send().await.is_ok_and(|r| r.status() == StatusCode::OK)
 }
 
+/// How many slow connections a flood test opens: 3 000, or fewer when this process's open-file
+/// limit is lower (always far more than one address's share of 128).
+fn flood_size() -> usize {
+    let fds = raise_fd_limit();
+    let count = 3000.min(usize::try_from(fds).unwrap_or(0).saturating_sub(200));
+    assert!(count >= 600, "the open-file limit ({fds}) is too low for a flood test");
+    count
+}
+
 /// Lets this process open as many sockets as its hard limit allows.
 #[allow(unsafe_code)]
 fn raise_fd_limit() -> u64 {
@@ -175,9 +184,7 @@ async fn an_address_whose_connections_are_all_busy_is_refused_more_and_others_ar
 
 #[tokio::test]
 async fn thousands_of_slow_connections_from_the_clients_own_address_do_not_starve_it() {
-    let fds = raise_fd_limit();
-    let count = 3000.min(usize::try_from(fds).unwrap_or(0).saturating_sub(200));
-    assert!(count >= 1000, "the open-file limit ({fds}) is too low for this test");
+    let count = flood_size();
     // Default limits: the flood comes from 127.0.0.1, like the client below.
     let server = TestServer::start().await;
     let mut slow = Vec::with_capacity(count);
@@ -201,13 +208,14 @@ async fn thousands_of_slow_connections_from_the_clients_own_address_do_not_starv
 
 #[tokio::test]
 async fn a_slow_flood_from_many_addresses_is_reaped_and_does_not_starve_other_clients() {
-    let fds = raise_fd_limit();
-    let count = 3000.min(usize::try_from(fds).unwrap_or(0).saturating_sub(200));
-    assert!(count >= 1000, "the open-file limit ({fds}) is too low for this test");
-    let server = TestServer::start_with(&["--header-timeout", "5s", "--max-connections", "1000"]).await;
+    let count = flood_size();
+    // A third of the flood fits: the rest must push out the longest-waiting connections.
+    let max = u64::try_from(count / 3).unwrap();
+    let server = TestServer::start_with(&["--header-timeout", "5s", "--max-connections", &max.to_string()]).await;
     let mut slow = Vec::with_capacity(count);
     for i in 0..count {
-        // 30 addresses with 100 connections each: under the per-address share, over the total.
+        // 30 addresses with at most 100 connections each: under the per-address share (128),
+        // over the total.
         let from = IpAddr::from([127, 0, 1, u8::try_from(i % 30).unwrap() + 1]);
         let mut conn = connect_from(&server, from).await.unwrap();
         let _ = conn.write_all(b"POST /api/auth/login HTTP/1.1\r\nhost: x\r\n").await;
@@ -220,7 +228,7 @@ async fn a_slow_flood_from_many_addresses_is_reaped_and_does_not_starve_other_cl
     let login = server.post("/api/auth/login", json!({"email": email, "password": PASSWORD})).await;
     assert_eq!(login.status, 200, "{}", login.body);
     let open = open_connections(&server).await;
-    assert!((500..=1002).contains(&open), "the slow connections fill the server, no more: {open}");
+    assert!((max / 2..=max + 2).contains(&open), "the slow connections fill the server, no more: {open} of {max}");
     if let Some(rss) = rss_kib(server.pid()) {
         eprintln!("server RSS with {open} slow connections open: {} MiB", rss / 1024);
     }
@@ -362,4 +370,28 @@ async fn the_failed_login_budget_is_shared_by_instances_when_there_is_redis() {
         // Without Redis each instance counts for itself.
         Backend::Sqlite | Backend::Postgres => assert_eq!(checked, 12),
     }
+}
+
+#[tokio::test]
+async fn a_low_open_file_limit_lowers_the_connection_cap_instead_of_running_out_of_files() {
+    // 400 files leave room for 144 connections beside the server's own 256.
+    let server = TestServer::start_with_file_limit(&["--max-connections-per-address", "1000"], 400).await;
+    assert!(
+        super::helpers::eventually(Duration::from_secs(2), async || server
+            .logs()
+            .lines()
+            .any(|l| l.contains("the open-file limit leaves room for fewer connections") && l.contains("144")))
+        .await,
+        "the lowered cap is logged: {}",
+        server.logs()
+    );
+    // More idle connections than the process has files for: the cap, not EMFILE, refuses them.
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(TcpStream::connect(addr(&server)).await.unwrap());
+    }
+    assert!(healthy(&server).await, "health with 300 idle connections against a 400-file limit");
+    let open = open_connections(&server).await;
+    assert!(open <= 145, "at most the lowered cap is open: {open}");
+    drop(idle);
 }
