@@ -235,3 +235,34 @@ async fn a_postgres_outage_answers_503_fast_and_recovers_without_losing_sessions
         server.refresh(&tokens.refresh).await.data();
     }
 }
+
+#[tokio::test]
+async fn failed_logins_are_still_counted_in_the_instance_while_redis_is_down() {
+    let mut redis = PrivateRedis::start();
+    let server = TestServer::start_raw(vec![
+        "--session-store-url".into(),
+        redis.url(),
+        "--login-failure-limit".into(),
+        "5/15min".into(),
+    ])
+    .await;
+    let email = unique_email();
+    server.register(&email).await;
+    redis.crash();
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        let reply =
+            server.post("/api/auth/login", serde_json::json!({"email": email, "password": "wrong password"})).await;
+        statuses.push(reply.status.as_u16());
+    }
+    // A wrong password needs no session store: 401 until the account's budget, counted in this
+    // instance while the shared one is down, is spent; then 429. Guessing does not fail open.
+    assert_eq!(statuses[..5], [401; 5], "{statuses:?}");
+    assert!(statuses[5..].iter().all(|s| *s == 429), "{statuses:?}");
+    assert_eq!(
+        server.logs().matches("the shared rate-limit store failed").count(),
+        1,
+        "the fallback is logged once: {}",
+        server.logs()
+    );
+}
