@@ -18,6 +18,7 @@ use std::io::IsTerminal;
 
 use axum::http::{Method, Uri};
 use tracing::{Event, Subscriber};
+use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -28,13 +29,23 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::LogFormat;
 use crate::metrics::AuditCounter;
 
-pub fn init(format: LogFormat) {
+/// Starts logging. Lines are written by a thread of their own, through a buffer flushed whenever
+/// no more lines are waiting: a request no longer pays for a `write` to stdout, and a busy
+/// server writes many lines per system call. The buffer is bounded and never drops a line (a
+/// full one makes the logging thread's callers wait). Keep the guard until the process ends:
+/// dropping it writes out what is left.
+#[must_use = "dropping the guard stops the logging thread"]
+pub fn init(format: LogFormat) -> WorkerGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = match "audit=info".parse() {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stdout).with_ansi(std::io::stdout().is_terminal());
+    let (stdout, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+        .lossy(false)
+        .thread_name("tessera-log")
+        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(stdout).with_ansi(std::io::stdout().is_terminal());
     let fmt = match format {
         LogFormat::Text => fmt.event_format(WithRequest::text(tracing_subscriber::fmt::format())).boxed(),
         LogFormat::Json => {
@@ -51,6 +62,7 @@ pub fn init(format: LogFormat) {
     let result = tracing_subscriber::registry().with(filter).with(fmt).with(AuditCounter).try_init();
     // Already initialised (several servers in one process): keep the first.
     let _ = result;
+    guard
 }
 
 /// What every log line of a request says about it.

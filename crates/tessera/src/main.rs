@@ -149,7 +149,8 @@ fn main() -> ExitCode {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
-    tessera_server::telemetry::init(settings.log_format);
+    // Held to the end: dropping it writes out the last log lines.
+    let _logs = tessera_server::telemetry::init(settings.log_format);
     for name in tessera_server::config::unknown_variables() {
         tracing::warn!(variable = %name, "unknown TESSERA_* variable ignored; check its spelling");
     }
