@@ -29,10 +29,14 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::config::LogFormat;
 use crate::metrics::AuditCounter;
 
+/// Lines waiting for the logging thread at most (about a megabyte): a stdout that is not read
+/// holds requests back, as a blocking write did, instead of filling memory.
+const LOG_BUFFER_LINES: usize = 4096;
+
 /// Starts logging. Lines are written by a thread of their own, through a buffer flushed whenever
 /// no more lines are waiting: a request no longer pays for a `write` to stdout, and a busy
-/// server writes many lines per system call. The buffer is bounded and never drops a line (a
-/// full one makes the logging thread's callers wait). Keep the guard until the process ends:
+/// server writes many lines per system call. The queue is bounded ([`LOG_BUFFER_LINES`]) and
+/// never drops a line: when it is full, callers wait. Keep the guard until the process ends:
 /// dropping it writes out what is left.
 #[must_use = "dropping the guard stops the logging thread"]
 pub fn init(format: LogFormat) -> WorkerGuard {
@@ -43,6 +47,7 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     };
     let (stdout, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
         .lossy(false)
+        .buffered_lines_limit(LOG_BUFFER_LINES)
         .thread_name("tessera-log")
         .finish(std::io::BufWriter::new(std::io::stdout()));
     let fmt = tracing_subscriber::fmt::layer().with_writer(stdout).with_ansi(std::io::stdout().is_terminal());
