@@ -8,36 +8,20 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdtempSync } from "node:fs";
 import { createServer } from "node:http";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { PASSWORD, emails, launchChromium, onStopAll, sleep, stopAll, tesseraServer as startTessera } from "./harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const binary = process.env.TESSERA_BIN ?? join(root, "target", "debug", "tessera");
-const PASSWORD = "correct horse battery";
-let counter = 0;
-const uniqueEmail = () => `cross${process.pid}-${counter++}@example.com`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const uniqueEmail = emails("cross");
 
 let browser;
-const stops = [];
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  for (const stop of stops) stop();
+  stopAll();
 });
 
 /**
@@ -69,36 +53,8 @@ window.restored = t.restore().then((user) => user && user.email, (error) => "err
   });
   await new Promise((resolve) => server.listen(0, "127.0.0.1", resolve));
   app.origin = `http://127.0.0.1:${server.address().port}`;
-  stops.push(() => server.close());
+  onStopAll(() => server.close());
   return app;
-}
-
-async function startTessera(extra) {
-  const dataDir = mkdtempSync(join(tmpdir(), "tessera-cross-"));
-  const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--insecure-cookies", "--log-format", "json",
-    "--login-rate-limit", "off", "--argon2-memory-kib", "1024", "--argon2-iterations", "1", ...extra];
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "info" } });
-  stops.push(() => child.kill("SIGKILL"));
-  const logs = [];
-  const base = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("tessera serve did not start")), 20_000);
-    child.on("exit", (code) => reject(new Error(`tessera serve exited with ${code}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      logs.push(line);
-      try {
-        const v = JSON.parse(line);
-        if (v.message === "listening") {
-          clearTimeout(timer);
-          resolve(`http://${v.addr}`);
-        }
-      } catch {}
-    });
-  });
-  return {
-    base,
-    audit: (event) => logs.map((l) => { try { return JSON.parse(l); } catch { return null; } })
-      .filter((v) => v && v.target === "audit" && v.event === event),
-  };
 }
 
 /** tessera and the app, the app's origin allowed; a registered user. */

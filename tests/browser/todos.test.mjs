@@ -10,39 +10,21 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { PASSWORD, callApi, emails, launchChromium, shots, sleep, startLogging, startTessera, stopAll, todosBinary } from "./harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const tesseraBinary = process.env.TESSERA_BIN ?? join(root, "target", "debug", "tessera");
-const todosBinary = process.env.TESSERA_TODOS_BIN ?? join(root, "target", "debug", "tessera-todos");
-const shots = join(root, "target", "browser-tests");
-mkdirSync(shots, { recursive: true });
-const PASSWORD = "correct horse battery";
-let counter = 0;
-const uniqueEmail = () => `todos${process.pid}-${counter++}@example.com`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const uniqueEmail = emails("todos");
 
 let browser;
-const children = [];
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  for (const child of children) child.kill("SIGKILL");
+  stopAll();
 });
 
 /** A free loopback port: bound, closed, reused (tessera must know it before todos starts). */
@@ -57,36 +39,11 @@ function freePort() {
   });
 }
 
-/** Starts a binary that logs JSON lines to stdout; resolves once it logs "listening". */
-function startLogging(binary, args, name) {
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "info" } });
-  children.push(child);
-  const logs = [];
-  const started = new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${name} did not start`)), 30_000);
-    child.on("exit", (code) => reject(new Error(`${name} exited with ${code}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      logs.push(line);
-      try {
-        const v = JSON.parse(line);
-        if (v.message === "listening") {
-          clearTimeout(timer);
-          resolve(`http://${v.addr}`);
-        }
-      } catch {}
-    });
-  });
-  return { child, logs, started };
-}
-
 /** tessera and tessera-todos, wired to each other: `{tessera, todos, audit(event)}`. */
 async function startBoth() {
   const todosPort = await freePort();
   const todosOrigin = `http://127.0.0.1:${todosPort}`;
-  const dataDir = mkdtempSync(join(tmpdir(), "tessera-todos-"));
-  const auth = startLogging(tesseraBinary, ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--insecure-cookies",
-    "--log-format", "json", "--login-rate-limit", "off", "--argon2-memory-kib", "1024", "--argon2-iterations", "1",
-    "--access-ttl", "4s", "--allowed-origins", todosOrigin], "tessera serve");
+  const auth = startTessera(["--access-ttl", "4s", "--allowed-origins", todosOrigin]);
   const tessera = await auth.started;
   const app = startLogging(todosBinary, ["--listen", `127.0.0.1:${todosPort}`, "--issuer", tessera, "--log-format", "json"], "tessera-todos");
   const todos = await app.started;
@@ -95,20 +52,13 @@ async function startBoth() {
     tessera,
     todos,
     nodeLogins: 0,
-    audit: (event) => auth.logs.map((l) => { try { return JSON.parse(l); } catch { return null; } })
-      .filter((v) => v && v.target === "audit" && v.event === event),
-    stop: () => { app.child.kill("SIGKILL"); auth.child.kill("SIGKILL"); },
+    audit: auth.audit,
+    stop: () => { app.stop(); auth.stop(); },
   };
 }
 
 /** tessera's API, from node: `{status, body}`. */
-async function call(env, path, { method = "GET", token, json } = {}) {
-  const headers = {};
-  if (token) headers.Authorization = `Bearer ${token}`;
-  if (json !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(`${env.tessera}/api/auth${path}`, { method, headers, body: json === undefined ? undefined : JSON.stringify(json) });
-  return { status: res.status, body: await res.json().catch(() => null) };
-}
+const call = (env, path, options) => callApi(env.tessera, path, options);
 
 async function register(env, email) {
   const { status, body } = await call(env, "/register", { method: "POST", json: { email, password: PASSWORD } });

@@ -6,77 +6,24 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
-import { mkdirSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
-import { createInterface } from "node:readline";
-import { fileURLToPath } from "node:url";
-import { chromium } from "playwright-core";
+import { join } from "node:path";
+import { PASSWORD, callApi, emails, launchChromium, shots, sleep, stopAll, tesseraServer as startServer } from "./harness.mjs";
 
-const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
-const binary = process.env.TESSERA_BIN ?? join(root, "target", "debug", "tessera");
-const shots = join(root, "target", "browser-tests");
-mkdirSync(shots, { recursive: true });
-const PASSWORD = "correct horse battery";
-let counter = 0;
-const uniqueEmail = () => `web${process.pid}-${counter++}@example.com`;
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const uniqueEmail = emails("web");
 
 let browser;
-const servers = [];
 
 before(async () => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM ?? "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  for (const s of servers) s.stop();
+  stopAll();
 });
 
-async function startServer(extra = []) {
-  const dataDir = mkdtempSync(join(tmpdir(), "tessera-web-"));
-  const args = ["serve", "--listen", "127.0.0.1:0", "--data-dir", dataDir, "--insecure-cookies", "--log-format", "json",
-    "--login-rate-limit", "off", "--argon2-memory-kib", "1024", "--argon2-iterations", "1", ...extra];
-  const child = spawn(binary, args, { stdio: ["ignore", "pipe", "inherit"], env: { ...process.env, RUST_LOG: "info" } });
-  const logs = [];
-  const base = await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error("tessera serve did not start")), 20_000);
-    child.on("exit", (code) => reject(new Error(`tessera serve exited with ${code}`)));
-    createInterface({ input: child.stdout }).on("line", (line) => {
-      logs.push(line);
-      try {
-        const v = JSON.parse(line);
-        if (v.message === "listening") {
-          clearTimeout(timer);
-          resolve(`http://${v.addr}`);
-        }
-      } catch {}
-    });
-  });
-  const server = {
-    base,
-    audit: (event) => logs.map((l) => { try { return JSON.parse(l); } catch { return null; } })
-      .filter((v) => v && v.target === "audit" && v.event === event),
-    stop: () => child.kill("SIGKILL"),
-  };
-  servers.push(server);
-  return server;
-}
-
 /** Calls the API directly from node, as another client would: `{status, body}`. */
-async function call(server, path, { method = "GET", token, json } = {}) {
-  const headers = {};
-  if (token) headers.Authorization = `Bearer ${token}`;
-  if (json !== undefined) headers["Content-Type"] = "application/json";
-  const res = await fetch(`${server.base}/api/auth${path}`, { method, headers, body: json === undefined ? undefined : JSON.stringify(json) });
-  return { status: res.status, body: await res.json().catch(() => null) };
-}
+const call = (server, path, options) => callApi(server.base, path, options);
 
 async function register(server, email, fields = { email }) {
   const { status } = await call(server, "/register", { method: "POST", json: { ...fields, password: PASSWORD } });
@@ -364,7 +311,7 @@ test("a guest saves the account and carries on in the same session, as the same 
 
 test("without --allow-anonymous there is no guest button; a username signs in", async () => {
   const server = await startServer();
-  const username = `ada${process.pid}-${counter++}`;
+  const username = uniqueEmail().split("@")[0];
   await register(server, null, { username });
   const context = await browser.newContext();
   const page = await openPage(context, server);
