@@ -11,8 +11,8 @@
 //!   own work costs.
 //! - `ceiling-sqlite` (bounds `refresh` with sessions in SQLite): how fast one SQLite connection
 //!   commits single-row updates one transaction at a time, in the benchmark's process. A fresh
-//!   database file with tessera's `sessions` table and its indexes, in WAL mode with tessera's
-//!   durability setting (`synchronous = NORMAL`, or `FULL` with `--sqlite-synchronous full`), a
+//!   database file made by `tessera-store` (tessera's schema), connected to as tessera connects
+//!   (`tessera_store::sqlite::connect_options`), in WAL mode with tessera's durability setting (`synchronous = NORMAL`, or `FULL` with `--sqlite-synchronous full`), a
 //!   sqlx pool of one connection, and `--connections` tasks each rotating a session row of its own
 //!   with the `UPDATE … WHERE id = ? AND generation = ? … RETURNING …` tessera sent per refresh
 //!   before it committed rotations in groups: one statement, one autocommit transaction each.
@@ -37,8 +37,9 @@ use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use hyper::body::Bytes;
 use sqlx::Row as _;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
 use tessera_core::password::HashParams;
+use tessera_store::sqlite::{SESSION_COLUMNS, SqliteStore};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
 use tokio::task::JoinSet;
 
@@ -125,28 +126,6 @@ pub fn serve_trivial(body: String) -> Result<(), BoxError> {
 // ---------------------------------------------------------------------------------------------
 // ceiling-sqlite
 
-/// tessera's `sessions` table and its indexes (`tessera-store`'s SQLite migrations).
-const SESSIONS_SCHEMA: &str = "
-CREATE TABLE sessions (
-    id                  BLOB PRIMARY KEY,
-    user_id             BLOB NOT NULL,
-    generation          INTEGER NOT NULL,
-    created_at          INTEGER NOT NULL,
-    last_used_at        INTEGER NOT NULL,
-    expires_at          INTEGER NOT NULL,
-    absolute_expires_at INTEGER NOT NULL,
-    ended_at            INTEGER,
-    user_agent          TEXT,
-    ip                  TEXT
-) STRICT;
-CREATE INDEX sessions_by_user ON sessions (user_id);
-CREATE INDEX sessions_by_end ON sessions (ended_at) WHERE ended_at IS NOT NULL;
-CREATE INDEX sessions_by_expiry ON sessions (expires_at);
-";
-
-const SESSION_COLUMNS: &str =
-    "id, user_id, generation, created_at, last_used_at, expires_at, absolute_expires_at, ended_at, user_agent, ip";
-
 /// tessera's rotation before group commit: one session's generation moves on if it is still the
 /// one the client presented, in one statement (its own autocommit transaction).
 fn rotate_query() -> String {
@@ -171,22 +150,15 @@ pub async fn sqlite(
         .prefix("tessera-bench-ceiling-")
         .tempdir()
         .map_err(|e| format!("cannot create a temporary directory: {e}"))?;
-    // As tessera opens its writer (`tessera_store::sqlite::SqliteStore::open`).
-    let options = SqliteConnectOptions::new()
-        .filename(dir.path().join("ceiling.db"))
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
-        .busy_timeout(Duration::from_secs(5))
-        .pragma("temp_store", "memory")
-        .statement_cache_capacity(64);
+    // tessera's own schema, then one connection as tessera's writer connects.
+    let path = dir.path().join("ceiling.db");
+    drop(SqliteStore::open(&path, synchronous_full).await?);
     let pool = SqlitePoolOptions::new()
         .max_connections(1)
         .min_connections(1)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_with(options)
+        .connect_with(tessera_store::sqlite::connect_options(&path, synchronous_full))
         .await?;
-    sqlx::raw_sql(SESSIONS_SCHEMA).execute(&pool).await?;
     let now = now_ms();
     let mut tx = pool.begin().await?;
     for i in 0..tasks + OTHER_SESSIONS {

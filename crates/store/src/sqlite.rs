@@ -20,9 +20,11 @@ use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
+/// The columns of a session row, in the order tessera reads them.
+pub use crate::sql::SESSION_COLUMNS;
 use crate::sql::{
-    SESSION_COLUMNS, client_from_row, ended_from_row, feed_position, generation, limit, session_from_row,
-    session_id_from_row, user_from_row, user_id_from_row,
+    client_from_row, ended_from_row, feed_position, generation, limit, session_from_row, session_id_from_row,
+    user_from_row, user_id_from_row,
 };
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
@@ -126,18 +128,24 @@ pub struct SqliteStore {
     rotations: tokio::sync::mpsc::Sender<crate::sqlite_group::Pending>,
 }
 
+/// How tessera connects to its SQLite file: WAL, `synchronous` NORMAL or FULL, a 5 s busy
+/// timeout (the benchmark's SQLite ceiling connects the same way).
+pub fn connect_options(path: &Path, synchronous_full: bool) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
+        .busy_timeout(Duration::from_secs(5))
+        .pragma("temp_store", "memory")
+        .statement_cache_capacity(64)
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     /// `synchronous_full` trades commit throughput for durability across power loss.
     pub async fn open(path: &Path, synchronous_full: bool) -> StoreResult<Self> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(if synchronous_full { SqliteSynchronous::Full } else { SqliteSynchronous::Normal })
-            .busy_timeout(Duration::from_secs(5))
-            .pragma("temp_store", "memory")
-            .statement_cache_capacity(64);
+        let options = connect_options(path, synchronous_full);
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
