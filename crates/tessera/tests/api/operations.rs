@@ -128,7 +128,7 @@ async fn kill_9_under_refresh_load(sessions: usize) {
 #[tokio::test]
 async fn shutdown_finishes_in_flight_requests() {
     // The default argon2 cost makes a login take long enough to be in flight.
-    let mut server = TestServer::start_with(&["--argon2-memory-kib", "19456", "--argon2-iterations", "2"]).await;
+    let server = TestServer::start_with(&["--argon2-memory-kib", "19456", "--argon2-iterations", "2"]).await;
     let email = unique_email();
     server.register(&email).await;
     let client = server.client.clone();
@@ -147,8 +147,25 @@ async fn shutdown_finishes_in_flight_requests() {
         let resp = request.await.unwrap().expect("the in-flight request is answered");
         assert_eq!(resp.status(), 200);
     }
-    let status = tokio::task::spawn_blocking(move || server.wait_exit()).await.unwrap();
+    let (server, status) = tokio::task::spawn_blocking(move || {
+        let mut server = server;
+        let status = server.wait_exit();
+        (server, status)
+    })
+    .await
+    .unwrap();
     assert!(status.success(), "{status:?}");
+    // Lines are written by a logging thread: what it held at the exit was written out.
+    assert!(
+        super::helpers::eventually(Duration::from_secs(2), async || server
+            .logs()
+            .lines()
+            .any(|l| l.contains("\"stopped\"")))
+        .await,
+        "the last line is logged: {}",
+        server.logs()
+    );
+    assert_eq!(server.audit("login_succeeded").len(), 4);
 }
 
 #[tokio::test]
