@@ -70,7 +70,8 @@ macro_rules! store_contract_tests {
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-fn t(secs: i64) -> Timestamp {
+/// `secs` seconds after the contract's epoch (a fixed instant in 2027).
+pub fn t(secs: i64) -> Timestamp {
     Timestamp::from_millis(1_800_000_000_000 + secs * 1000)
 }
 
@@ -89,7 +90,7 @@ fn with_username(user: User, username: &str) -> User {
 }
 
 /// A session of `user_id` created at t(0), expiring at t(3600), absolute end t(7200).
-fn session(user_id: UserId) -> Session {
+pub fn session(user_id: UserId) -> Session {
     Session {
         id: SessionId::generate(),
         user_id,

@@ -481,26 +481,8 @@ impl<S: ClientStore + ?Sized> ClientStore for FaultyStore<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::contract::{session, t};
     use crate::memory::MemoryStore;
-
-    fn t(secs: i64) -> Timestamp {
-        Timestamp::from_millis(1_800_000_000_000 + secs * 1000)
-    }
-
-    fn session(user_id: UserId) -> Session {
-        Session {
-            id: SessionId::generate(),
-            user_id,
-            generation: 0,
-            created_at: t(0),
-            last_used_at: t(0),
-            expires_at: t(3600),
-            absolute_expires_at: t(7200),
-            ended_at: None,
-            user_agent: None,
-            ip: None,
-        }
-    }
 
     fn user(email: &str) -> User {
         User {
