@@ -10,6 +10,7 @@ pub mod conn;
 pub mod cookies;
 pub mod error;
 pub mod extract;
+pub mod log_writer;
 pub mod metrics;
 pub mod middleware;
 pub mod net;

@@ -18,7 +18,6 @@ use std::io::IsTerminal;
 
 use axum::http::{Method, Uri};
 use tracing::{Event, Subscriber};
-use tracing_appender::non_blocking::WorkerGuard;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
 use tracing_subscriber::layer::SubscriberExt;
@@ -27,29 +26,21 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
 use crate::config::LogFormat;
+use crate::log_writer::{self, LogGuard};
 use crate::metrics::AuditCounter;
 
-/// Lines waiting for the logging thread at most (about a megabyte): a stdout that is not read
-/// holds requests back, as a blocking write did, instead of filling memory.
-const LOG_BUFFER_LINES: usize = 4096;
-
-/// Starts logging. Lines are written by a thread of their own, through a buffer flushed whenever
-/// no more lines are waiting: a request no longer pays for a `write` to stdout, and a busy
-/// server writes many lines per system call. The queue is bounded ([`LOG_BUFFER_LINES`]) and
-/// never drops a line: when it is full, callers wait. Keep the guard until the process ends:
-/// dropping it writes out what is left.
+/// Starts logging. Lines are written to stdout by a thread of their own, many per system call
+/// ([`log_writer`]): a request no longer pays for a `write`. Nothing is dropped: when a
+/// megabyte is waiting, callers wait. Keep the guard until the process ends: dropping it writes
+/// out what is left.
 #[must_use = "dropping the guard stops the logging thread"]
-pub fn init(format: LogFormat) -> WorkerGuard {
+pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = match "audit=info".parse() {
         Ok(directive) => filter.add_directive(directive),
         Err(_) => filter,
     };
-    let (stdout, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-        .lossy(false)
-        .buffered_lines_limit(LOG_BUFFER_LINES)
-        .thread_name("tessera-log")
-        .finish(std::io::BufWriter::new(std::io::stdout()));
+    let (stdout, guard) = log_writer::start(std::io::stdout());
     let fmt = tracing_subscriber::fmt::layer().with_writer(stdout).with_ansi(std::io::stdout().is_terminal());
     let fmt = match format {
         LogFormat::Text => fmt.event_format(WithRequest::text(tracing_subscriber::fmt::format())).boxed(),
