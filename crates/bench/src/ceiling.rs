@@ -12,11 +12,12 @@
 //! - `ceiling-sqlite` (bounds `refresh` with sessions in SQLite): how fast one SQLite connection
 //!   commits single-row updates one transaction at a time, in the benchmark's process. A fresh
 //!   database file made by `tessera-store` (tessera's schema), connected to as tessera connects
-//!   (`tessera_store::sqlite::connect_options`), in WAL mode with tessera's durability setting (`synchronous = NORMAL`, or `FULL` with `--sqlite-synchronous full`), a
-//!   sqlx pool of one connection, and `--connections` tasks each rotating a session row of its own
-//!   with the `UPDATE … WHERE id = ? AND generation = ? … RETURNING …` tessera sent per refresh
-//!   before it committed rotations in groups: one statement, one autocommit transaction each.
-//!   Group commit is what lets `refresh` beat it.
+//!   (`tessera_store::sqlite::connect_options`: WAL, tessera's durability setting,
+//!   `synchronous = NORMAL` or `FULL` with `--sqlite-synchronous full`) through a pool of one
+//!   connection like tessera's writer (`writer_pool_options`), and `--connections` tasks each
+//!   rotating a session row of its own with the `UPDATE … WHERE id = ? AND generation = ? …
+//!   RETURNING …` tessera sent per refresh before it committed rotations in groups: one
+//!   statement, one autocommit transaction each. Group commit is what lets `refresh` beat it.
 //! - `ceiling-argon2` (bounds `login`): argon2id with tessera's parameters (the defaults of
 //!   `tessera_core::password::HashParams`, or `TESSERA_ARGON2_*` as the server reads them) hashed
 //!   in a loop by one thread per core, each reusing its working memory as tessera's hashing
@@ -37,7 +38,7 @@ use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use hyper::body::Bytes;
 use sqlx::Row as _;
-use sqlx::sqlite::{SqlitePool, SqlitePoolOptions};
+use sqlx::sqlite::SqlitePool;
 use tessera_core::password::HashParams;
 use tessera_store::sqlite::{SESSION_COLUMNS, SqliteStore};
 use tokio::io::{AsyncBufReadExt as _, BufReader};
@@ -153,10 +154,7 @@ pub async fn sqlite(
     // tessera's own schema, then one connection as tessera's writer connects.
     let path = dir.path().join("ceiling.db");
     drop(SqliteStore::open(&path, synchronous_full).await?);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .min_connections(1)
-        .acquire_timeout(Duration::from_secs(5))
+    let pool = tessera_store::sqlite::writer_pool_options()
         .connect_with(tessera_store::sqlite::connect_options(&path, synchronous_full))
         .await?;
     let now = now_ms();

@@ -141,18 +141,18 @@ pub fn connect_options(path: &Path, synchronous_full: bool) -> SqliteConnectOpti
         .statement_cache_capacity(64)
 }
 
+/// The pool of tessera's one writer connection; the benchmark's SQLite ceiling takes its
+/// connection the same way.
+pub fn writer_pool_options() -> SqlitePoolOptions {
+    SqlitePoolOptions::new().max_connections(1).min_connections(1).acquire_timeout(Duration::from_secs(5))
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     /// `synchronous_full` trades commit throughput for durability across power loss.
     pub async fn open(path: &Path, synchronous_full: bool) -> StoreResult<Self> {
         let options = connect_options(path, synchronous_full);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(5))
-            .connect_with(options.clone())
-            .await
-            .map_err(classify)?;
+        let writer = writer_pool_options().connect_with(options.clone()).await.map_err(classify)?;
         {
             let mut conn = writer.acquire().await.map_err(classify)?;
             migrate(&mut conn).await?;

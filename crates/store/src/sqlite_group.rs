@@ -198,8 +198,7 @@ mod tests {
         let (good, bad) = (session(), session());
         store.create_session(&good).await.unwrap();
         store.create_session(&bad).await.unwrap();
-        let writer = sqlx::sqlite::SqlitePoolOptions::new()
-            .max_connections(1)
+        let writer = crate::sqlite::writer_pool_options()
             .connect_with(crate::sqlite::connect_options(&path, false))
             .await
             .unwrap();
