@@ -2,6 +2,9 @@
 
 use hyper::body::Bytes;
 use hyper::header::HeaderValue;
+use std::borrow::Cow;
+
+use serde::Deserialize;
 use serde_json::Value;
 use tessera_proto::{ErrorBody, LoginRequest, RefreshRequest, RegisterRequest, Secret, TokenResponse};
 
@@ -73,6 +76,30 @@ pub fn refresh_token(tokens: TokenResponse) -> Result<String, BoxError> {
     tokens.refresh_token.map(Secret::into_inner).ok_or_else(|| "the response carries no refresh_token".into())
 }
 
+/// The new refresh token of a successful refresh response, read without building the rest of
+/// the response: the load generator's own work per refresh is CPU taken from the server.
+pub fn rotated_refresh_token(reply: &Reply) -> Result<String, String> {
+    #[derive(Deserialize)]
+    struct Envelope<'a> {
+        #[serde(borrow)]
+        data: Option<Data<'a>>,
+    }
+    #[derive(Deserialize)]
+    struct Data<'a> {
+        #[serde(borrow)]
+        refresh_token: Option<Cow<'a, str>>,
+    }
+    if !reply.status.is_success() {
+        return Err(reply.describe());
+    }
+    let envelope: Envelope<'_> =
+        serde_json::from_slice(&reply.body).map_err(|e| format!("unexpected token response: {e}"))?;
+    match envelope.data.and_then(|data| data.refresh_token) {
+        Some(token) => Ok(token.into_owned()),
+        None => Err(format!("the response carries no refresh_token: {}", reply.describe())),
+    }
+}
+
 /// The tokens of a successful login or refresh response.
 pub fn tokens(reply: Reply) -> Result<TokenResponse, String> {
     let reply = expect_success(reply)?;
@@ -98,4 +125,25 @@ fn data(body: &[u8]) -> Result<Value, String> {
 /// The reply if its status is 2xx, else its description.
 pub fn expect_success(reply: Reply) -> Result<Reply, String> {
     if reply.status.is_success() { Ok(reply) } else { Err(reply.describe()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use hyper::StatusCode;
+
+    use super::*;
+
+    fn reply(status: StatusCode, body: &'static str) -> Reply {
+        Reply { status, body: Bytes::from_static(body.as_bytes()) }
+    }
+
+    #[test]
+    fn the_rotated_refresh_token_is_read_from_the_envelope() {
+        let ok = r#"{"success":true,"data":{"token":"a.b.c","user":{"id":"u"},"refresh_token":"r\/2"}}"#;
+        assert_eq!(rotated_refresh_token(&reply(StatusCode::OK, ok)).unwrap(), "r/2");
+        let refused = r#"{"success":false,"error":{"code":"INVALID_TOKEN","message":"no"}}"#;
+        assert!(rotated_refresh_token(&reply(StatusCode::UNAUTHORIZED, refused)).unwrap_err().contains("401"));
+        let cookie_only = r#"{"success":true,"data":{"token":"a.b.c"}}"#;
+        assert!(rotated_refresh_token(&reply(StatusCode::OK, cookie_only)).is_err());
+    }
 }

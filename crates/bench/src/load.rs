@@ -118,8 +118,7 @@ impl Worker {
             Load::Refresh { token } => {
                 let reply = self.conn.post_json(api::REFRESH, api::refresh_body(token)?).await?;
                 // The old token is spent whatever happened: without a new one the session is over.
-                let tokens = api::tokens(reply).map_err(fatal)?;
-                *token = api::refresh_token(tokens).map_err(|e| fatal(e.to_string()))?;
+                *token = api::rotated_refresh_token(&reply).map_err(fatal)?;
                 Ok(())
             }
         }
