@@ -38,7 +38,7 @@ pub const MAX_GROUP: usize = 128;
 /// Times the group task lets runnable requests queue their rotations before it takes a group.
 /// Fewer, larger groups cost less per rotation: at the benchmark's 32 connections, groups grew
 /// from about 8 to 16 rotations and refresh took 71 instead of 80 µs of CPU.
-const MAX_YIELDS: usize = 4;
+const MAX_YIELDS: usize = 8;
 
 /// One rotation waiting for its group.
 pub struct Pending {
