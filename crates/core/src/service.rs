@@ -169,6 +169,8 @@ pub enum Introspection {
 }
 
 const PROFILE_CACHE_CAPACITY: usize = 32_768;
+/// Sessions whose user this instance remembers (a few dozen bytes each).
+const SESSION_USER_CACHE_CAPACITY: usize = 65_536;
 const MAX_UNFINISHED_ENDS: usize = 100_000;
 
 /// An end the store has not confirmed.
@@ -198,6 +200,9 @@ pub struct AuthService {
     /// changes when it upgrades, on any instance, so guests are always read from the store;
     /// deleted users' sessions are all ended, so their cached profiles mint nothing).
     profiles: quick_cache::sync::Cache<UserId, Arc<Profile>>,
+    /// The user of sessions this instance opened or rotated (a session never changes user), so
+    /// that a refresh can sign its access token while the store commits the rotation.
+    session_users: quick_cache::sync::Cache<SessionId, UserId>,
     lifetimes: Lifetimes,
 }
 
@@ -224,6 +229,7 @@ impl AuthService {
             ended_here: tokio::sync::Notify::new(),
             unfinished: std::sync::Mutex::default(),
             profiles: quick_cache::sync::Cache::new(PROFILE_CACHE_CAPACITY),
+            session_users: quick_cache::sync::Cache::new(SESSION_USER_CACHE_CAPACITY),
             lifetimes,
         }
     }
@@ -328,6 +334,7 @@ impl AuthService {
             ip: client.ip,
         };
         self.sessions.create_session(&session).await?;
+        self.session_users.insert(session.id, session.user_id);
         Ok(session)
     }
 
@@ -473,7 +480,20 @@ impl AuthService {
             return Err(AuthError::InvalidRefreshToken);
         }
         let idle = now.saturating_add(self.lifetimes.refresh_ttl);
-        let session = match self.sessions.rotate(session_id, generation, now, idle).await? {
+        let rotation = self.sessions.rotate(session_id, generation, now, idle);
+        // The access token says whose session it is, not which generation: when this instance
+        // knows the session's user and has the profile at hand, it signs while the store
+        // commits the rotation (the rotation is polled first, so it is queued before the
+        // signature starts), and uses the token only if the rotation succeeds.
+        let known = self.session_users.get(&session_id).and_then(|user_id| self.profiles.get(&user_id));
+        let (rotation, early) = match known {
+            Some(profile) => {
+                let (rotation, access) = tokio::join!(rotation, async { self.sign_access(&profile, session_id, now) });
+                (rotation?, Some((profile, access)))
+            }
+            None => (rotation.await?, None),
+        };
+        let session = match rotation {
             Rotation::Rotated(session) => session,
             Rotation::Stale(current) => {
                 match session::judge_stale(current.as_ref(), generation, now, self.lifetimes.refresh_grace) {
@@ -493,8 +513,14 @@ impl AuthService {
             }
         };
         tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = session.generation);
-        let profile = self.profile(session.user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
-        self.issue(&session, profile, now)
+        self.session_users.insert(session.id, session.user_id);
+        match early {
+            Some((profile, Ok(access))) if profile.id == session.user_id => Ok(self.issued(&session, profile, access)),
+            _ => {
+                let profile = self.profile(session.user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
+                self.issue(&session, profile, now)
+            }
+        }
     }
 
     /// The caller behind an access token, if the token is valid and its session has not ended.
@@ -695,16 +721,26 @@ impl AuthService {
     }
 
     fn issue(&self, session: &Session, user: Arc<Profile>, now: Timestamp) -> Result<Issued, AuthError> {
+        let access = self.sign_access(&user, session.id, now)?;
+        Ok(self.issued(session, user, access))
+    }
+
+    /// An access token for `user` in session `session_id`.
+    fn sign_access(&self, user: &Profile, session_id: SessionId, now: Timestamp) -> Result<IssuedAccess, AuthError> {
         let subject = Subject {
             user_id: user.id,
             email: user.email.as_deref(),
             username: user.username.as_deref(),
             is_anonymous: user.is_anonymous,
-            session_id: session.id,
+            session_id,
         };
-        let access = self.access.issue(subject, now).map_err(|e| AuthError::Internal(e.into()))?;
+        self.access.issue(subject, now).map_err(|e| AuthError::Internal(e.into()))
+    }
+
+    /// The tokens of `session`: `access`, and a refresh token for its current generation.
+    fn issued(&self, session: &Session, user: Arc<Profile>, access: IssuedAccess) -> Issued {
         let refresh = self.refresh.encode(RefreshClaims { session_id: session.id, generation: session.generation });
-        Ok(Issued { access, refresh, refresh_expires_at: session.expires_at, session_id: session.id, user })
+        Issued { access, refresh, refresh_expires_at: session.expires_at, session_id: session.id, user }
     }
 }
 

@@ -24,6 +24,32 @@ async fn a_restart_keeps_users_sessions_and_the_signing_key() {
     server.login(&email).await;
 }
 
+/// An instance that opened or rotated a session knows its user and signs the next access token
+/// while the rotation commits; after a restart it knows nothing and signs after the rotation.
+/// The tokens say the same either way, and a token signed early for a rotation that then fails
+/// is never handed out.
+#[tokio::test]
+async fn a_refresh_mints_the_same_claims_whether_or_not_the_instance_remembers_the_session() {
+    let server = TestServer::start().await;
+    let email = unique_email();
+    let login = server.user(&email).await;
+    let known = tokens_of(&server.refresh(&login.refresh).await);
+    let server = server.restart(false).await;
+    let forgotten = tokens_of(&server.refresh(&known.refresh).await);
+    let said = |token: &str| {
+        let claims = jwt_parts(token).1;
+        ["iss", "aud", "sub", "sid", "email", "is_anonymous"].map(|name| claims[name].clone())
+    };
+    assert_eq!(said(&known.access), said(&login.access));
+    assert_eq!(said(&forgotten.access), said(&login.access));
+    server.me(&forgotten.access).await.data();
+
+    // Known again: the reuse of a spent token is refused, and the session ends.
+    let again = tokens_of(&server.refresh(&forgotten.refresh).await);
+    server.refresh(&forgotten.refresh).await.assert_error(401, "INVALID_TOKEN");
+    server.me(&again.access).await.assert_error(401, "UNAUTHORIZED");
+}
+
 #[tokio::test]
 async fn logout_survives_a_restart() {
     let server = TestServer::start().await;
