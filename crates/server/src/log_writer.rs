@@ -124,14 +124,15 @@ pub struct Line<'a> {
 impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         let mut state = self.shared.state();
+        while state.lines.len() >= LIMIT && !state.closing {
+            state = self.shared.drained.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
+        }
         if state.closing {
-            // The thread is gone (or never started): write the line ourselves.
+            // The thread is stopping or gone (or never started), and may not look at the buffer
+            // again: write the line ourselves.
             drop(state);
             let mut stdout = std::io::stdout().lock();
             return stdout.write_all(bytes).and_then(|()| stdout.flush()).map(|()| bytes.len());
-        }
-        while state.lines.len() >= LIMIT && !state.closing {
-            state = self.shared.drained.wait(state).unwrap_or_else(|poisoned| poisoned.into_inner());
         }
         let was_empty = state.lines.is_empty();
         state.lines.extend_from_slice(bytes);
