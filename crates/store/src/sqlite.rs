@@ -157,8 +157,13 @@ impl SqliteStore {
             let mut conn = writer.acquire().await.map_err(classify)?;
             migrate(&mut conn).await?;
         }
+        // Readers are not pinged when taken (a round trip to the connection's thread, paid by
+        // every read): a connection whose thread died fails its statement, and sqlx's ping when
+        // it is given back drops it from the pool. (The writer keeps the default, which the
+        // benchmark's SQLite ceiling shares: see `writer_pool_options`.)
         let readers = SqlitePoolOptions::new()
             .max_connections(4)
+            .test_before_acquire(false)
             .acquire_timeout(Duration::from_secs(5))
             .connect_with(options.read_only(true))
             .await
