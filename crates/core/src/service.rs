@@ -485,7 +485,8 @@ impl AuthService {
         // knows the session's user and has the profile at hand, it signs while the store
         // commits the rotation (the rotation is polled first, so it is queued before the
         // signature starts), and uses the token only if the rotation succeeds.
-        let known = self.session_users.get(&session_id).and_then(|user_id| self.profiles.get(&user_id));
+        let user_id = self.session_users.get(&session_id);
+        let known = user_id.and_then(|user_id| self.profiles.get(&user_id));
         let (rotation, early) = match known {
             Some(profile) => {
                 let (rotation, access) = tokio::join!(rotation, async { self.sign_access(&profile, session_id, now) });
@@ -513,7 +514,9 @@ impl AuthService {
             }
         };
         tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = session.generation);
-        self.session_users.insert(session.id, session.user_id);
+        if user_id.is_none() {
+            self.session_users.insert(session.id, session.user_id);
+        }
         match early {
             Some((profile, Ok(access))) if profile.id == session.user_id => Ok(self.issued(&session, profile, access)),
             _ => {

@@ -100,7 +100,7 @@ pub fn start(writer: SqlitePool) -> mpsc::Sender<Pending> {
 /// the transaction is rolled back, so none of the group's rotations took effect.
 async fn commit(writer: &SqlitePool, wanted: &[(SessionId, u64, Timestamp, Timestamp)]) -> StoreResult<Vec<Rotation>> {
     let mut conn = writer.acquire().await.map_err(super::sqlite::classify)?;
-    let rotated = match rotate_in_rounds(&mut conn, wanted).await {
+    let mut rotated = match rotate_in_rounds(&mut conn, wanted).await {
         Ok(rotated) => rotated,
         Err(e) => {
             // No transaction may stay open on the writer. If even the rollback fails (there was
@@ -128,7 +128,6 @@ async fn commit(writer: &SqlitePool, wanted: &[(SessionId, u64, Timestamp, Times
             current.insert(session.id, session);
         }
     }
-    let mut rotated = rotated;
     Ok((0..wanted.len())
         .map(|i| rotated.remove(&i).unwrap_or_else(|| Rotation::Stale(current.get(&wanted[i].0).cloned())))
         .collect())
