@@ -1,9 +1,7 @@
 //! The operations of the API, free of HTTP and of any particular store.
 //!
-//! Audit events are `tracing` events with target `audit` and an `event` field
-//! (`login_succeeded`, `login_failed`, `token_refreshed`, `refresh_token_reused`, `logged_out`,
-//! `session_revoked`, `user_registered`, `anonymous_signed_in`, `user_upgraded`,
-//! `password_changed`, `account_deleted`). They carry ids, never a token or a password.
+//! Audit events are logged with [`audit!`](crate::audit!) (the list is
+//! [`AuditEvent`](crate::audit::AuditEvent)); they carry ids, never a token or a password.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -269,7 +267,7 @@ impl AuthService {
             created_at: now,
         };
         self.users.create_user(&user).await?;
-        tracing::info!(target: "audit", event = "user_registered", user_id = %user.id);
+        crate::audit!(info, UserRegistered, user_id = %user.id);
         Ok(Profile::from(&user))
     }
 
@@ -291,7 +289,7 @@ impl AuthService {
         match user {
             Some(user) if valid => Ok(user),
             _ => {
-                tracing::info!(target: "audit", event = "login_failed", known_user = user.is_some());
+                crate::audit!(info, LoginFailed, known_user = user.is_some());
                 Err(AuthError::InvalidCredentials)
             }
         }
@@ -306,7 +304,7 @@ impl AuthService {
     ) -> Result<Issued, AuthError> {
         let user = self.check_credentials(name, password).await?;
         let session = self.open_session(&user, client, now).await?;
-        tracing::info!(target: "audit", event = "login_succeeded", user_id = %user.id, session_id = %session.id);
+        crate::audit!(info, LoginSucceeded, user_id = %user.id, session_id = %session.id);
         self.issue(&session, self.remember(&user), now)
     }
 
@@ -315,7 +313,7 @@ impl AuthService {
         let user = User::guest(now);
         self.users.create_user(&user).await?;
         let session = self.open_session(&user, client, now).await?;
-        tracing::info!(target: "audit", event = "anonymous_signed_in", user_id = %user.id, session_id = %session.id);
+        crate::audit!(info, AnonymousSignedIn, user_id = %user.id, session_id = %session.id);
         self.issue(&session, Arc::new(Profile::from(&user)), now)
     }
 
@@ -373,7 +371,7 @@ impl AuthService {
         if !self.users.update_user(&user).await? {
             return Err(AuthError::Unauthorized);
         }
-        tracing::info!(target: "audit", event = "user_upgraded", user_id = %user.id, session_id = %caller.session_id);
+        crate::audit!(info, UserUpgraded, user_id = %user.id, session_id = %caller.session_id);
         self.refresh(refresh_token, now).await
     }
 
@@ -392,7 +390,7 @@ impl AuthService {
         }
         let valid = self.hasher.verify(current.to_owned(), user.password_hash.clone()).await?;
         if !valid {
-            tracing::info!(target: "audit", event = "login_failed", known_user = true, user_id = %user.id, during = "password_change");
+            crate::audit!(info, LoginFailed, known_user = true, user_id = %user.id, during = "password_change");
             return Err(AuthError::InvalidCredentials);
         }
         account::check_password(new).map_err(AuthError::WeakPassword)?;
@@ -406,7 +404,7 @@ impl AuthService {
             self.end_session(session.id, now).await?;
             ended += 1;
         }
-        tracing::info!(target: "audit", event = "password_changed", user_id = %user.id, session_id = %caller.session_id, sessions_ended = ended);
+        crate::audit!(info, PasswordChanged, user_id = %user.id, session_id = %caller.session_id, sessions_ended = ended);
         Ok(ended)
     }
 
@@ -422,14 +420,14 @@ impl AuthService {
         if !user.is_anonymous {
             let valid = self.hasher.verify(password.unwrap_or_default().to_owned(), user.password_hash.clone()).await?;
             if !valid {
-                tracing::info!(target: "audit", event = "login_failed", known_user = true, user_id = %user.id, during = "account_deletion");
+                crate::audit!(info, LoginFailed, known_user = true, user_id = %user.id, during = "account_deletion");
                 return Err(AuthError::InvalidCredentials);
             }
         }
         self.end_all_sessions(user.id, caller.session_id, now).await?;
         self.users.delete_user(user.id).await?;
         self.profiles.remove(&user.id);
-        tracing::info!(target: "audit", event = "account_deleted", user_id = %user.id, anonymous = user.is_anonymous);
+        crate::audit!(info, AccountDeleted, user_id = %user.id, anonymous = user.is_anonymous);
         Ok(())
     }
 
@@ -499,21 +497,21 @@ impl AuthService {
             Rotation::Stale(current) => {
                 match session::judge_stale(current.as_ref(), generation, now, self.lifetimes.refresh_grace) {
                     StaleVerdict::Grace { successor } => {
-                        tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = successor, grace = true);
+                        crate::audit!(info, TokenRefreshed, session_id = %session_id, generation = successor, grace = true);
                         let session = current.ok_or(AuthError::InvalidRefreshToken)?;
                         let profile = self.profile(session.user_id).await?.ok_or(AuthError::InvalidRefreshToken)?;
                         return self.issue(&session, profile, now);
                     }
                     StaleVerdict::Reused => {
                         self.end_session(session_id, now).await?;
-                        tracing::warn!(target: "audit", event = "refresh_token_reused", session_id = %session_id, presented_generation = generation);
+                        crate::audit!(warn, RefreshTokenReused, session_id = %session_id, presented_generation = generation);
                         return Err(AuthError::InvalidRefreshToken);
                     }
                     StaleVerdict::Dead => return Err(AuthError::InvalidRefreshToken),
                 }
             }
         };
-        tracing::info!(target: "audit", event = "token_refreshed", session_id = %session_id, generation = session.generation);
+        crate::audit!(info, TokenRefreshed, session_id = %session_id, generation = session.generation);
         if user_id.is_none() {
             self.session_users.insert(session.id, session.user_id);
         }
@@ -546,7 +544,7 @@ impl AuthService {
     /// the caller's own.
     pub async fn logout(&self, caller: &Caller, refresh_token: Option<&str>, now: Timestamp) -> Result<(), AuthError> {
         self.end_session(caller.session_id, now).await?;
-        tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id);
+        crate::audit!(info, LoggedOut, user_id = %caller.user_id, session_id = %caller.session_id);
         let other = refresh_token
             .and_then(|t| self.refresh.decode(t))
             .map(|c| c.session_id)
@@ -555,14 +553,14 @@ impl AuthService {
             && self.sessions.get_session(id).await?.is_some_and(|s| s.user_id == caller.user_id)
         {
             self.end_session(id, now).await?;
-            tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %id);
+            crate::audit!(info, LoggedOut, user_id = %caller.user_id, session_id = %id);
         }
         Ok(())
     }
 
     pub async fn logout_all(&self, caller: &Caller, now: Timestamp) -> Result<u64, AuthError> {
         let ended = self.end_all_sessions(caller.user_id, caller.session_id, now).await?;
-        tracing::info!(target: "audit", event = "logged_out", user_id = %caller.user_id, session_id = %caller.session_id, all = true, sessions_ended = ended.len());
+        crate::audit!(info, LoggedOut, user_id = %caller.user_id, session_id = %caller.session_id, all = true, sessions_ended = ended.len());
         Ok(ended.len() as u64)
     }
 
@@ -576,7 +574,7 @@ impl AuthService {
         };
         let Some(session_id) = session_id else { return Ok(false) };
         self.end_session(session_id, now).await?;
-        tracing::info!(target: "audit", event = "session_revoked", session_id = %session_id, via = "oauth_revocation");
+        crate::audit!(info, SessionRevoked, session_id = %session_id, via = "oauth_revocation");
         Ok(true)
     }
 
@@ -604,7 +602,7 @@ impl AuthService {
             return Err(AuthError::SessionNotFound);
         }
         self.end_session(id, now).await?;
-        tracing::info!(target: "audit", event = "session_revoked", user_id = %caller.user_id, session_id = %id, by_session = %caller.session_id);
+        crate::audit!(info, SessionRevoked, user_id = %caller.user_id, session_id = %id, by_session = %caller.session_id);
         Ok(())
     }
 

@@ -21,21 +21,12 @@ use crate::net::TrustedProxies;
 /// Flags of `tessera serve`, each also readable from its `TESSERA_*` variable.
 #[derive(Debug, Clone, Default, clap::Args)]
 pub struct ServeArgs {
-    /// TOML configuration file.
-    #[arg(long, env = "TESSERA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    /// The configuration file and where the stores are.
+    #[command(flatten)]
+    pub stores: StoreArgs,
     /// Address to listen on [default: 127.0.0.1:8080].
     #[arg(long, env = "TESSERA_LISTEN", value_name = "ADDR")]
     pub listen: Option<SocketAddr>,
-    /// Directory for the SQLite file and the signing keys [default: ./tessera-data].
-    #[arg(long, env = "TESSERA_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Where users (and, by default, sessions) live [default: the SQLite file in the data dir].
-    #[arg(long, env = "TESSERA_DATABASE_URL", value_name = "URL")]
-    pub database_url: Option<SecretUrl>,
-    /// Where sessions live [default: the database].
-    #[arg(long, env = "TESSERA_SESSION_STORE_URL", value_name = "URL")]
-    pub session_store_url: Option<SecretUrl>,
     /// Access-token lifetime, e.g. 3600, 90s, 15m, 1h [default: 15m].
     #[arg(long, env = "TESSERA_ACCESS_TTL", value_name = "DURATION")]
     pub access_ttl: Option<String>,
@@ -122,6 +113,44 @@ pub struct ServeArgs {
     /// Prefix of every key in the Valkey/Redis session store [default: tessera].
     #[arg(long, env = "TESSERA_REDIS_KEY_PREFIX", value_name = "PREFIX")]
     pub redis_key_prefix: Option<String>,
+}
+
+impl ServeArgs {
+    /// The settings that `TESSERA_*` variables give, as `tessera serve` with no flags would read
+    /// them: the base for commands that take only some of `serve`'s flags.
+    pub fn from_env() -> anyhow::Result<Self> {
+        use clap::{Args, FromArgMatches};
+        let command = Self::augment_args(clap::Command::new("tessera"));
+        let matches = command.try_get_matches_from(["tessera"]).context("invalid TESSERA_* variable")?;
+        Ok(Self::from_arg_matches(&matches)?)
+    }
+}
+
+/// Where a server's stores are: flags of `serve` and of every other command that opens them
+/// (`tessera clients`). [`StoreArgs::resolve`] folds them into the rest of `serve`'s settings
+/// (its `--config` file and `TESSERA_*` variables), so such a command opens exactly the stores
+/// the server with the same configuration opens.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct StoreArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "TESSERA_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Directory for the SQLite file and the signing keys [default: ./tessera-data].
+    #[arg(long, env = "TESSERA_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Where users (and, by default, sessions) live [default: the SQLite file in the data dir].
+    #[arg(long, env = "TESSERA_DATABASE_URL", value_name = "URL")]
+    pub database_url: Option<SecretUrl>,
+    /// Where sessions live [default: the database].
+    #[arg(long, env = "TESSERA_SESSION_STORE_URL", value_name = "URL")]
+    pub session_store_url: Option<SecretUrl>,
+}
+
+impl StoreArgs {
+    /// The settings `tessera serve` would run with, given these flags and the same environment.
+    pub fn resolve(self) -> anyhow::Result<Settings> {
+        Settings::resolve(ServeArgs { stores: self, ..ServeArgs::from_env()? })
+    }
 }
 
 /// The TOML file: the same settings, named like the flags.
@@ -266,16 +295,17 @@ impl Settings {
     /// Resolves the settings from the file named by `--config` (if any), the environment
     /// (already folded into `args` by clap) and the flags.
     pub fn resolve(args: ServeArgs) -> anyhow::Result<Self> {
-        let file = match &args.config {
+        let StoreArgs { config, data_dir, database_url, session_store_url } = args.stores;
+        let file = match &config {
             Some(path) => read_file(path)?,
             None => FileConfig::default(),
         };
-        let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./tessera-data"));
-        let database = match args.database_url.or(file.database_url) {
+        let data_dir = data_dir.or(file.data_dir).unwrap_or_else(|| PathBuf::from("./tessera-data"));
+        let database = match database_url.or(file.database_url) {
             Some(url) => parse_store_url(&url.0).context("--database-url")?,
             None => StoreUrl::Sqlite(data_dir.join("tessera.db")),
         };
-        let session_store = match args.session_store_url.or(file.session_store_url) {
+        let session_store = match session_store_url.or(file.session_store_url) {
             Some(url) => parse_store_url(&url.0).context("--session-store-url")?,
             None => database.clone(),
         };
@@ -520,7 +550,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tessera.toml");
         std::fs::write(&path, "access_ttl = 3600\nrefresh_ttl = \"7d\"\naudience = \"file\"\nallowed_origins = [\"https://app.example\"]\n").unwrap();
-        let args = ServeArgs { config: Some(path), access_ttl: Some("90s".into()), ..ServeArgs::default() };
+        let stores = StoreArgs { config: Some(path), ..StoreArgs::default() };
+        let args = ServeArgs { stores, access_ttl: Some("90s".into()), ..ServeArgs::default() };
         let s = Settings::resolve(args).unwrap();
         assert_eq!(s.lifetimes.access_ttl, Duration::from_secs(90));
         assert_eq!(s.lifetimes.refresh_ttl, Duration::from_secs(7 * 86_400));
@@ -529,11 +560,23 @@ mod tests {
     }
 
     #[test]
+    fn store_flags_resolve_with_the_servers_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tessera.toml");
+        std::fs::write(&path, "database_url = \"postgres://db/tessera\"\ndata_dir = \"/srv/tessera\"\n").unwrap();
+        let s = StoreArgs { config: Some(path.clone()), ..StoreArgs::default() }.resolve().unwrap();
+        assert_eq!(s.database, StoreUrl::Postgres("postgres://db/tessera".into()));
+        assert_eq!(s.data_dir, PathBuf::from("/srv/tessera"));
+        let flag = StoreArgs { config: Some(path), data_dir: Some("/other".into()), ..StoreArgs::default() };
+        assert_eq!(flag.resolve().unwrap().data_dir, PathBuf::from("/other"), "a flag overrides the file");
+    }
+
+    #[test]
     fn a_typo_in_the_file_fails_fast() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("tessera.toml");
         std::fs::write(&path, "acess_ttl = \"1h\"\n").unwrap();
-        let err = Settings::resolve(ServeArgs { config: Some(path), ..ServeArgs::default() }).unwrap_err();
+        let err = StoreArgs { config: Some(path), ..StoreArgs::default() }.resolve().unwrap_err();
         assert!(format!("{err:#}").contains("unknown field `acess_ttl`"), "{err:#}");
     }
 
@@ -541,9 +584,9 @@ mod tests {
     fn bad_values_name_the_setting() {
         let err = Settings::resolve(ServeArgs { access_ttl: Some("soon".into()), ..ServeArgs::default() }).unwrap_err();
         assert!(format!("{err:#}").contains("--access-ttl"), "{err:#}");
-        let err =
-            Settings::resolve(ServeArgs { database_url: Some(SecretUrl("mysql://x".into())), ..ServeArgs::default() })
-                .unwrap_err();
+        let err = StoreArgs { database_url: Some(SecretUrl("mysql://x".into())), ..StoreArgs::default() }
+            .resolve()
+            .unwrap_err();
         assert!(format!("{err:#}").contains("unsupported store URL"), "{err:#}");
     }
 
@@ -562,11 +605,12 @@ mod tests {
 
     #[test]
     fn debug_output_never_shows_a_database_password() {
-        let args = ServeArgs {
+        let stores = StoreArgs {
             database_url: Some(SecretUrl("postgres://tessera:hunter2-secret@db:5432/tessera".into())),
             session_store_url: Some(SecretUrl("redis://:hunter2-secret@cache:6379".into())),
-            ..ServeArgs::default()
+            ..StoreArgs::default()
         };
+        let args = ServeArgs { stores, ..ServeArgs::default() };
         let shown = format!("{args:?}");
         let settings = Settings::resolve(args).unwrap();
         for text in [shown, format!("{settings:?}")] {

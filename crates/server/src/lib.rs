@@ -91,7 +91,6 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
 /// Builds the service and the state from settings and opened stores; `bound` is the address
 /// actually listened on.
 pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -> anyhow::Result<AppState> {
-    create_private_dir(&settings.data_dir)?;
     let now = Timestamp::now();
     let key_dir = KeyDir::new(settings.data_dir.join("keys"));
     key_dir.init(now)?;
@@ -138,7 +137,7 @@ pub struct Database {
 }
 
 /// Opens (and migrates) the SQL database at `url`.
-pub async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> anyhow::Result<Database> {
+async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> anyhow::Result<Database> {
     use tessera_store::postgres::PostgresStore;
     use tessera_store::sqlite::SqliteStore;
     match url {
@@ -162,9 +161,17 @@ pub async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> any
     }
 }
 
-/// Opens the database and the session store (the same database, or Redis).
+/// Opens the database and the session store (the same database, or Redis), making the data
+/// directory (mode 0700, with any missing parents) first: on a fresh machine nothing exists yet.
+/// Every command that opens the stores (`serve`, `clients`) comes through here.
 pub async fn open_stores(settings: &Settings) -> anyhow::Result<Database> {
     use tessera_store::redis::RedisStore;
+    create_private_dir(&settings.data_dir)?;
+    if let StoreUrl::Sqlite(file) = &settings.database
+        && let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
+    {
+        create_private_dir(parent)?;
+    }
     let mut db = open_database(&settings.database, settings.sqlite_synchronous_full).await?;
     match &settings.session_store {
         same if *same == settings.database => {}
@@ -197,7 +204,7 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+        .with_context(|| format!("cannot create the directory {}", dir.display()))
 }
 
 /// Runs the server until `shutdown` resolves, then finishes in-flight requests.

@@ -10,27 +10,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
+use tessera_core::audit::AuditEvent;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer};
 
 use crate::state::AppState;
 
-/// The audit events of SPEC §7 (and registration), in the order they are exported.
-pub const AUDIT_EVENTS: [&str; 11] = [
-    "user_registered",
-    "login_succeeded",
-    "login_failed",
-    "token_refreshed",
-    "refresh_token_reused",
-    "logged_out",
-    "session_revoked",
-    "anonymous_signed_in",
-    "user_upgraded",
-    "password_changed",
-    "account_deleted",
-];
-
-static AUDIT_COUNTS: [AtomicU64; AUDIT_EVENTS.len()] = [const { AtomicU64::new(0) }; AUDIT_EVENTS.len()];
+static AUDIT_COUNTS: [AtomicU64; AuditEvent::ALL.len()] = [const { AtomicU64::new(0) }; AuditEvent::ALL.len()];
 /// Responses by status class: 1xx … 5xx.
 static RESPONSES: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
@@ -76,9 +62,9 @@ struct AuditVisitor;
 impl Visit for AuditVisitor {
     fn record_str(&mut self, field: &Field, value: &str) {
         if field.name() == "event"
-            && let Some(i) = AUDIT_EVENTS.iter().position(|e| *e == value)
+            && let Some(event) = AuditEvent::from_name(value)
         {
-            AUDIT_COUNTS[i].fetch_add(1, Ordering::Relaxed);
+            AUDIT_COUNTS[event.index()].fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -97,7 +83,8 @@ pub async fn render(State(state): State<AppState>) -> Response {
     }
     let _ = writeln!(out, "# HELP tessera_audit_events_total Audit events by kind.");
     let _ = writeln!(out, "# TYPE tessera_audit_events_total counter");
-    for (name, counter) in AUDIT_EVENTS.iter().zip(&AUDIT_COUNTS) {
+    for (event, counter) in AuditEvent::ALL.iter().zip(&AUDIT_COUNTS) {
+        let name = event.as_str();
         let _ = writeln!(out, "tessera_audit_events_total{{event=\"{name}\"}} {}", counter.load(Ordering::Relaxed));
     }
     let _ = writeln!(out, "# HELP tessera_open_connections Connections open now.");
@@ -118,4 +105,46 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let mut response = out.into_response();
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing_subscriber::layer::SubscriberExt;
+
+    use super::*;
+
+    /// Logs `event` as the code does; the match is exhaustive, so a new event cannot be left out.
+    fn log(event: AuditEvent) {
+        use tessera_core::audit;
+        match event {
+            AuditEvent::UserRegistered => audit!(info, UserRegistered, user_id = "u"),
+            AuditEvent::LoginSucceeded => audit!(info, LoginSucceeded, user_id = "u"),
+            AuditEvent::LoginFailed => audit!(info, LoginFailed, user_id = "u"),
+            AuditEvent::TokenRefreshed => audit!(info, TokenRefreshed, user_id = "u"),
+            AuditEvent::RefreshTokenReused => audit!(info, RefreshTokenReused, user_id = "u"),
+            AuditEvent::LoggedOut => audit!(info, LoggedOut, user_id = "u"),
+            AuditEvent::SessionRevoked => audit!(info, SessionRevoked, user_id = "u"),
+            AuditEvent::AnonymousSignedIn => audit!(info, AnonymousSignedIn, user_id = "u"),
+            AuditEvent::UserUpgraded => audit!(info, UserUpgraded, user_id = "u"),
+            AuditEvent::PasswordChanged => audit!(info, PasswordChanged, user_id = "u"),
+            AuditEvent::AccountDeleted => audit!(info, AccountDeleted, user_id = "u"),
+            AuditEvent::ClientAuthenticationFailed => audit!(info, ClientAuthenticationFailed, user_id = "u"),
+        }
+    }
+
+    #[test]
+    fn every_audit_event_is_counted() {
+        let subscriber = tracing_subscriber::registry().with(AuditCounter);
+        let before: Vec<u64> = AUDIT_COUNTS.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        tracing::subscriber::with_default(subscriber, || {
+            for event in AuditEvent::ALL {
+                log(event);
+            }
+            tessera_core::audit!(warn, RefreshTokenReused, session_id = "s");
+        });
+        for (event, (counter, before)) in AuditEvent::ALL.iter().zip(AUDIT_COUNTS.iter().zip(before)) {
+            let expected = if *event == AuditEvent::RefreshTokenReused { 2 } else { 1 };
+            assert_eq!(counter.load(Ordering::Relaxed) - before, expected, "{event:?}");
+        }
+    }
 }

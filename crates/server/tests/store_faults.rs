@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tessera_core::store::SessionStore;
-use tessera_server::config::{ServeArgs, Settings};
+use tessera_server::config::{ServeArgs, Settings, StoreArgs};
 use tessera_server::{Database, build_state, run};
 use tessera_store::faults::{Faults, FaultyStore, Op};
 use tessera_store::memory::MemoryStore;
@@ -29,7 +29,7 @@ async fn two_instances() -> Cluster {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let dir = tempfile::tempdir().unwrap();
     let settings = Settings::resolve(ServeArgs {
-        data_dir: Some(dir.path().to_owned()),
+        stores: StoreArgs { data_dir: Some(dir.path().to_owned()), ..StoreArgs::default() },
         issuer: Some("http://tessera.test".into()),
         argon2_memory_kib: Some(1024),
         argon2_iterations: Some(1),

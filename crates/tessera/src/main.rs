@@ -12,7 +12,7 @@ use clap::{Parser, Subcommand};
 use tessera_core::Timestamp;
 use tessera_core::duration::parse_duration;
 use tessera_core::keys::{JWKS_MAX_AGE, KeyDir};
-use tessera_server::config::{ServeArgs, Settings};
+use tessera_server::config::{ServeArgs, Settings, StoreArgs};
 
 /// mimalloc rather than the system allocator: a request allocates and frees small buffers on
 /// whichever worker thread polls it, which cost glibc's allocator a tenth of a refresh's CPU
@@ -86,14 +86,11 @@ enum KeysCommand {
     },
 }
 
-/// Where the clients live: the server's database.
+/// Where the clients live: the server's database, found as `tessera serve` finds it.
 #[derive(Debug, clap::Args)]
 struct DatabaseArgs {
-    #[arg(long, env = "TESSERA_DATA_DIR", default_value = "./tessera-data")]
-    data_dir: PathBuf,
-    /// The server's database [default: the SQLite file in the data directory].
-    #[arg(long, env = "TESSERA_DATABASE_URL")]
-    database_url: Option<tessera_server::config::SecretUrl>,
+    #[command(flatten)]
+    stores: StoreArgs,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -127,7 +124,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Keys { command: KeysCommand::Rotate { config, data_dir, activate_in, access_ttl } } => {
-            rotate_keys(ServeArgs { config, data_dir, access_ttl, ..ServeArgs::default() }, activate_in)
+            ServeArgs::from_env().and_then(|env| {
+                let stores = StoreArgs { config, data_dir, ..env.stores };
+                rotate_keys(ServeArgs { stores, access_ttl, ..env }, activate_in)
+            })
         }
         Command::Clients { command } => clients(command),
         Command::Login(args) => return cli::run(async || cli::login(args).await),
@@ -182,17 +182,11 @@ fn clients(command: ClientsCommand) -> anyhow::Result<()> {
     let db = match &command {
         ClientsCommand::Add { db, .. } | ClientsCommand::List { db } | ClientsCommand::Remove { db, .. } => db,
     };
-    let url = match &db.database_url {
-        Some(url) => tessera_server::config::parse_store_url(&url.0)?,
-        None => tessera_server::config::StoreUrl::Sqlite(db.data_dir.join("tessera.db")),
-    };
-    if let tessera_server::config::StoreUrl::Sqlite(path) = &url {
-        std::fs::create_dir_all(path.parent().unwrap_or(std::path::Path::new(".")))?;
-    }
+    let settings = db.stores.clone().resolve()?;
     let json = db.json;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
-        let clients = Clients::new(tessera_server::open_database(&url, false).await?.clients);
+        let clients = Clients::new(tessera_server::open_stores(&settings).await?.clients);
         match command {
             ClientsCommand::Add { name, .. } => {
                 let (client, secret) = clients.register(&name, Timestamp::now()).await?;

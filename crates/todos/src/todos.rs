@@ -24,8 +24,8 @@ pub struct Todo {
     pub id: u64,
     pub title: String,
     pub done: bool,
-    /// Milliseconds since the Unix epoch.
-    pub created_at: i64,
+    /// RFC 3339 in UTC, as every tessera API answers times.
+    pub created_at: String,
 }
 
 pub struct Todos {
@@ -57,7 +57,7 @@ impl Todos {
                 id: self.next_id.fetch_add(1, Ordering::Relaxed),
                 title,
                 done: false,
-                created_at: Timestamp::now().as_millis(),
+                created_at: Timestamp::now().to_rfc3339(),
             };
             list.push(todo.clone());
             todo

@@ -274,9 +274,13 @@ fn describe(state: &AppState, found: Option<Introspection>) -> serde_json::Value
                 "aud": c.aud,
                 "jti": c.jti,
             });
+            // RFC 7662's `username` is the human-readable identifier: the account's username,
+            // never its email (an email-only account has none).
             if let Some(email) = &c.email {
                 body["email"] = json!(email);
-                body["username"] = json!(email);
+            }
+            if let Some(username) = &c.preferred_username {
+                body["username"] = json!(username);
             }
             body
         }
@@ -316,7 +320,7 @@ async fn authenticate_client(state: &AppState, headers: &HeaderMap) -> Result<()
     match state.clients().authenticate(&id, &secret).await {
         Ok(true) => Ok(()),
         Ok(false) => {
-            tracing::info!(target: "audit", event = "client_authentication_failed", client_id = %id.chars().take(64).collect::<String>());
+            tessera_core::audit!(info, ClientAuthenticationFailed, client_id = %id.chars().take(64).collect::<String>());
             Err(invalid())
         }
         Err(e) => Err(AuthError::from(e).into()),

@@ -83,7 +83,12 @@ pub struct TestServer {
     env: Vec<(String, String)>,
     /// The open-file limit (soft and hard) the server starts under, when a test sets one.
     file_limit: Option<u64>,
+    /// With `--data-dir` this directory; or, for [`TestServer::start_fresh`], the working
+    /// directory the server starts in, with whatever data directory its flags name.
     pub data_dir: Arc<TempDir>,
+    /// Started as a newcomer starts it: in `data_dir` as the working directory, without the
+    /// harness's flags (the address comes from `TESSERA_LISTEN`).
+    fresh: bool,
 }
 
 /// A response, already read.
@@ -166,14 +171,25 @@ impl TestServer {
             }
         }
         let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        Self::spawn(data_dir, args, env, "127.0.0.1:0", None).await
+        Self::spawn(data_dir, args, env, "127.0.0.1:0", None, false).await
+    }
+
+    /// Starts `tessera serve` with exactly `args`, as the README's first command does on a fresh
+    /// clone: in an empty working directory, with nothing prepared (the data directory is the
+    /// default `./tessera-data` unless `args` name another). Only `TESSERA_LISTEN` (a random port)
+    /// and `TESSERA_LOG_FORMAT` (json, to read the address) are set.
+    pub async fn start_fresh(args: &[&str]) -> Self {
+        let dir = Arc::new(tempfile::tempdir().expect("temp dir"));
+        let args = args.iter().map(|s| s.to_string()).collect();
+        let env = vec![("TESSERA_LOG_FORMAT".to_owned(), "json".to_owned())];
+        Self::spawn(dir, args, env, "127.0.0.1:0", None, true).await
     }
 
     /// Starts with extra flags under an open-file limit of `limit` (soft and hard).
     pub async fn start_with_file_limit(extra: &[&str], limit: u64) -> Self {
         let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let args = BASE_ARGS.iter().chain(extra).map(|s| s.to_string()).collect();
-        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0", Some(limit)).await
+        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0", Some(limit), false).await
     }
 
     async fn spawn(
@@ -182,9 +198,16 @@ impl TestServer {
         env: Vec<(String, String)>,
         listen: &str,
         file_limit: Option<u64>,
+        fresh: bool,
     ) -> Self {
         let client = http_client();
         let mut command = Command::new(env!("CARGO_BIN_EXE_tessera"));
+        command.arg("serve");
+        if fresh {
+            command.current_dir(data_dir.path()).env("TESSERA_LISTEN", listen);
+        } else {
+            command.args(["--listen", listen, "--data-dir"]).arg(data_dir.path());
+        }
         if let Some(limit) = file_limit {
             use std::os::unix::process::CommandExt;
             let limit = libc::rlimit { rlim_cur: limit, rlim_max: limit };
@@ -202,9 +225,6 @@ impl TestServer {
             }
         }
         let mut child = command
-            .arg("serve")
-            .args(["--listen", listen, "--data-dir"])
-            .arg(data_dir.path())
             .args(&args)
             .env("RUST_LOG", "info")
             .envs(env.iter().map(|(k, v)| (k, v)))
@@ -219,19 +239,27 @@ impl TestServer {
             let logs = logs.lock().unwrap().join("\n");
             panic!("tessera serve did not start (exit: {status:?}); args {args:?}; its log:\n{logs}");
         };
-        Self { base: format!("http://{addr}"), client, child, logs, args, env, file_limit, data_dir }
+        Self { base: format!("http://{addr}"), client, child, logs, args, env, file_limit, data_dir, fresh }
     }
 
     /// Another instance sharing this one's data directory (signing keys), flags and stores.
     pub async fn sibling(&self) -> Self {
-        Self::spawn(self.data_dir.clone(), self.args.clone(), self.env.clone(), "127.0.0.1:0", self.file_limit).await
+        Self::spawn(
+            self.data_dir.clone(),
+            self.args.clone(),
+            self.env.clone(),
+            "127.0.0.1:0",
+            self.file_limit,
+            self.fresh,
+        )
+        .await
     }
 
     /// Starts a server with exactly these flags (beside the base ones), whatever the backend.
     pub async fn start_raw(args: Vec<String>) -> Self {
         let data_dir = Arc::new(tempfile::tempdir().expect("temp dir"));
         let args = BASE_ARGS.iter().map(|s| s.to_string()).chain(args).collect();
-        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0", None).await
+        Self::spawn(data_dir, args, Vec::new(), "127.0.0.1:0", None, false).await
     }
 
     /// Stops the server (SIGKILL when `hard`, else SIGTERM and wait) and starts it again on the
@@ -239,10 +267,10 @@ impl TestServer {
     pub async fn restart(mut self, hard: bool) -> Self {
         self.stop(hard);
         let data_dir = self.data_dir.clone();
-        let (args, env, file_limit) = (self.args.clone(), self.env.clone(), self.file_limit);
+        let (args, env, file_limit, fresh) = (self.args.clone(), self.env.clone(), self.file_limit, self.fresh);
         let listen = self.base.trim_start_matches("http://").to_owned();
         drop(self);
-        Self::spawn(data_dir, args, env, &listen, file_limit).await
+        Self::spawn(data_dir, args, env, &listen, file_limit, fresh).await
     }
 
     pub fn stop(&mut self, hard: bool) {

@@ -9,6 +9,7 @@ mod client;
 mod cookies;
 mod errors;
 mod feed;
+mod fresh;
 mod fuzz;
 mod helpers;
 mod instances;

@@ -291,3 +291,55 @@ async fn introspection_describes_live_tokens_and_nothing_else() {
     let expired = introspect(&short, Some((&id, &secret)), &expiring).await;
     assert_eq!(expired.body, serde_json::json!({"active": false}));
 }
+
+#[tokio::test]
+async fn introspection_names_the_username_as_username_and_the_email_as_email() {
+    let server = TestServer::start().await;
+    let (id, secret) = add_client(&server, "directory");
+    let client = Some((id.as_str(), secret.as_str()));
+    let sign_up = async |names: Value, login: Value| {
+        let mut body = names;
+        body["password"] = Value::from(PASSWORD);
+        let reply = server.post("/api/auth/register", body).await;
+        assert_eq!(reply.status, 201, "{}", reply.body);
+        let mut login = login;
+        login["password"] = Value::from(PASSWORD);
+        tokens_of(&server.post("/api/auth/login", login).await).access
+    };
+    let email = unique_email();
+    let by_email = serde_json::json!({ "email": email });
+    let email_only = sign_up(by_email.clone(), by_email).await;
+    let by_name = serde_json::json!({"username": "grace_h"});
+    let username_only = sign_up(by_name.clone(), by_name).await;
+    let both = serde_json::json!({"email": format!("ada-{email}"), "username": "Ada_L"});
+    let both = sign_up(both, serde_json::json!({"username": "ada_l"})).await;
+
+    let found = introspect(&server, client, &email_only).await.body;
+    assert_eq!((found["active"].clone(), found["email"].clone()), (Value::from(true), Value::from(email.as_str())));
+    assert!(found.get("username").is_none(), "an email is not a username: {found}");
+    let found = introspect(&server, client, &username_only).await.body;
+    assert_eq!(found["username"], "grace_h");
+    assert!(found.get("email").is_none(), "{found}");
+    let found = introspect(&server, client, &both).await.body;
+    assert_eq!(found["username"], "Ada_L");
+    assert_eq!(found["email"], format!("ada-{email}"));
+}
+
+#[tokio::test]
+async fn failed_client_authentications_are_counted_in_metrics() {
+    let server = TestServer::start().await;
+    let (id, _) = add_client(&server, "counted");
+    let token = server.user(&unique_email()).await.access;
+    for _ in 0..2 {
+        assert_oauth_error(&introspect(&server, Some((&id, "wrong")), &token).await, 401, "invalid_client");
+    }
+    let text = http_client().get(server.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(
+        text.lines().any(|l| l == "tessera_audit_events_total{event=\"client_authentication_failed\"} 2"),
+        "{text}"
+    );
+    for event in tessera_core::audit::AuditEvent::ALL {
+        let prefix = format!("tessera_audit_events_total{{event=\"{}\"}} ", event.as_str());
+        assert!(text.lines().any(|l| l.starts_with(&prefix)), "{event:?} is not exported:\n{text}");
+    }
+}

@@ -39,10 +39,16 @@ async fn the_lesson_flow_reaches_the_todo_api() {
     let todos = TodoServer::start(&server, &[]).await;
     let tokens = server.user(&unique_email()).await;
 
-    assert_eq!(todos.add(&tokens.access, "buy milk").await.status, 201);
+    let added = todos.add(&tokens.access, "buy milk").await;
+    assert_eq!(added.status, 201);
     let listed = todos.todos(&tokens.access).await;
     assert_eq!(listed.status, 200);
     assert_eq!(listed.body[0]["title"], "buy milk");
+    // RFC 3339 in UTC, as every tessera API answers times.
+    let created = added.body["created_at"].as_str().unwrap_or_else(|| panic!("{}", added.body));
+    let b = created.as_bytes();
+    assert!(b.len() >= 20 && b[4] == b'-' && b[10] == b'T' && created.ends_with('Z'), "{created}");
+    assert_eq!(listed.body[0]["created_at"], created);
 
     let rotated = tokens_of(&server.refresh(&tokens.refresh).await);
     assert_eq!(todos.todos(&rotated.access).await.body[0]["title"], "buy milk");
