@@ -304,8 +304,33 @@ impl AuthService {
     ) -> Result<Issued, AuthError> {
         let user = self.check_credentials(name, password).await?;
         let session = self.open_session(&user, client, now).await?;
+        self.confirm_credential(&user, session.id, now).await?;
         crate::audit!(info, LoginSucceeded, user_id = %user.id, session_id = %session.id);
         self.issue(&session, self.remember(&user), now)
+    }
+
+    /// The fence of a login: after its session is stored, the user must still exist with the
+    /// credential the login checked, or the session is ended before any token of it is issued.
+    ///
+    /// A deletion or a password change first commits to the user store and then ends the user's
+    /// sessions; a login reads the user, checks the password (slow on purpose), stores its
+    /// session, then reads the user again. A session stored before the sessions were listed for
+    /// ending is ended by the deletion or change; one stored after is seen by this read, which
+    /// then comes after the commit. Either way no session opened with a deleted account or an
+    /// old password outlives the operation's answer.
+    async fn confirm_credential(&self, user: &User, session: SessionId, now: Timestamp) -> Result<(), AuthError> {
+        let outcome = match self.users.find_user(user.id).await {
+            Ok(Some(current)) if current.password_hash == user.password_hash && !current.is_anonymous => return Ok(()),
+            Ok(_) => Err(AuthError::InvalidCredentials),
+            Err(e) => Err(e.into()),
+        };
+        // No token of the session exists yet: ending it here (or, if the store fails, in this
+        // instance's view and by the retry of unfinished ends) leaves nothing alive.
+        let _ = self.end_session(session, now).await;
+        if matches!(outcome, Err(AuthError::InvalidCredentials)) {
+            crate::audit!(info, LoginFailed, known_user = true, user_id = %user.id, during = "credential_changed");
+        }
+        outcome
     }
 
     /// Opens a session for a new guest.
@@ -364,15 +389,44 @@ impl AuthService {
             return Err(AuthError::InvalidRefreshToken);
         }
         let password_hash = self.hasher.hash(password.to_owned()).await?;
+        let guest = user.clone();
         (user.email, user.email_key) = email.unzip();
         (user.username, user.username_key) = username.unzip();
         user.password_hash = Some(password_hash);
         user.is_anonymous = false;
-        if !self.users.update_user(&user).await? {
-            return Err(AuthError::Unauthorized);
+        // Only from the guest (no password): of two racing upgrades one registers the account,
+        // the other changes nothing.
+        if !self.users.update_user(&user, None).await? {
+            return Err(match self.users.find_user(user.id).await? {
+                Some(_) => AuthError::AlreadyRegistered,
+                None => AuthError::Unauthorized,
+            });
         }
-        crate::audit!(info, UserUpgraded, user_id = %user.id, session_id = %caller.session_id);
-        self.refresh(refresh_token, now).await
+        match self.refresh(refresh_token, now).await {
+            Ok(issued) => {
+                crate::audit!(info, UserUpgraded, user_id = %user.id, session_id = %caller.session_id);
+                Ok(issued)
+            }
+            Err(e) => {
+                // The rotation lost a race (a refresh, a logout): the upgrade answers an error,
+                // so it undoes itself — back to the guest, unless the account changed since.
+                self.undo_upgrade(&guest, &user).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Turns the account back into the guest it was before an upgrade that did not complete.
+    async fn undo_upgrade(&self, guest: &User, upgraded: &User) {
+        self.profiles.remove(&guest.id);
+        match self.users.update_user(guest, upgraded.password_hash.as_deref()).await {
+            Ok(_) => {}
+            Err(e) => tracing::error!(
+                user_id = %guest.id,
+                error = %e,
+                "an upgrade that failed could not be undone: the account keeps its new credentials"
+            ),
+        }
     }
 
     /// Changes the caller's password; every other session of the user ends, the caller's lives
@@ -394,10 +448,13 @@ impl AuthService {
             return Err(AuthError::InvalidCredentials);
         }
         account::check_password(new).map_err(AuthError::WeakPassword)?;
-        user.password_hash = Some(self.hasher.hash(new.to_owned()).await?);
-        if !self.users.update_user(&user).await? {
-            return Err(AuthError::Unauthorized);
+        let checked = user.password_hash.replace(self.hasher.hash(new.to_owned()).await?);
+        // Only from the password just checked: a change that raced another changes nothing.
+        if !self.users.update_user(&user, checked.as_deref()).await? {
+            return Err(AuthError::InvalidCredentials);
         }
+        // Listed after the new hash committed: a login with the old password stores its
+        // session before this list (and is ended here) or fails its own fence.
         let others = self.sessions.list_sessions(user.id, now).await?;
         let mut ended = 0u64;
         for session in others.iter().filter(|s| s.id != caller.session_id) {
@@ -424,10 +481,15 @@ impl AuthService {
                 return Err(AuthError::InvalidCredentials);
             }
         }
+        // Ended first, so that a session store that cannot be reached fails the deletion before
+        // anything is deleted; then again after the user is gone, for a login that read the
+        // user before the deletion and stored its session in between (a login that stores its
+        // session after the deletion fails its own fence).
         self.end_all_sessions(user.id, caller.session_id, now).await?;
         self.users.delete_user(user.id).await?;
         self.profiles.remove(&user.id);
         crate::audit!(info, AccountDeleted, user_id = %user.id, anonymous = user.is_anonymous);
+        self.end_all_sessions(user.id, caller.session_id, now).await?;
         Ok(())
     }
 

@@ -63,10 +63,13 @@ pub trait UserStore: Send + Sync + 'static {
 
     async fn find_user(&self, id: UserId) -> StoreResult<Option<User>>;
 
-    /// Replaces the stored user of `user.id` (every field but `id` and `created_at`); `false`
-    /// if there is none. A taken email or username key is reported as for
-    /// [`create_user`](Self::create_user), and changes nothing.
-    async fn update_user(&self, user: &User) -> StoreResult<bool>;
+    /// Atomically: if the stored user of `user.id` still has the password hash
+    /// `expected_password_hash` (`None`: none, as a guest has), replaces it (every field but `id`
+    /// and `created_at`) and returns `true`; otherwise changes nothing and returns `false` (also
+    /// when there is no such user). A compare-and-set on the credential: of two changes that
+    /// raced from the same credential, one wins and the other changes nothing. A taken email or
+    /// username key is reported as for [`create_user`](Self::create_user), and changes nothing.
+    async fn update_user(&self, user: &User, expected_password_hash: Option<&str>) -> StoreResult<bool>;
 
     /// Deletes the user, freeing its email and username; `false` if there was none.
     async fn delete_user(&self, id: UserId) -> StoreResult<bool>;

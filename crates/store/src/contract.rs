@@ -39,6 +39,8 @@ macro_rules! store_contract_tests {
             a_taken_email_key_is_refused,
             users_are_found_by_username_and_a_taken_one_is_named_as_such,
             a_guest_is_upgraded_in_place_and_a_conflict_changes_nothing,
+            an_update_from_a_stale_credential_changes_nothing,
+            concurrent_updates_from_one_credential_update_once,
             deleting_a_user_frees_its_email_and_username,
             guests_are_listed_page_by_page_by_age,
             clients_round_trip_and_their_names_are_unique,
@@ -154,7 +156,7 @@ pub async fn a_guest_is_upgraded_in_place_and_a_conflict_changes_nothing(s: &Sto
         (with_username(User { id: guest.id, ..user("taken@example.com") }, "free"), "email"),
         (with_username(User { id: guest.id, ..user("free@example.com") }, "TAKEN"), "username"),
     ] {
-        let err = s.users.update_user(&clash).await.unwrap_err();
+        let err = s.users.update_user(&clash, None).await.unwrap_err();
         let named = match err {
             StoreError::EmailTaken => "email",
             StoreError::UsernameTaken => "username",
@@ -165,15 +167,60 @@ pub async fn a_guest_is_upgraded_in_place_and_a_conflict_changes_nothing(s: &Sto
     }
 
     let upgraded = with_username(User { id: guest.id, created_at: t(5), ..user("Guest@example.com") }, "Guest");
-    assert!(s.users.update_user(&upgraded).await.unwrap());
+    assert!(s.users.update_user(&upgraded, None).await.unwrap());
     assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(upgraded.clone()));
     assert_eq!(s.users.find_user_by_email("guest@example.com").await.unwrap(), Some(upgraded.clone()));
     assert_eq!(s.users.find_user_by_username("guest").await.unwrap(), Some(upgraded.clone()));
     // Updating a user with its own keys is no conflict; an unknown user is `false`.
     let rehashed = User { password_hash: Some("other".into()), ..upgraded.clone() };
-    assert!(s.users.update_user(&rehashed).await.unwrap());
+    assert!(s.users.update_user(&rehashed, upgraded.password_hash.as_deref()).await.unwrap());
     assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(rehashed));
-    assert!(!s.users.update_user(&user("nobody@example.com")).await.unwrap());
+    assert!(!s.users.update_user(&user("nobody@example.com"), None).await.unwrap());
+}
+
+/// `update_user` is a compare-and-set on the password hash: a change made from a credential
+/// that is no longer the stored one changes nothing, so of two racing changes one wins.
+pub async fn an_update_from_a_stale_credential_changes_nothing(s: &Stores) {
+    let guest = User::guest(t(5));
+    s.users.create_user(&guest).await.unwrap();
+    let first = with_username(User { id: guest.id, created_at: t(5), ..user("first@example.com") }, "first");
+    let second = User { password_hash: Some("second".into()), ..user("second@example.com") };
+    let second = User { id: guest.id, created_at: t(5), ..second };
+    assert!(s.users.update_user(&first, None).await.unwrap(), "the first upgrade of a guest wins");
+    assert!(!s.users.update_user(&second, None).await.unwrap(), "the second finds no guest any more");
+    assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(first.clone()));
+    assert_eq!(s.users.find_user_by_email("second@example.com").await.unwrap(), None);
+
+    let changed = User { password_hash: Some("changed".into()), ..first.clone() };
+    assert!(!s.users.update_user(&changed, Some("not the stored hash")).await.unwrap());
+    assert!(s.users.update_user(&changed, first.password_hash.as_deref()).await.unwrap());
+    assert!(!s.users.update_user(&first, first.password_hash.as_deref()).await.unwrap(), "stale now");
+    // Back to a guest, as an upgrade that failed later undoes itself.
+    assert!(s.users.update_user(&guest, Some("changed")).await.unwrap());
+    assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(guest.clone()));
+    assert_eq!(s.users.find_user_by_email("first@example.com").await.unwrap(), None, "its email is free again");
+}
+
+pub async fn concurrent_updates_from_one_credential_update_once(s: &Stores) {
+    let guest = User::guest(t(5));
+    s.users.create_user(&guest).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|i| {
+            let users = s.users.clone();
+            let upgraded = User { id: guest.id, created_at: t(5), ..user(&format!("racer{i}@example.com")) };
+            let upgraded = User { password_hash: Some(format!("hash-{i}")), ..upgraded };
+            tokio::spawn(async move { (users.update_user(&upgraded, None).await.unwrap(), upgraded) })
+        })
+        .collect();
+    let mut winners = Vec::new();
+    for task in tasks {
+        let (won, upgraded) = task.await.unwrap();
+        if won {
+            winners.push(upgraded);
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of the racing upgrades wins");
+    assert_eq!(s.users.find_user(guest.id).await.unwrap(), Some(winners[0].clone()), "and holds the account");
 }
 
 pub async fn deleting_a_user_frees_its_email_and_username(s: &Stores) {

@@ -14,7 +14,10 @@
 //!   the inner call runs and commits, then the wrapper throws its answer away and returns
 //!   `Unavailable` — a connection dropped after the write, so the caller cannot tell whether it
 //!   happened (if the inner call itself fails, its own error is returned);
-//! - [`Faults::heal`] clears every fault, [`Faults::heal_op`] the fault of one operation.
+//! - [`Faults::heal`] clears every fault, [`Faults::heal_op`] the fault of one operation;
+//! - [`Faults::hold_next`]`(op)`: the next call of `op` waits, before it reaches the inner store,
+//!   until the returned [`Hold`] is released (or dropped), and the test can wait until a call got
+//!   there ([`Hold::reached`]): interleavings of concurrent operations, forced exactly.
 //!
 //! Each operation has at most one fault at a time: setting one replaces the previous. A call
 //! takes its decision when it starts, so a call already running is not affected by a later
@@ -54,6 +57,7 @@ use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
+use tokio::sync::oneshot;
 
 /// One store operation: a method of [`UserStore`], [`SessionStore`] or [`ClientStore`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -210,8 +214,37 @@ struct Fault {
 #[derive(Debug, Default)]
 struct State {
     faults: HashMap<Op, Fault>,
+    holds: HashMap<Op, HoldSlot>,
     calls: HashMap<Op, u64>,
     injected: HashMap<Op, u64>,
+}
+
+/// The store's side of a [`Hold`].
+#[derive(Debug)]
+struct HoldSlot {
+    reached: oneshot::Sender<()>,
+    release: oneshot::Receiver<()>,
+}
+
+/// A call of one operation held before it reaches the inner store (see [`Faults::hold_next`]).
+#[derive(Debug)]
+pub struct Hold {
+    reached: Option<oneshot::Receiver<()>>,
+    release: oneshot::Sender<()>,
+}
+
+impl Hold {
+    /// Resolves once a call is waiting at the hold.
+    pub async fn reached(&mut self) {
+        if let Some(reached) = self.reached.take() {
+            let _ = reached.await;
+        }
+    }
+
+    /// Lets the held call go on (dropping the hold does too).
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
 }
 
 /// The control handle of one or more [`FaultyStore`]s: clones share the same faults.
@@ -263,6 +296,15 @@ impl Faults {
         self.set(op, Strike::AfterCommit, None);
     }
 
+    /// The next call of `op` waits before reaching the inner store until the hold is released;
+    /// its fault, if any, is decided after that. Replaces an earlier hold of `op` not reached yet.
+    pub fn hold_next(&self, op: Op) -> Hold {
+        let (reached_tx, reached_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel();
+        self.state().holds.insert(op, HoldSlot { reached: reached_tx, release: release_rx });
+        Hold { reached: Some(reached_rx), release: release_tx }
+    }
+
     /// Clears every fault (the counters stay).
     pub fn heal(&self) {
         self.state().faults.clear();
@@ -309,6 +351,11 @@ impl Faults {
 
     /// Runs `call` under `op`'s fault, if any.
     async fn run<T>(&self, op: Op, call: impl Future<Output = StoreResult<T>>) -> StoreResult<T> {
+        let hold = self.state().holds.remove(&op);
+        if let Some(HoldSlot { reached, release }) = hold {
+            let _ = reached.send(());
+            let _ = release.await;
+        }
         match self.on_call(op) {
             None => call.await,
             Some(Strike::Before) => {
@@ -392,8 +439,8 @@ impl<S: UserStore + ?Sized> UserStore for FaultyStore<S> {
         self.faults.run(Op::FindUser, self.inner.find_user(id)).await
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<bool> {
-        self.faults.run(Op::UpdateUser, self.inner.update_user(user)).await
+    async fn update_user(&self, user: &User, expected_password_hash: Option<&str>) -> StoreResult<bool> {
+        self.faults.run(Op::UpdateUser, self.inner.update_user(user, expected_password_hash)).await
     }
 
     async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
@@ -519,7 +566,7 @@ mod tests {
             Op::FindUserByEmail => store.find_user_by_email("nobody@example.com").await.map(drop),
             Op::FindUserByUsername => store.find_user_by_username("nobody").await.map(drop),
             Op::FindUser => store.find_user(uid).await.map(drop),
-            Op::UpdateUser => store.update_user(&user("nobody@example.com")).await.map(drop),
+            Op::UpdateUser => store.update_user(&user("nobody@example.com"), None).await.map(drop),
             Op::DeleteUser => store.delete_user(uid).await.map(drop),
             Op::Guests => store.guests(t(0), None, 10).await.map(drop),
             Op::UserPing => UserStore::ping(store).await,

@@ -187,11 +187,14 @@ impl UserStore for MemoryStore {
         Ok(self.accounts().users.get(&id).cloned())
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+    async fn update_user(&self, user: &User, expected_password_hash: Option<&str>) -> StoreResult<bool> {
         let mut accounts = self.accounts();
         let Some(old) = accounts.users.get(&user.id).cloned() else {
             return Ok(false);
         };
+        if old.password_hash.as_deref() != expected_password_hash {
+            return Ok(false);
+        }
         if let Some(conflict) = accounts.conflict(user) {
             return Err(conflict);
         }

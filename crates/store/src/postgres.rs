@@ -240,10 +240,10 @@ impl UserStore for PostgresStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+    async fn update_user(&self, user: &User, expected_password_hash: Option<&str>) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE tessera_users SET email = $1, email_key = $2, username = $3, username_key = $4, \
-             password_hash = $5, is_anonymous = $6 WHERE id = $7",
+             password_hash = $5, is_anonymous = $6 WHERE id = $7 AND password_hash IS NOT DISTINCT FROM $8",
         )
         .bind(&user.email)
         .bind(&user.email_key)
@@ -252,6 +252,7 @@ impl UserStore for PostgresStore {
         .bind(&user.password_hash)
         .bind(user.is_anonymous)
         .bind(&user.id.as_bytes()[..])
+        .bind(expected_password_hash)
         .execute(&self.pool)
         .await
         .map_err(user_conflict)?;

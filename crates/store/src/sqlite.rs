@@ -330,10 +330,10 @@ impl UserStore for SqliteStore {
         row.as_ref().map(user_from_row).transpose()
     }
 
-    async fn update_user(&self, user: &User) -> StoreResult<bool> {
+    async fn update_user(&self, user: &User, expected_password_hash: Option<&str>) -> StoreResult<bool> {
         let done = sqlx::query(
             "UPDATE users SET email = ?, email_key = ?, username = ?, username_key = ?, password_hash = ?, \
-             is_anonymous = ? WHERE id = ?",
+             is_anonymous = ? WHERE id = ? AND password_hash IS ?",
         )
         .bind(&user.email)
         .bind(&user.email_key)
@@ -342,6 +342,7 @@ impl UserStore for SqliteStore {
         .bind(&user.password_hash)
         .bind(user.is_anonymous)
         .bind(&user.id.as_bytes()[..])
+        .bind(expected_password_hash)
         .execute(&self.writer)
         .await
         .map_err(user_conflict)?;

@@ -18,6 +18,7 @@ mod oauth;
 mod openapi;
 mod operations;
 mod outages;
+mod races;
 mod resource;
 mod rotation;
 mod sessions;
