@@ -19,14 +19,16 @@ use crate::revocation::{EndedEvent, HEARTBEAT, RevokedSessions, SyncedEvent};
 /// Until tessera says otherwise (in `synced`), how long an ended session is remembered.
 const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// The longest wait between reconnects: while tessera is down the verifier tries about once a
+/// second, so a logout reaches it within about a second of tessera answering again.
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
 /// Longest line accepted from the feed; a longer one means it is not tessera talking.
 const MAX_LINE: usize = 16 * 1024;
 
 pub(crate) struct FeedState {
     pub(crate) revoked: RevokedSessions,
     base: Instant,
-    /// Milliseconds after `base` when the feed last said anything; 0: never.
+    /// Milliseconds after `base` when the feed last said it is current; 0: never.
     last_heard: AtomicU64,
     synced: AtomicBool,
     connected: AtomicBool,
@@ -50,7 +52,8 @@ impl FeedState {
         }
     }
 
-    /// How long since the feed last said anything; `None` before it was ever in sync.
+    /// How long since the feed last said it is current (`synced`, `heartbeat`); `None` before it
+    /// was ever in sync.
     pub(crate) fn silence(&self) -> Option<Duration> {
         if !self.synced.load(Ordering::Acquire) {
             return None;
@@ -94,10 +97,17 @@ pub(crate) async fn subscribe(state: Arc<FeedState>, http: reqwest::Client, url:
         if was_connected {
             backoff = Duration::from_millis(100);
         }
-        tokio::time::sleep(backoff).await;
+        tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
         state.reconnects.fetch_add(1, Ordering::Relaxed);
     }
+}
+
+/// Between half of `backoff` and all of it, at random: verifiers that lost tessera together do
+/// not all come back in the same instant.
+fn jittered(backoff: Duration) -> Duration {
+    let [byte] = crate::random::bytes::<1>();
+    backoff / 2 + backoff.mul_f64(f64::from(byte) / 510.0)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -149,7 +159,12 @@ async fn stream_once(state: &FeedState, http: &reqwest::Client, url: &str) -> Re
 }
 
 fn apply(state: &FeedState, event: Event) {
-    state.heard();
+    // Only `synced` and `heartbeat` say that tessera's view of its store is current; an `ended`
+    // event may come from a journal that has not read the store for a while, and a stream that
+    // merely stays open says nothing. So only they reset the silence clock.
+    if matches!(event.name.as_str(), "synced" | "heartbeat") {
+        state.heard();
+    }
     match event.name.as_str() {
         "ended" => match serde_json::from_str::<EndedEvent>(&event.data) {
             Ok(ended) => match ended.sid.parse() {
@@ -251,6 +266,14 @@ mod tests {
                 Event { name: "heartbeat".into(), data: "{}".into(), id: None },
             ]
         );
+    }
+
+    #[test]
+    fn reconnects_wait_half_to_all_of_the_backoff() {
+        for _ in 0..200 {
+            let wait = jittered(MAX_BACKOFF);
+            assert!(wait >= MAX_BACKOFF / 2 && wait <= MAX_BACKOFF, "{wait:?}");
+        }
     }
 
     #[test]

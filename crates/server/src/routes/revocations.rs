@@ -115,7 +115,11 @@ impl Subscriber {
                 }));
                 continue;
             }
-            if synced && !self.synced_sent {
+            // `synced` and heartbeats mean "tessera's view of its store is current": said only
+            // while the journal read the store recently, never because it once did. A store
+            // that cannot be read silences the feed, and its subscribers' silence bounds apply.
+            let fresh = journal.synced_at().is_some_and(|at| Timestamp::now().since(at) <= FRESH);
+            if fresh && !self.synced_sent {
                 self.synced_sent = true;
                 let data = SyncedEvent { retention_secs: journal.retention().as_secs() };
                 let event = json_event("synced", &data);
@@ -128,7 +132,7 @@ impl Subscriber {
                 _ = self.changes.changed() => {}
                 _ = self.shutdown.changed() => {}
                 _ = self.heartbeat.tick() => {
-                    let fresh = journal.synced_at().is_some_and(|at| Timestamp::now().since(at) <= FRESH);
+                    // Not fresh yet: look again (and say `synced` once it is).
                     if fresh && self.synced_sent {
                         return Some(Event::default().event("heartbeat").data("{}"));
                     }

@@ -13,15 +13,6 @@ fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())).permissions().mode() & 0o777
 }
 
-/// The embedded default is what a fresh start uses, whatever backend the suite runs on.
-fn embedded_default(test: &str) -> bool {
-    let applies = backend() == Backend::Sqlite;
-    if !applies {
-        eprintln!("{test}: starts the embedded default (SQLite); covered by the SQLite run");
-    }
-    applies
-}
-
 /// Register, log in and ask `/me`, as the README's "Try it" does.
 async fn try_it(server: &TestServer, email: &str) -> Tokens {
     server.register(email).await;
@@ -36,7 +27,7 @@ async fn signed_in(server: &TestServer, email: &str) -> Tokens {
 
 #[tokio::test]
 async fn serve_with_no_flags_in_an_empty_directory_makes_its_data_directory_and_serves() {
-    if !embedded_default("serve_with_no_flags_in_an_empty_directory_makes_its_data_directory_and_serves") {
+    if !first_run_only("serve_with_no_flags_in_an_empty_directory_makes_its_data_directory_and_serves") {
         return;
     }
     let server = TestServer::start_fresh(&[]).await;
@@ -55,7 +46,7 @@ async fn serve_with_no_flags_in_an_empty_directory_makes_its_data_directory_and_
 
 #[tokio::test]
 async fn a_nested_data_directory_that_does_not_exist_is_made() {
-    if !embedded_default("a_nested_data_directory_that_does_not_exist_is_made") {
+    if !first_run_only("a_nested_data_directory_that_does_not_exist_is_made") {
         return;
     }
     let server = TestServer::start_fresh(&["--data-dir", "a/b/c"]).await;
@@ -70,7 +61,7 @@ async fn a_nested_data_directory_that_does_not_exist_is_made() {
 
 #[tokio::test]
 async fn a_sqlite_database_url_in_a_directory_that_does_not_exist_is_made() {
-    if !embedded_default("a_sqlite_database_url_in_a_directory_that_does_not_exist_is_made") {
+    if !first_run_only("a_sqlite_database_url_in_a_directory_that_does_not_exist_is_made") {
         return;
     }
     let server = TestServer::start_fresh(&["--database-url", "sqlite://db/dir/users.db"]).await;
@@ -84,7 +75,7 @@ fn tessera(dir: &Path, args: &[&str]) -> std::process::Output {
 
 #[tokio::test]
 async fn every_command_that_takes_a_data_directory_makes_it() {
-    if !embedded_default("every_command_that_takes_a_data_directory_makes_it") {
+    if !first_run_only("every_command_that_takes_a_data_directory_makes_it") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

@@ -35,6 +35,17 @@ pub fn backend() -> Backend {
     }
 }
 
+/// For tests that bring stores of their own (or none but the embedded default), so that the
+/// suite's run on each backend would only repeat them: whether this is the SQLite run, saying
+/// so when it is not.
+pub fn first_run_only(test: &str) -> bool {
+    let applies = backend() == Backend::Sqlite;
+    if !applies {
+        eprintln!("{test}: does not use the suite's backend; covered by the SQLite run");
+    }
+    applies
+}
+
 /// For the few tests that inspect SQLite's session table directly: says so when it does not apply.
 pub fn sqlite_only(test: &str) -> bool {
     let applies = backend() == Backend::Sqlite;
@@ -264,8 +275,14 @@ impl TestServer {
 
     /// Stops the server (SIGKILL when `hard`, else SIGTERM and wait) and starts it again on the
     /// same address and data directory with the same flags, as an operator would.
-    pub async fn restart(mut self, hard: bool) -> Self {
+    pub async fn restart(self, hard: bool) -> Self {
+        self.restart_after(hard, Duration::ZERO).await
+    }
+
+    /// [`restart`](Self::restart), with the server down for `down` in between.
+    pub async fn restart_after(mut self, hard: bool, down: Duration) -> Self {
         self.stop(hard);
+        tokio::time::sleep(down).await;
         let data_dir = self.data_dir.clone();
         let (args, env, file_limit, fresh) = (self.args.clone(), self.env.clone(), self.file_limit, self.fresh);
         let listen = self.base.trim_start_matches("http://").to_owned();

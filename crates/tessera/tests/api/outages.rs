@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use reqwest::Method;
 
 use crate::helpers::*;
+use crate::todos::TodoServer;
 
 /// A private redis-server whose every write is fsynced to its append-only file, so a crash
 /// loses nothing it acknowledged; it can be killed and started again on the same port and data.
@@ -265,4 +266,33 @@ async fn failed_logins_are_still_counted_in_the_instance_while_redis_is_down() {
         "the fallback is logged once: {}",
         server.logs()
     );
+}
+
+/// "Alive" means fresh: a tessera that cannot read its session store says nothing on its feed,
+/// also to a verifier that reconnects, so the verifier's silence bound runs out and it fails
+/// closed, though tessera itself still answers. The bound here is longer than the verifier's
+/// reconnect cycle (three missed heartbeats), which once reset the silence clock for ever.
+#[tokio::test]
+async fn a_verifier_fails_closed_while_tessera_cannot_read_its_session_store_and_recovers() {
+    if !first_run_only("a_verifier_fails_closed_while_tessera_cannot_read_its_session_store_and_recovers") {
+        return;
+    }
+    const BOUND: Duration = Duration::from_secs(18);
+    let mut redis = PrivateRedis::start();
+    let server = TestServer::start_raw(vec!["--session-store-url".into(), redis.url()]).await;
+    let todos = TodoServer::start(&server, &["--max-feed-silence", "18s"]).await;
+    let tokens = server.user(&unique_email()).await;
+    assert_eq!(todos.todos(&tokens.access).await.status, 200);
+
+    redis.crash();
+    let crashed = Instant::now();
+    let closed = eventually(BOUND + Duration::from_secs(8), async || todos.todos(&tokens.access).await.status == 503);
+    assert!(closed.await, "the todo API still accepts tokens {:?} into the outage", crashed.elapsed());
+    eprintln!("the verifier failed closed {:?} after Redis stopped (bound {BOUND:?})", crashed.elapsed());
+    let refused = todos.todos(&tokens.access).await;
+    assert!(refused.header("retry-after").is_some(), "{:?}", refused.headers);
+
+    redis.resume();
+    let back = eventually(Duration::from_secs(15), async || todos.todos(&tokens.access).await.status == 200);
+    assert!(back.await, "the verifier recovers once tessera reads its store again");
 }

@@ -221,6 +221,21 @@ async fn the_verifier_reconnects_after_tessera_restarts() {
     assert!(todos.metric("tessera_verify_feed_reconnects_total").await >= 1.0);
 }
 
+/// While tessera is down the verifier keeps trying about once a second, so an end made right
+/// after tessera is back reaches it at once, not after a backoff grown long during the outage.
+#[tokio::test]
+async fn a_logout_right_after_tessera_restarts_reaches_the_verifier_within_a_second_and_a_half() {
+    let server = TestServer::start().await;
+    let todos = TodoServer::start(&server, &[]).await;
+    let email = unique_email();
+    server.register(&email).await;
+    let server = server.restart_after(false, Duration::from_secs(8)).await;
+    let tokens = server.login(&email).await;
+    logout(&server, &tokens.access).await;
+    let took = refused_within(&todos, &tokens.access, Duration::from_millis(1500)).await;
+    eprintln!("a logout right after tessera's restart reached the todo API in {took:?}");
+}
+
 #[tokio::test]
 async fn a_logout_on_one_instance_reaches_a_todo_api_fed_by_another() {
     let mut args: Vec<String> = vec!["--issuer".into(), "https://auth.test".into()];
