@@ -141,7 +141,8 @@ enum Full {
 /// admit the new one (of the same address group, when it is that group's share that is full).
 /// A flood of slow connections therefore pushes out its own oldest members rather than every
 /// newcomer: a real client, whose request arrives at once, is served. Connections with a request
-/// in flight are never pushed out; when all are busy, the newcomer is refused.
+/// in flight — a streamed answer (the revocation feed) until its stream ends — are never pushed
+/// out; when all are busy, the newcomer is refused.
 #[derive(Debug, Default)]
 struct Registry(Mutex<Open>);
 
@@ -229,9 +230,8 @@ async fn serve_connection(
             request.extensions_mut().insert(ConnectInfo(peer));
             let response = router.clone().oneshot(request);
             async move {
-                let response = response.await;
-                drop(busy);
-                response
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(busy.until_sent(response))
             }
         })
     };
@@ -279,7 +279,7 @@ struct Activity {
     /// Milliseconds since `started` of the first byte of a request whose head is not complete
     /// yet, or [`NO_HEAD`]. A fresh connection starts in this state, at 0.
     head_started: AtomicU64,
-    /// Requests handed to the router and not answered yet.
+    /// Requests handed to the router and not answered yet (a streamed answer: not ended yet).
     busy: AtomicU32,
     /// Wakes the watchdog to close the connection (see `evicted`).
     evict_signal: tokio::sync::Notify,
@@ -367,6 +367,44 @@ impl Activity {
 }
 
 struct Busy(Arc<Activity>);
+
+impl Busy {
+    /// The connection stays busy until `response` is out: at once for a body of known length
+    /// (written in one go), else until its stream ends — a feed or any other stream has its
+    /// request in flight for its whole life, and is never pushed out as idle.
+    fn until_sent(self, response: axum::response::Response) -> axum::response::Response {
+        if hyper::body::Body::size_hint(response.body()).exact().is_some() {
+            return response;
+        }
+        response.map(|body| Body::new(BusyBody { body, _busy: self }))
+    }
+}
+
+/// A streamed response body that keeps its connection [`Busy`] until it ends or is dropped.
+struct BusyBody {
+    body: Body,
+    _busy: Busy,
+}
+
+impl hyper::body::Body for BusyBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.body.size_hint()
+    }
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {

@@ -182,6 +182,52 @@ async fn an_address_whose_connections_are_all_busy_is_refused_more_and_others_ar
     );
 }
 
+/// Reads from `stream` until `needle` has arrived, for at most `within`.
+async fn read_until(stream: &mut TcpStream, needle: &str, within: Duration) -> bool {
+    let mut seen = Vec::new();
+    let reading = async {
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+            if String::from_utf8_lossy(&seen).contains(needle) {
+                return true;
+            }
+        }
+    };
+    tokio::time::timeout(within, reading).await.unwrap_or(false)
+}
+
+#[tokio::test]
+async fn feed_streams_are_busy_for_their_whole_life_and_never_pushed_out_as_idle() {
+    let server = TestServer::start_with(&["--max-connections-per-address", "10"]).await;
+    let subscriber: IpAddr = "127.0.0.4".parse().unwrap();
+    let mut streams = Vec::new();
+    for _ in 0..10 {
+        let mut conn = connect_from(&server, subscriber).await.unwrap();
+        conn.write_all(b"GET /api/auth/revocations HTTP/1.1\r\nhost: x\r\naccept: text/event-stream\r\n\r\n")
+            .await
+            .unwrap();
+        assert!(read_until(&mut conn, "event: synced", Duration::from_secs(5)).await, "the feed opens");
+        streams.push(conn);
+    }
+    // Newcomers from the same address find its share full of streams in flight: they are
+    // refused, and no stream is closed to make room for them.
+    for _ in 0..10 {
+        let mut newcomer = connect_from(&server, subscriber).await.unwrap();
+        let answer = until_closed(&mut newcomer, Duration::from_secs(3)).await;
+        assert_eq!(answer.as_deref(), Some(&b""[..]), "a newcomer is refused without an answer");
+    }
+    let tokens = server.user(&unique_email()).await;
+    let ended = server.send(reqwest::Method::POST, "/api/auth/logout", Some(&tokens.access), None, &[]).await;
+    assert_eq!(ended.status, StatusCode::OK);
+    for (i, stream) in streams.iter_mut().enumerate() {
+        assert!(read_until(stream, "event: ended", Duration::from_secs(3)).await, "stream {i} was closed");
+    }
+}
+
 #[tokio::test]
 async fn thousands_of_slow_connections_from_the_clients_own_address_do_not_starve_it() {
     let count = flood_size();
