@@ -339,9 +339,10 @@ impl Settings {
         let allowed_origins = origins
             .iter()
             .map(|o| o.trim())
-            .map(|o| o.strip_suffix('/').unwrap_or(o).to_owned())
             .filter(|o| !o.is_empty())
-            .collect();
+            .map(parse_origin)
+            .collect::<anyhow::Result<Vec<_>>>()
+            .context("--allowed-origins")?;
         let rate = args.login_rate_limit.or(file.login_rate_limit).unwrap_or_else(|| "30/min".into());
         let failure_rate = args.login_failure_limit.or(file.login_failure_limit).unwrap_or_else(|| "30/15min".into());
         let trusted_proxies = match args.trusted_proxies {
@@ -440,6 +441,45 @@ pub fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
         "unsupported store URL `{}`: use sqlite://PATH, postgres://…, redis://… or redis+cluster://…",
         redact_url(url)
     )
+}
+
+/// An allowed origin as browsers send it in `Origin`: `scheme://host[:port]`, lowercase, with
+/// at most one trailing slash as configured and none as compared. Anything else — `*`, a path,
+/// a query, credentials — is refused rather than dropped: a list that silently lost an entry
+/// would refuse that site's sign-ins with nothing said.
+pub fn parse_origin(text: &str) -> anyhow::Result<String> {
+    let refuse = |why: &str| {
+        anyhow::anyhow!("`{text}` is not an origin ({why}): use scheme://host[:port], e.g. https://app.example.com")
+    };
+    let trimmed = text.strip_suffix('/').unwrap_or(text);
+    let (scheme, authority) = trimmed.split_once("://").ok_or_else(|| refuse("no scheme"))?;
+    if !scheme.eq_ignore_ascii_case("https") && !scheme.eq_ignore_ascii_case("http") {
+        return Err(refuse("only http and https"));
+    }
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', '*', ' ', ',']) {
+        return Err(refuse("only a scheme, a host and a port"));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 address: `[::1]` or `[::1]:8080`.
+        Some(bracketed) => {
+            let (address, rest) = bracketed.split_once(']').ok_or_else(|| refuse("an unclosed bracket"))?;
+            match rest {
+                "" => (address, None),
+                _ => (address, Some(rest.strip_prefix(':').ok_or_else(|| refuse("text after the address"))?)),
+            }
+        }
+        None => match authority.split_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(refuse("no host"));
+    }
+    if port.is_some_and(|p| p.parse::<u16>().is_err()) {
+        return Err(refuse("the port is not a number"));
+    }
+    Ok(format!("{}://{}", scheme.to_ascii_lowercase(), authority.to_ascii_lowercase()))
 }
 
 /// A URL with any password replaced, for messages.
@@ -588,6 +628,33 @@ mod tests {
             .resolve()
             .unwrap_err();
         assert!(format!("{err:#}").contains("unsupported store URL"), "{err:#}");
+    }
+
+    #[test]
+    fn allowed_origins_are_origins_or_refused() {
+        assert_eq!(parse_origin("https://App.Example.com/").unwrap(), "https://app.example.com");
+        assert_eq!(parse_origin("http://127.0.0.1:8081").unwrap(), "http://127.0.0.1:8081");
+        assert_eq!(parse_origin("http://[::1]:8081").unwrap(), "http://[::1]:8081");
+        for bad in [
+            "*",
+            "https://app.example.com/path",
+            "app.example.com",
+            "ftp://x",
+            "https://",
+            "https://a:b@c",
+            "https://x:port",
+            "https://*.example.com",
+            "https://x/?q",
+            "http://::1:8081",
+        ] {
+            assert!(parse_origin(bad).is_err(), "{bad}");
+        }
+        let err = Settings::resolve(ServeArgs {
+            allowed_origins: Some("https://ok.example,*".into()),
+            ..ServeArgs::default()
+        })
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("--allowed-origins") && format!("{err:#}").contains("`*`"), "{err:#}");
     }
 
     #[test]

@@ -224,15 +224,21 @@ async fn serve_connection(
 ) {
     let service = {
         let activity = activity.clone();
+        let max_head = limits.max_header_bytes;
         hyper::service::service_fn(move |request: Request<Incoming>| {
             let busy = activity.begin_request();
+            // hyper's buffer limit is not exact (one read may bring more than it holds), so the
+            // head's size is checked here: no head over the limit is served.
+            if head_len(&request) > max_head {
+                return futures_util::future::Either::Left(std::future::ready(Ok(head_too_large())));
+            }
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
             let response = router.clone().oneshot(request);
-            async move {
+            futures_util::future::Either::Right(async move {
                 let response = response.await?;
                 Ok::<_, std::convert::Infallible>(busy.until_sent(response))
-            }
+            })
         })
     };
     let io = TokioIo::new(WatchedIo { inner: stream, activity: activity.clone() });
@@ -268,6 +274,23 @@ async fn serve_connection(
             }
         }
     }
+}
+
+/// The size of a request's head as sent: request line, headers, and the blank line.
+fn head_len<B>(request: &Request<B>) -> usize {
+    let target = request.uri().path_and_query().map_or(1, |p| p.as_str().len());
+    let line = request.method().as_str().len() + target + "  HTTP/1.1\r\n".len();
+    let fields: usize = request.headers().iter().map(|(name, value)| name.as_str().len() + value.len() + 4).sum();
+    line + fields + 2
+}
+
+/// The answer to a head over the limit, as hyper gives it: a bare `431`, and the connection
+/// closed (what follows the head cannot be trusted to be a request).
+fn head_too_large() -> axum::response::Response {
+    let mut response = axum::response::Response::new(Body::empty());
+    *response.status_mut() = axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
+    response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
+    response
 }
 
 /// What a connection is doing, as far as its watchdog needs to know.

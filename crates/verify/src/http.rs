@@ -132,7 +132,7 @@ pub fn token_from_headers(headers: &HeaderMap) -> Result<Option<&str>, VerifyErr
             Some(token.trim())
         }
     };
-    let from_protocol = if is_websocket_upgrade(headers) { websocket_token(headers) } else { None };
+    let from_protocol = if is_websocket_upgrade(headers) { websocket_token(headers)? } else { None };
     match (from_header, from_protocol) {
         (Some(_), Some(_)) => Err(VerifyError::Ambiguous),
         (Some(""), None) => Err(VerifyError::Invalid),
@@ -144,13 +144,19 @@ fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
     headers.get(header::UPGRADE).and_then(|v| v.to_str().ok()).is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-fn websocket_token(headers: &HeaderMap) -> Option<&str> {
-    headers
+/// The token of the handshake's one `tessera.bearer.*` subprotocol; two are ambiguous, as two
+/// `Authorization` headers are.
+fn websocket_token(headers: &HeaderMap) -> Result<Option<&str>, VerifyError> {
+    let mut tokens = headers
         .get_all(header::SEC_WEBSOCKET_PROTOCOL)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .find_map(|p| p.trim().strip_prefix(WS_TOKEN_PROTOCOL_PREFIX))
+        .filter_map(|p| p.trim().strip_prefix(WS_TOKEN_PROTOCOL_PREFIX));
+    match (tokens.next(), tokens.next()) {
+        (Some(_), Some(_)) => Err(VerifyError::Ambiguous),
+        (first, _) => Ok(first),
+    }
 }
 
 async fn authenticate(parts: &Parts) -> Result<Option<Authenticated>, VerifyError> {
@@ -276,6 +282,10 @@ mod tests {
         assert_eq!(token_from_headers(&headers(&not_ws)), Ok(None), "only on a WebSocket handshake");
         let both = [ws[0], ws[1], ("authorization", "Bearer abc")];
         assert_eq!(token_from_headers(&headers(&both)), Err(VerifyError::Ambiguous));
+        let two = [ws[0], ("sec-websocket-protocol", "tessera, tessera.bearer.abc, tessera.bearer.def")];
+        assert_eq!(token_from_headers(&headers(&two)), Err(VerifyError::Ambiguous));
+        let two_headers = [ws[0], ws[1], ("sec-websocket-protocol", "tessera.bearer.abc")];
+        assert_eq!(token_from_headers(&headers(&two_headers)), Err(VerifyError::Ambiguous), "even the same one twice");
     }
 
     #[test]

@@ -34,15 +34,27 @@ macro_rules! uuid_id {
             }
         }
 
+        /// Only the canonical spelling (lowercase, hyphenated, as [`Display`](fmt::Display)
+        /// writes it): an id has one spelling, in tokens, paths and the feed alike.
         impl FromStr for $name {
-            type Err = uuid::Error;
+            type Err = NotAnId;
 
             fn from_str(s: &str) -> Result<Self, Self::Err> {
-                Uuid::try_parse(s).map(Self)
+                let id = Uuid::try_parse(s).map_err(|_| NotAnId)?;
+                let mut canonical = Uuid::encode_buffer();
+                if id.hyphenated().encode_lower(&mut canonical) != s {
+                    return Err(NotAnId);
+                }
+                Ok(Self(id))
             }
         }
     };
 }
+
+/// Text that is not an id in its canonical spelling.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("not an id (a lowercase, hyphenated UUID)")]
+pub struct NotAnId;
 
 uuid_id!(
     /// The stable id of a user (the `sub` claim).
@@ -52,3 +64,24 @@ uuid_id!(
     /// The id of a session, i.e. of one refresh-token family (the `sid` claim).
     SessionId
 );
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_canonical_spelling_is_an_id() {
+        let id = SessionId::generate();
+        let text = id.to_string();
+        assert_eq!(text.parse::<SessionId>(), Ok(id));
+        for other in [
+            text.to_uppercase(),
+            text.replace('-', ""),
+            format!("{{{text}}}"),
+            format!("urn:uuid:{text}"),
+            format!(" {text}"),
+        ] {
+            assert_eq!(other.parse::<SessionId>(), Err(NotAnId), "{other}");
+        }
+    }
+}

@@ -112,10 +112,20 @@ impl Validator {
         if header.alg != Algorithm::ES256 {
             return Err(TokenError::Invalid);
         }
+        // Critical extensions must be understood or the token refused (RFC 7515 §4.1.11);
+        // tessera uses none. And only what tessera issues, `typ: JWT`: a JWT of another type
+        // is another kind of token, never an access token (RFC 8725 §3.11).
+        if header.crit.is_some() || !header.typ.as_deref().is_some_and(|t| t.eq_ignore_ascii_case("JWT")) {
+            return Err(TokenError::Invalid);
+        }
         let kid = header.kid.ok_or(TokenError::Invalid)?;
         let key = keys.get(&kid).ok_or(TokenError::UnknownKey(kid))?;
         let data =
             jsonwebtoken::decode::<AccessClaims>(token, key, &self.validation).map_err(|_| TokenError::Invalid)?;
+        // One spelling per id: `sub` and `sid` as tessera writes them.
+        if data.claims.user_id().is_none() || data.claims.session_id().is_none() {
+            return Err(TokenError::Invalid);
+        }
         Ok(data.claims)
     }
 

@@ -81,8 +81,14 @@ impl Issuer {
     }
 
     fn token(&self, claims: &AccessClaims) -> String {
+        self.token_with(claims, |_| {})
+    }
+
+    /// A token whose header `edit` changed after it was set up as tessera's.
+    fn token_with(&self, claims: &AccessClaims, edit: impl FnOnce(&mut Header)) -> String {
         let mut header = Header::new(Algorithm::ES256);
         header.kid = Some(self.kid.clone());
+        edit(&mut header);
         let token = jsonwebtoken::encode(&header, claims, &self.key).unwrap();
         // Signed as tessera signs: the low-`s` spelling (tessera_verify::ecdsa).
         let (signed, signature) = token.rsplit_once('.').unwrap();
@@ -213,4 +219,39 @@ async fn a_token_issued_in_the_future_is_refused_unless_within_the_leeway() {
     assert_eq!(strict.verify(&issuer.token(&claims)).await.unwrap_err(), tessera_verify::VerifyError::Invalid);
     let lenient = Verifier::builder(&issuer.url).leeway(Duration::from_secs(120)).build().await.unwrap();
     assert!(lenient.verify(&early).await.is_ok(), "clock skew within the leeway");
+}
+
+#[tokio::test]
+async fn a_token_with_critical_extensions_or_another_type_is_refused() {
+    let issuer = Issuer::start().await;
+    let verifier = Verifier::builder(&issuer.url).build().await.unwrap();
+    let claims = issuer.claims(SessionId::generate(), Timestamp::now().as_secs() + 600);
+    let lowercase = issuer.token_with(&claims, |h| h.typ = Some("jwt".into()));
+    assert!(verifier.verify(&lowercase).await.is_ok(), "media types are case-insensitive");
+    type Edit = fn(&mut Header);
+    let refused: [(&str, Edit); 4] = [
+        ("crit (RFC 7515 §4.1.11)", |h| h.crit = Some(vec!["exp".into()])),
+        ("an empty crit", |h| h.crit = Some(vec![])),
+        ("another type", |h| h.typ = Some("at+jwt".into())),
+        ("no type", |h| h.typ = None),
+    ];
+    for (what, edit) in refused {
+        let token = issuer.token_with(&claims, edit);
+        assert_eq!(verifier.verify(&token).await.unwrap_err(), tessera_verify::VerifyError::Invalid, "{what}");
+    }
+}
+
+#[tokio::test]
+async fn ids_in_another_spelling_are_refused() {
+    let issuer = Issuer::start().await;
+    let verifier = Verifier::builder(&issuer.url).build().await.unwrap();
+    let claims = issuer.claims(SessionId::generate(), Timestamp::now().as_secs() + 600);
+    let claims = AccessClaims { sub: UserId::from_bytes([0xab; 16]).to_string(), ..claims };
+    assert!(verifier.verify(&issuer.token(&claims)).await.is_ok());
+    for spell in [str::to_uppercase as fn(&str) -> String, |s: &str| s.replace('-', ""), |s: &str| format!("{{{s}}}")] {
+        let sid = AccessClaims { sid: spell(&claims.sid), ..claims.clone() };
+        assert!(verifier.verify(&issuer.token(&sid)).await.is_err(), "sid {}", sid.sid);
+        let sub = AccessClaims { sub: spell(&claims.sub), ..claims.clone() };
+        assert!(verifier.verify(&issuer.token(&sub)).await.is_err(), "sub {}", sub.sub);
+    }
 }

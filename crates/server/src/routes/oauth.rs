@@ -42,11 +42,19 @@ pub struct OAuthError {
     status: StatusCode,
     error: &'static str,
     description: Cow<'static, str>,
+    /// Seconds for `Retry-After`.
+    retry_after: Option<u64>,
 }
 
 impl OAuthError {
     pub fn new(status: StatusCode, error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, error, description: description.into() }
+        Self { status, error, description: description.into(), retry_after: None }
+    }
+
+    /// Too many failed authentications of one client: `429 slow_down`, with `Retry-After`.
+    fn slow_down(secs: u64) -> Self {
+        let description = format!("Too many failed authentications of this client; retry in {secs} s");
+        Self { retry_after: Some(secs), ..Self::new(StatusCode::TOO_MANY_REQUESTS, "slow_down", description) }
     }
 
     pub fn invalid_request(description: impl Into<Cow<'static, str>>) -> Self {
@@ -94,6 +102,9 @@ impl IntoResponse for OAuthError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(r#"Basic realm="tessera""#));
+        }
+        if let Some(secs) = self.retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -232,6 +243,7 @@ pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OA
         (status = 405, description = "Not `POST`", body = OAuthErrorBody),
         (status = 408, description = "The body did not arrive within the body timeout", body = OAuthErrorBody),
         (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
+        (status = 429, description = "`slow_down`: too many failed authentications of this client, with `Retry-After`", body = OAuthErrorBody),
         (status = 500, description = "`server_error`", body = OAuthErrorBody),
         (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
     ))]
@@ -297,7 +309,9 @@ fn describe(state: &AppState, found: Option<Introspection>) -> serde_json::Value
 }
 
 /// HTTP Basic client authentication (RFC 6749 §2.3.1: id and secret form-urlencoded, then
-/// base64), checked against the registered clients.
+/// base64), checked against the registered clients. Failures count against the claimed client
+/// id's budget (`--login-failure-limit`, as failed logins count against an account's), so a
+/// client secret cannot be guessed at the speed of the network; a success gives its attempt back.
 async fn authenticate_client(state: &AppState, headers: &HeaderMap) -> Result<(), OAuthError> {
     use base64::Engine;
     let invalid = || {
@@ -317,8 +331,21 @@ async fn authenticate_client(state: &AppState, headers: &HeaderMap) -> Result<()
     let (id, secret) = decoded.split_once(':').ok_or_else(invalid)?;
     let unescape = |s: &str| form_urlencoded::parse(format!("x={s}").as_bytes()).next().map(|(_, v)| v.into_owned());
     let (id, secret) = (unescape(id).ok_or_else(invalid)?, unescape(secret).ok_or_else(invalid)?);
+    let budget = state.policy().login_per_account.as_ref();
+    let key = format!("client:{id}");
+    if let Some(budget) = budget
+        && let Err(secs) = budget.take(&key).await
+    {
+        tracing::warn!(retry_after = secs, "an OAuth client's failed-authentication limit was reached");
+        return Err(OAuthError::slow_down(secs));
+    }
     match state.clients().authenticate(&id, &secret).await {
-        Ok(true) => Ok(()),
+        Ok(true) => {
+            if let Some(budget) = budget {
+                budget.give_back(&key).await;
+            }
+            Ok(())
+        }
         Ok(false) => {
             tessera_core::audit!(info, ClientAuthenticationFailed, client_id = %id.chars().take(64).collect::<String>());
             Err(invalid())

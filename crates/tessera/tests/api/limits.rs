@@ -182,6 +182,20 @@ async fn an_address_whose_connections_are_all_busy_is_refused_more_and_others_ar
     );
 }
 
+#[tokio::test]
+async fn a_head_over_32_kib_gets_431_however_it_arrives() {
+    let server = TestServer::start().await;
+    for (size, expected) in [(30_000, "HTTP/1.1 200"), (33_000, "HTTP/1.1 431"), (40_000, "HTTP/1.1 431")] {
+        let mut conn = TcpStream::connect(addr(&server)).await.unwrap();
+        let head =
+            format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\nconnection: close\r\n\r\n", "a".repeat(size));
+        conn.write_all(head.as_bytes()).await.unwrap();
+        let answer = until_closed(&mut conn, Duration::from_secs(5)).await.expect("answered and closed");
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with(expected), "a {size}-byte header line: {}", answer.lines().next().unwrap_or(""));
+    }
+}
+
 /// Reads from `stream` until `needle` has arrived, for at most `within`.
 async fn read_until(stream: &mut TcpStream, needle: &str, within: Duration) -> bool {
     let mut seen = Vec::new();

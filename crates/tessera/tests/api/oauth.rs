@@ -343,3 +343,24 @@ async fn failed_client_authentications_are_counted_in_metrics() {
         assert!(text.lines().any(|l| l.starts_with(&prefix)), "{event:?} is not exported:\n{text}");
     }
 }
+
+#[tokio::test]
+async fn failed_client_authentications_are_throttled_per_client() {
+    let server = TestServer::start_with(&["--login-failure-limit", "3/15min"]).await;
+    let (id, secret) = add_client(&server, "guessed");
+    let (other, other_secret) = add_client(&server, "other");
+    let token = server.user(&unique_email()).await.access;
+    assert_eq!(introspect(&server, Some((&id, &secret)), &token).await.body["active"], true, "a success is free");
+    for _ in 0..3 {
+        assert_oauth_error(&introspect(&server, Some((&id, "guess")), &token).await, 401, "invalid_client");
+    }
+    let limited = introspect(&server, Some((&id, "guess")), &token).await;
+    assert_oauth_error(&limited, 429, "slow_down");
+    assert!(
+        limited.header("retry-after").and_then(|s| s.parse::<u64>().ok()).is_some_and(|s| s >= 1),
+        "{:?}",
+        limited.headers
+    );
+    assert_eq!(introspect(&server, Some((&id, &secret)), &token).await.status, 429, "the client's budget is spent");
+    assert_eq!(introspect(&server, Some((&other, &other_secret)), &token).await.body["active"], true, "others are not");
+}

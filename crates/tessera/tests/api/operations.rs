@@ -336,3 +336,20 @@ fn keys_rotate_reads_the_data_dir_and_access_ttl_from_the_config_file() {
     assert!(kids.kids().contains(&a.as_str()), "the key of live tokens was kept: {:?}", kids.kids());
     assert_eq!(kids.kids().len(), 3, "and the new key was added in the configured data directory");
 }
+
+#[tokio::test]
+async fn an_allowed_origin_that_is_not_an_origin_stops_the_server_at_start_up() {
+    for bad in ["*", "https://app.example.com/login", "app.example.com"] {
+        let dir = tempfile::tempdir().unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["serve", "--listen", "127.0.0.1:0", "--allowed-origins"])
+            .arg(format!("https://ok.example.com,{bad}"))
+            .arg("--data-dir")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{bad} was accepted");
+        assert!(stderr.contains("--allowed-origins") && stderr.contains(&format!("`{bad}`")), "{stderr}");
+    }
+}
