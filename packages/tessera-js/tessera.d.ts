@@ -40,9 +40,17 @@ export interface NewAccount {
  *   deleted by a sign-out on a page of another origin);
  * - `signed_out_elsewhere`: another tab of this origin signed out;
  * - `account_deleted`: another tab of this origin deleted the account;
- * - `replaced`: the cookie now holds another session (a sign-in on a page of another origin).
+ * - `replaced`: the cookie now holds another session (a sign-in on a page of another origin);
+ * - `cookie_conflict`: the browser sent several refresh cookies (another site of tessera's host,
+ *   on another port, set one) and tessera cleared them all: sign in again.
  */
-export type SessionEndReason = "ended" | "cookie_missing" | "signed_out_elsewhere" | "account_deleted" | "replaced";
+export type SessionEndReason =
+  | "ended"
+  | "cookie_missing"
+  | "signed_out_elsewhere"
+  | "account_deleted"
+  | "replaced"
+  | "cookie_conflict";
 
 export interface TesseraEvents {
   /** A sign-in here (`restored` after restore()) or in another tab of this origin (`otherTab`). */

@@ -6,6 +6,7 @@
 
 import { after, before, test } from "node:test";
 import assert from "node:assert/strict";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { PASSWORD, callApi, emails, launchChromium, shots, sleep, stopAll, tesseraServer as startServer } from "./harness.mjs";
 
@@ -442,4 +443,40 @@ test("a guest whose session ends sees 'session ended' too; deleting a guest acco
   assert.equal(server.audit("account_deleted").length, 1);
   assert.ok(!(await visible(first, "account")));
   await context.close();
+});
+
+test("a cookie planted by another port of tessera's host is cleared, and the page says what happened", async () => {
+  const server = await startServer();
+  const { email, context, page } = await signedIn(server);
+  // Another app on tessera's host, another port: cookies do not respect ports (RFC 6265 §8.5),
+  // so the cookie it sets reaches tessera's /api/auth/refresh ahead of the user's own.
+  const other = createServer((req, res) => {
+    res.setHeader("Set-Cookie", "tessera_refresh=planted-by-another-port; Path=/api/auth/refresh; HttpOnly; SameSite=Strict");
+    res.end("<p>another app</p>");
+  });
+  await new Promise((resolve) => other.listen(0, "127.0.0.1", resolve));
+  try {
+    const elsewhere = await context.newPage();
+    await elsewhere.goto(`http://127.0.0.1:${other.address().port}/`);
+    await elsewhere.close();
+    assert.equal((await context.cookies()).filter((c) => c.name === "tessera_refresh").length, 2);
+
+    const answer = nextAnswer(page, "/refresh", "POST");
+    await page.reload();
+    assert.equal((await answer).error.code, "CONFLICTING_COOKIES");
+    await page.locator("#signin").waitFor({ state: "visible" });
+    const said = await page.locator("#notice").textContent();
+    assert.match(said, /two sign-in cookies/, said);
+    assert.doesNotMatch(said, /Could not reach/);
+    await page.screenshot({ path: join(shots, "cookie-conflict.png"), fullPage: true });
+    assert.equal((await context.cookies()).filter((c) => c.name === "tessera_refresh").length, 0, "all cleared");
+
+    // Recovered: signing in again works, and stays signed in across a reload.
+    await signIn(page, email);
+    await page.reload();
+    await page.locator("#account").waitFor({ state: "visible" });
+  } finally {
+    other.close();
+    await context.close();
+  }
 });

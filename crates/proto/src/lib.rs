@@ -53,6 +53,9 @@ pub enum ErrorCode {
     InvalidToken,
     Unauthorized,
     CsrfRejected,
+    /// The browser sent several refresh cookies (one planted by another site of the same host):
+    /// tessera cleared those it can and will not guess which is the user's.
+    ConflictingCookies,
     /// Guest sign-in is off on this server (`--allow-anonymous`).
     AnonymousDisabled,
     /// What only a registered account has (a password to change): the caller is a guest.
@@ -80,7 +83,8 @@ impl ErrorCode {
             | Self::MissingToken
             | Self::InvalidEmail
             | Self::InvalidUsername
-            | Self::WeakPassword => 400,
+            | Self::WeakPassword
+            | Self::ConflictingCookies => 400,
             Self::InvalidCredentials | Self::InvalidToken | Self::Unauthorized => 401,
             Self::CsrfRejected | Self::AnonymousDisabled | Self::GuestAccount => 403,
             Self::NotFound => 404,

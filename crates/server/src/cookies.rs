@@ -43,6 +43,42 @@ impl CookiePolicy {
         self.header("", 0)
     }
 
+    /// `Set-Cookie` headers that delete every cookie of the refresh cookie's name that tessera
+    /// can name: on the paths of its API and above, host-only and for each parent domain of the
+    /// request's host (where a sibling host may have planted one with `Domain`). A cookie set
+    /// for a domain tessera is not under cannot be deleted by tessera, and is not sent to it
+    /// either.
+    pub fn clear_everywhere(&self, headers: &HeaderMap) -> Vec<HeaderValue> {
+        const PATHS: [&str; 6] =
+            ["/api/auth", "/api/auth/refresh", "/api/auth/logout", "/api/auth/upgrade", "/api", "/"];
+        let host = headers.get(header::HOST).and_then(|h| h.to_str().ok()).unwrap_or_default();
+        let host =
+            host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(h, _)| h);
+        let is_name = !host.is_empty() && host.parse::<std::net::IpAddr>().is_err() && !host.starts_with('[');
+        let mut domains = vec![None];
+        if is_name {
+            let labels: Vec<&str> = host.split('.').collect();
+            // Every suffix of two labels or more: a.b.example.com, b.example.com, example.com.
+            domains.extend((0..labels.len().saturating_sub(1)).map(|i| Some(labels[i..].join("."))));
+        }
+        let secure = if self.secure { "; Secure" } else { "" };
+        let name = self.name();
+        let mut cookies = Vec::new();
+        for domain in &domains {
+            let domain = domain.as_ref().map(|d| format!("; Domain={d}")).unwrap_or_default();
+            for path in PATHS {
+                let text = format!("{name}=; HttpOnly{secure}; SameSite=Strict; Path={path}{domain}; Max-Age=0");
+                cookies.extend(HeaderValue::try_from(text).ok());
+            }
+        }
+        cookies
+    }
+
+    /// Whether the request carries several refresh cookies.
+    pub fn conflicting(&self, headers: &HeaderMap) -> bool {
+        cookie_values(headers, self.name()).nth(1).is_some()
+    }
+
     pub fn name(&self) -> &'static str {
         if self.secure { SECURE_COOKIE_NAME } else { DEV_COOKIE_NAME }
     }
@@ -58,19 +94,25 @@ impl CookiePolicy {
     /// The refresh token of the request's cookie, once the request passed the CSRF check.
     /// `Ok(None)` when there is no such cookie.
     ///
-    /// Several cookies of that name mean one was planted (by a sibling host, with `Domain`, or
-    /// with a longer `Path` so that browsers send it first): tessera then refuses to guess which
-    /// is the user's, with `400 INVALID_REQUEST`, and deletes none of them, so a planted cookie
-    /// can neither pick the session a browser refreshes nor get the real one deleted.
+    /// Several cookies of that name mean one was planted — by a server on another port of
+    /// tessera's host (cookies do not respect ports), by a sibling host with `Domain`, or with a
+    /// longer `Path` so that browsers send it first. tessera then refuses to guess which is the
+    /// user's (a planted cookie must not pick the session a browser refreshes), answers
+    /// `400 CONFLICTING_COOKIES`, and deletes every one it can name, so that the browser
+    /// recovers with a new sign-in instead of failing every refresh until the planted cookie
+    /// expires.
     pub fn token_from_cookie<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, AppError> {
         let mut values = cookie_values(headers, self.name());
         let Some(token) = values.next() else {
             return Ok(None);
         };
         if values.next().is_some() {
-            return Err(AppError::invalid_request(
-                "Several refresh cookies were sent; tessera will not guess which is yours. Remove the site's cookies and sign in again",
-            ));
+            let error = AppError::new(
+                ErrorCode::ConflictingCookies,
+                "The browser sent several refresh cookies (another site on tessera's host may have set one); \
+                 tessera removed them and will not guess which is yours: sign in again",
+            );
+            return Err(error.with_cookies(self.clear_everywhere(headers)));
         }
         self.check_csrf(headers)?;
         Ok(Some(token))
@@ -113,6 +155,32 @@ impl CookiePolicy {
         } else {
             Err(rejected("Origin not allowed"))
         }
+    }
+}
+
+/// The allowed origins on tessera's own host at another port. Browsers send a host's cookies to
+/// every port of it (RFC 6265 §8.5), so an app there receives tessera's refresh cookie with any
+/// request to its own `/api/auth/…`, and can replace, delete or shadow it: tessera needs a
+/// hostname of its own, except in development.
+pub fn origins_on_tessera_host<'o>(issuer: &str, allowed: &'o [String]) -> Vec<&'o str> {
+    let Some((host, port)) = host_and_port(issuer) else {
+        return Vec::new();
+    };
+    allowed
+        .iter()
+        .filter(|o| host_and_port(o).is_some_and(|(h, p)| h.eq_ignore_ascii_case(host) && p != port))
+        .map(String::as_str)
+        .collect()
+}
+
+/// The host and port of an `http(s)://` URL, the port defaulted by the scheme.
+fn host_and_port(url: &str) -> Option<(&str, u16)> {
+    let (scheme, rest) = url.split_once("://")?;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    let default = if scheme.eq_ignore_ascii_case("https") { 443 } else { 80 };
+    match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => Some((host, port.parse().ok()?)),
+        _ => Some((authority, default)),
     }
 }
 
@@ -164,6 +232,34 @@ mod tests {
         CookiePolicy { secure: true, allowed_origins: vec!["https://app.example".into()], own_scheme: "http" }
     }
 
+    #[test]
+    fn origins_on_tessera_host_at_another_port_are_found() {
+        let allowed: Vec<String> =
+            ["https://auth.example.com:8443", "https://app.example.com", "https://AUTH.example.com"]
+                .map(String::from)
+                .into();
+        assert_eq!(
+            origins_on_tessera_host("https://auth.example.com", &allowed),
+            vec!["https://auth.example.com:8443"]
+        );
+        let dev: Vec<String> = vec!["http://127.0.0.1:8081".into()];
+        assert_eq!(origins_on_tessera_host("http://127.0.0.1:8080", &dev), vec!["http://127.0.0.1:8081"]);
+        assert!(
+            origins_on_tessera_host("https://auth.example.com/base", &["https://app.example.com".into()]).is_empty()
+        );
+    }
+
+    #[test]
+    fn everything_clearable_is_cleared() {
+        let all = policy().clear_everywhere(&headers(&[("host", "auth.example.com:8443")]));
+        let text: Vec<&str> = all.iter().map(|v| v.to_str().unwrap()).collect();
+        assert_eq!(text.len(), 6 * 3, "host-only, auth.example.com, example.com: {text:#?}");
+        assert!(text.iter().all(|c| c.starts_with("__Secure-tessera_refresh=;") && c.ends_with("Max-Age=0")));
+        assert!(text.iter().all(|c| !c.contains("Domain=com;")), "never a bare top-level domain");
+        let by_ip = policy().clear_everywhere(&headers(&[("host", "127.0.0.1:8080")]));
+        assert_eq!(by_ip.len(), 6, "no Domain for an address");
+    }
+
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
@@ -201,7 +297,7 @@ mod tests {
         ] {
             let mut h = headers(cookies);
             h.append("x-requested-with", HeaderValue::from_static("tessera"));
-            assert_eq!(policy().token_from_cookie(&h).unwrap_err().code, ErrorCode::InvalidRequest);
+            assert_eq!(policy().token_from_cookie(&h).unwrap_err().code, ErrorCode::ConflictingCookies);
         }
     }
 

@@ -23,6 +23,8 @@ pub struct AppError {
     pub message: Cow<'static, str>,
     retry_after: Option<u64>,
     cause: Option<anyhow::Error>,
+    /// `Set-Cookie` headers the answer carries (cookies it clears).
+    cookies: Vec<HeaderValue>,
 }
 
 /// Marks a response whose cause must be logged (and whose body gets the request id).
@@ -31,7 +33,12 @@ pub struct InternalCause(pub Arc<anyhow::Error>);
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, message: message.into(), retry_after: None, cause: None }
+        Self { code, message: message.into(), retry_after: None, cause: None, cookies: Vec::new() }
+    }
+
+    /// The same error, answered with these `Set-Cookie` headers.
+    pub fn with_cookies(self, cookies: Vec<HeaderValue>) -> Self {
+        Self { cookies, ..self }
     }
 
     pub fn invalid_request(message: impl Into<Cow<'static, str>>) -> Self {
@@ -112,6 +119,9 @@ impl IntoResponse for AppError {
         }
         if let Some(secs) = self.retry_after {
             headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        for cookie in self.cookies {
+            headers.append(header::SET_COOKIE, cookie);
         }
         if let Some(cause) = self.cause {
             if self.code == ErrorCode::Internal {

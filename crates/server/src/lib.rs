@@ -101,6 +101,15 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -
     let hasher = PasswordHasher::start(settings.hash_params, threads, 64 * threads)?;
     let issuer = settings.issuer.clone().unwrap_or_else(|| format!("http://{bound}"));
     let own_scheme = if issuer.starts_with("https://") { "https" } else { "http" };
+    for origin in cookies::origins_on_tessera_host(&issuer, &settings.allowed_origins) {
+        tracing::warn!(
+            origin,
+            issuer = %issuer,
+            "an allowed origin is tessera's own host on another port: browsers send cookies to every port of a \
+             host, so the app there receives tessera's refresh cookie and can replace or delete it; give tessera \
+             a hostname of its own (fine for development only)"
+        );
+    }
     let access = AccessTokens::new(keys, issuer, settings.audience.clone(), settings.lifetimes.access_ttl);
     let auth = AuthService::new(db.users, db.sessions, access, refresh, hasher, settings.lifetimes);
     let cookies = CookiePolicy {

@@ -63,9 +63,16 @@ function endedMessage(reason) {
       return "This browser no longer holds your session (you signed out, or the sign-in cookie was cleared).";
     case "replaced":
       return "Someone signed in on another page of this site in this browser; this page's session is over.";
+    case "cookie_conflict":
+      return "This browser held two sign-in cookies for this server: another site on the same host set one. They were removed; please sign in again.";
     default:
       return "You were signed out elsewhere, the session was revoked, or it expired.";
   }
+}
+
+/** What the sign-in page says about a session that could not be resumed. */
+function restoreMessage(reason) {
+  return reason === "cookie_conflict" ? endedMessage(reason) : "Your previous session has ended. Please sign in again.";
 }
 
 function sessionEnded(reason) {
@@ -344,11 +351,11 @@ async function restore() {
     if (view === "account") return; // another tab's sign-in was taken up meanwhile
     show("signin", false);
     // A dead cookie is worth saying; no cookie at all is simply a signed-out browser.
-    if (tessera.state === "ended") notice("Your previous session has ended. Please sign in again.");
+    if (tessera.state === "ended") notice(restoreMessage(tessera.endReason));
   } catch (error) {
     await settingsLoaded;
     show("signin", false);
-    notice(error instanceof SessionEndedError ? "Your previous session has ended. Please sign in again." : `Could not reach the server: ${error.message}`);
+    notice(error instanceof SessionEndedError ? restoreMessage(error.reason) : failure(error));
   }
 }
 

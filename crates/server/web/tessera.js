@@ -66,6 +66,9 @@
  *        "account_deleted"      another tab of this origin deleted the account
  *        "replaced"             the cookie now holds another session (a sign-in on a page of
  *                               another origin): this client never carries on as someone else
+ *        "cookie_conflict"      the browser sent several refresh cookies — another site of
+ *                               tessera's host (another port) set one — and tessera cleared
+ *                               them: sign in again; tessera needs a hostname of its own
  *     "error"           {error}   a background refresh failed for a reason that is not the
  *                                 session's end (network, 5xx, 429); it is retried with backoff
  *   client.state      "signed_out" | "signed_in" | "ended";  client.endReason
@@ -563,6 +566,8 @@ export function createClient(options = {}) {
     const r = await call("/refresh", { method: "POST", cookie: true });
     if (r.res.ok && r.body?.success === true) return { access: fromTokenResponse(r.body.data) };
     if (envelopeCode(r.body) === "MISSING_TOKEN") return { ended: "cookie_missing" };
+    // Another site of tessera's host planted a second refresh cookie; tessera cleared them all.
+    if (envelopeCode(r.body) === "CONFLICTING_COOKIES") return { ended: "cookie_conflict" };
     if (r.res.status === 401) return { ended: "ended" };
     throw errorOf(r.res, r.body);
   }

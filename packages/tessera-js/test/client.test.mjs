@@ -284,6 +284,28 @@ test("a refresh without the cookie says cookie_missing", async () => {
   assert.deepEqual(events.of("session_ended"), [{ reason: "cookie_missing" }]);
 });
 
+test("conflicting refresh cookies end the session as cookie_conflict, never as a network failure", async () => {
+  const { clock, server, tab } = browser();
+  const client = tab();
+  const events = record(client);
+  await client.signIn({ email: "ada@example.com", password: PASSWORD });
+  server.plantedCookie = true; // a server on another port of tessera's host set one
+  await clock.advance(12 * 60 * 1000);
+  assert.deepEqual(events.of("session_ended"), [{ reason: "cookie_conflict" }]);
+  assert.deepEqual(events.of("error"), [], "not reported as a failure to retry");
+  await assert.rejects(client.fetch(`${API}/x`), { reason: "cookie_conflict" });
+});
+
+test("a restore that meets conflicting cookies says so", async () => {
+  const { server, tab } = browser();
+  server.seedSession();
+  server.plantedCookie = true;
+  const client = tab();
+  assert.equal(await client.restore(), null);
+  assert.equal(client.state, "ended");
+  assert.equal(client.endReason, "cookie_conflict");
+});
+
 test("a refresh that brings another session's token ends this one as replaced; the token is not used", async () => {
   const { clock, server, tab } = browser();
   const client = tab();

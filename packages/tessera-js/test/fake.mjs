@@ -141,6 +141,8 @@ export function fakeTessera(clock, { accessTtl = 900, allowAnonymous = true, del
     resourceAnswers: [],
     /** Set to make the next refresh fail at the network level. */
     failNextRefresh: 0,
+    /** Set when another site of the host planted a second refresh cookie (cleared on refresh). */
+    plantedCookie: false,
     count(path, method) {
       return server.requests.filter((r) => r.path === `/api/auth${path}` && (!method || r.method === method)).length;
     },
@@ -244,6 +246,11 @@ export function fakeTessera(clock, { accessTtl = 900, allowAnonymous = true, del
   function rotateCookie(headers, cookie) {
     if (headers.get("x-requested-with") !== "tessera") return failure(403, "CSRF_REJECTED");
     if (!cookie) return failure(400, "MISSING_TOKEN");
+    if (server.plantedCookie) {
+      server.plantedCookie = false;
+      server.jar = null;
+      return failure(400, "CONFLICTING_COOKIES", "The browser sent several refresh cookies");
+    }
     const session = sessions.get(cookie.sid);
     if (!session || !session.alive) {
       server.jar = null;

@@ -56,7 +56,7 @@ pub async fn anonymous(
 #[utoipa::path(post, path = "/upgrade", tag = "accounts", request_body = UpgradeRequest, security(("bearer" = [])),
     responses(
         (status = 200, description = "The guest is a registered user now, with the same user id and session: the session's rotated token pair", body = Envelope<TokenResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`, `CONFLICTING_COOKIES`: several refresh cookies, all cleared)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED` (access token) or `INVALID_TOKEN` (refresh token)", body = ErrorEnvelope),
         (status = 403, description = "`CSRF_REJECTED`", body = ErrorEnvelope),
         (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),

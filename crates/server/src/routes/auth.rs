@@ -138,7 +138,7 @@ pub async fn login(
 #[utoipa::path(post, path = "/refresh", tag = "auth", request_body(content = Option<RefreshRequest>, description = "Or no body, with the refresh cookie and `X-Requested-With: tessera`"),
     responses(
         (status = 200, description = "The rotated pair", body = Envelope<TokenResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
+        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`, `CONFLICTING_COOKIES`: several refresh cookies, all cleared)", body = ErrorEnvelope),
         (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
         (status = 403, description = "`CSRF_REJECTED`", body = ErrorEnvelope),
         (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
@@ -200,7 +200,11 @@ pub async fn logout(
     };
     state.auth().logout(&caller, token, Timestamp::now()).await?;
     let mut response = ok(LogoutResponse { logged_out: true });
-    response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
+    let cookies = state.cookies();
+    let clear = if cookies.conflicting(&headers) { cookies.clear_everywhere(&headers) } else { vec![cookies.clear()] };
+    for cookie in clear {
+        response.headers_mut().append(header::SET_COOKIE, cookie);
+    }
     Ok(response)
 }
 

@@ -1,7 +1,7 @@
 //! The browser transport (SPEC §4): refresh token only in an HttpOnly cookie, CSRF-checked.
 
 use reqwest::Method;
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::helpers::*;
 
@@ -50,8 +50,12 @@ async fn insecure_cookies_drop_the_secure_attribute_and_the_prefix_browsers_woul
     assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
 }
 
+/// Cookies are scoped by host, not port (RFC 6265 §8.5): a server on another port of tessera's
+/// host can plant a second refresh cookie (on `/api/auth/refresh`, so that browsers send it
+/// first). tessera picks neither, says what happened, and clears every one it can name, so the
+/// browser recovers with a sign-in instead of failing every refresh until the plant expires.
 #[tokio::test]
-async fn a_planted_second_cookie_neither_picks_the_session_nor_gets_the_real_one_deleted() {
+async fn conflicting_refresh_cookies_pick_no_session_and_are_all_cleared() {
     let server = TestServer::start().await;
     let email = unique_email();
     server.register(&email).await;
@@ -61,14 +65,29 @@ async fn a_planted_second_cookie_neither_picks_the_session_nor_gets_the_real_one
     server.register(&attacker).await;
     let (_, planted, _) = cookie_login(&server, &attacker).await;
     let both = format!("__Secure-tessera_refresh={planted}; __Secure-tessera_refresh={real}");
-    let reply = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &both), CSRF]).await;
-    reply.assert_error(400, "INVALID_REQUEST");
-    assert!(reply.set_cookie().is_none(), "a cookie was deleted");
-    // The user's own cookie still works, and is still the user's.
+    let host = server.base.trim_start_matches("http://").replace("127.0.0.1", "auth.example.com");
+    let headers = [("cookie", both.as_str()), CSRF, ("host", host.as_str())];
+    let reply = server.send(Method::POST, "/api/auth/refresh", None, None, &headers).await;
+    reply.assert_error(400, "CONFLICTING_COOKIES");
+    let cleared: Vec<&str> = reply.headers.get_all("set-cookie").iter().map(|v| v.to_str().unwrap()).collect();
+    for (path, domain) in
+        [("/api/auth", ""), ("/api/auth/refresh", ""), ("/", ""), ("/api/auth/refresh", "; Domain=example.com")]
+    {
+        let wanted =
+            format!("__Secure-tessera_refresh=; HttpOnly; Secure; SameSite=Strict; Path={path}{domain}; Max-Age=0");
+        assert!(cleared.contains(&wanted.as_str()), "{wanted} missing from {cleared:#?}");
+    }
+    assert!(cleared.iter().any(|c| c.contains("Domain=auth.example.com")), "{cleared:#?}");
+    // Neither session was picked, nor ended: the user's own cookie, alone, is still the user's.
     let jar = format!("__Secure-tessera_refresh={real}");
     let reply = server.send(Method::POST, "/api/auth/refresh", None, None, &[("cookie", &jar), CSRF]).await;
     let me = server.me(reply.data()["token"].as_str().unwrap()).await;
     assert_eq!(me.data()["email"], email);
+    // A logout that meets the conflict clears them all too.
+    let (access, _, _) = cookie_login(&server, &email).await;
+    let out = server.send(Method::POST, "/api/auth/logout", Some(&access), None, &[("cookie", &both), CSRF]).await;
+    out.data();
+    assert!(out.headers.get_all("set-cookie").iter().count() >= 6, "{:?}", out.headers);
 }
 
 #[tokio::test]
@@ -195,4 +214,33 @@ async fn allowed_origins_get_cors_with_credentials_and_others_get_none() {
         .await;
     foreign.assert_error(403, "CSRF_REJECTED");
     assert!(foreign.header("access-control-allow-origin").is_none());
+}
+
+#[tokio::test]
+async fn an_allowed_origin_on_tesseras_own_host_at_another_port_is_warned_about_at_start_up() {
+    let warning = "an allowed origin is tessera's own host on another port";
+    let shared = TestServer::start_with(&[
+        "--issuer",
+        "https://auth.example.com",
+        "--allowed-origins",
+        "https://auth.example.com:8443,https://app.example.com",
+    ])
+    .await;
+    let logged: Vec<Value> = shared
+        .logs()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["message"].as_str().is_some_and(|m| m.starts_with(warning)))
+        .collect();
+    assert_eq!(logged.len(), 1, "{}", shared.logs());
+    assert_eq!(logged[0]["origin"], "https://auth.example.com:8443");
+    assert_eq!(logged[0]["level"], "WARN");
+    let own = TestServer::start_with(&[
+        "--issuer",
+        "https://auth.example.com",
+        "--allowed-origins",
+        "https://app.example.com",
+    ])
+    .await;
+    assert!(!own.logs().contains(warning), "a hostname of its own: no warning");
 }
