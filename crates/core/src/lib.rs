@@ -27,6 +27,19 @@ pub mod store;
 pub use tessera_verify::{SessionId, Timestamp, UserId};
 pub use tessera_verify::{clock, duration, ids, random, revocation};
 
+/// An error with every cause behind it, outermost first: `store unavailable: pool timed out: …`.
+/// What a log line needs; `Display` of a wrapper error alone often says only its own layer.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(e) = cause {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        cause = e.source();
+    }
+    text
+}
+
 /// Short URL-safe text for random ids (`jti`).
 pub(crate) fn encode_id(bytes: &[u8]) -> String {
     use base64::Engine;

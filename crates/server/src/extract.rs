@@ -13,7 +13,6 @@ use axum::extract::{ConnectInfo, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
-use tessera_core::Timestamp;
 use tessera_core::service::{Caller, ClientInfo};
 use tessera_proto::ErrorCode;
 use tessera_verify::VerifyError;
@@ -142,7 +141,7 @@ impl FromRequestParts<AppState> for AuthUser {
             }
             Ok(None) | Err(_) => return Err(AppError::unauthorized()),
         };
-        state.auth().authenticate(token, Timestamp::now()).map(AuthUser).map_err(AppError::from)
+        state.auth().authenticate(token, state.now()).map(AuthUser).map_err(AppError::from)
     }
 }
 

@@ -30,13 +30,13 @@ use axum::Router;
 use axum::http::{HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use tessera_core::Timestamp;
 use tessera_core::access::AccessTokens;
 use tessera_core::clients::Clients;
+use tessera_core::clock::{Clock, SystemClock};
 use tessera_core::keys::KeyDir;
 use tessera_core::password::PasswordHasher;
 use tessera_core::refresh::RefreshTokenCodec;
-use tessera_core::service::AuthService;
+use tessera_core::service::{AuthService, Maintenance};
 use tessera_core::store::{ClientStore, LimitStore, SessionStore, UserStore};
 use tessera_proto::ErrorCode;
 use tokio::net::TcpListener;
@@ -91,7 +91,9 @@ async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
 /// Builds the service and the state from settings and opened stores; `bound` is the address
 /// actually listened on.
 pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -> anyhow::Result<AppState> {
-    let now = Timestamp::now();
+    // Start-up reads the wall clock once; from here on everything asks the state's clock.
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let now = clock.now();
     let key_dir = KeyDir::new(settings.data_dir.join("keys"));
     key_dir.init(now)?;
     let keys = key_dir.load_keys()?;
@@ -121,19 +123,19 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -
         cookies,
         login_per_address: settings
             .login_rate_limit
-            .map(|rate| Throttle::new(rate, db.limits.clone(), "login-address")),
+            .map(|rate| Throttle::new(rate, db.limits.clone(), "login-address", clock.clone())),
         login_per_account: settings
             .login_failure_limit
-            .map(|rate| Throttle::new(rate, db.limits.clone(), "login-account")),
+            .map(|rate| Throttle::new(rate, db.limits.clone(), "login-account", clock.clone())),
         allow_anonymous: settings.allow_anonymous,
         anonymous_per_address: settings
             .anonymous_rate_limit
-            .map(|rate| Throttle::new(rate, db.limits.clone(), "anonymous-address")),
+            .map(|rate| Throttle::new(rate, db.limits.clone(), "anonymous-address", clock.clone())),
         proxies: Arc::new(settings.trusted_proxies.clone()),
         body_limit: settings.body_limit,
         body_timeout: settings.body_timeout,
     };
-    Ok(AppState::new(auth, Clients::new(db.clients), policy))
+    Ok(AppState::with_clock(auth, Clients::new(db.clients), policy, clock))
 }
 
 /// The stores: users and OAuth clients in the SQL database; sessions there or in Redis; and,
@@ -328,72 +330,35 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
 /// How often the store's feed of ended sessions is read for ends made by other instances.
 const REVOCATION_POLL: Duration = Duration::from_millis(250);
 const KEY_RELOAD: Duration = Duration::from_secs(1);
-const PURGE_EVERY: Duration = Duration::from_secs(3600);
-/// Guests deleted per purge at most, so one purge stays short however many there are.
-const GUESTS_PER_PURGE: usize = 10_000;
 
-/// Loads the sessions ended within the retention window, then keeps the revocation view (and
-/// the feed's journal), the key set and the session table fresh in the background.
+/// Loads the sessions ended within the retention window, then runs the service's maintenance
+/// ([`Maintenance::tick`]: the revocation view and the feed's journal kept fresh, unconfirmed
+/// ends retried, the hourly purge) and keeps the key set fresh, in the background.
 async fn spawn_maintenance(state: AppState, key_dir: KeyDir, guest_retention: Duration) -> tokio::task::JoinHandle<()> {
-    if let Err(e) = state.auth().catch_up_revocations(Timestamp::now()).await {
+    if let Err(e) = state.auth().catch_up_revocations(state.now()).await {
         tracing::warn!(
             error = crate::telemetry::error_chain(&e),
             "could not load ended sessions; retrying in the background"
         );
     }
     tokio::spawn(async move {
+        let mut maintenance = Maintenance::new(guest_retention);
         let mut known_keys = key_dir.signing_key_files().unwrap_or_default();
         let mut revocation_tick = tokio::time::interval(REVOCATION_POLL);
         let mut key_tick = tokio::time::interval(KEY_RELOAD);
-        let mut purge_tick = tokio::time::interval(PURGE_EVERY);
-        let mut failing = false;
         loop {
             tokio::select! {
                 // An end made here is published at once; ends made elsewhere by the next poll.
-                () = state.auth().session_ended_here() => catch_up(&state, &mut failing).await,
-                _ = revocation_tick.tick() => {
-                    state.auth().retry_unfinished_ends().await;
-                    catch_up(&state, &mut failing).await;
+                () = state.auth().session_ended_here() => {}
+                _ = revocation_tick.tick() => {}
+                _ = key_tick.tick() => {
+                    reload_keys(&state, &key_dir, &mut known_keys);
+                    continue;
                 }
-                _ = key_tick.tick() => reload_keys(&state, &key_dir, &mut known_keys),
-                _ = purge_tick.tick() => purge(&state, guest_retention).await,
             }
+            maintenance.tick(state.auth(), state.now()).await;
         }
     })
-}
-
-/// Deletes dead sessions, then guests older than `guest_retention` without a live session.
-async fn purge(state: &AppState, guest_retention: Duration) {
-    let now = Timestamp::now();
-    match state.auth().purge_sessions(now).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "purged dead sessions"),
-        Err(e) => tracing::warn!(error = crate::telemetry::error_chain(&e), "session purge failed"),
-    }
-    match state.auth().purge_guests(now.saturating_sub(guest_retention), now, GUESTS_PER_PURGE).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(purged = n, "purged guest accounts without a live session"),
-        Err(e) => tracing::warn!(error = crate::telemetry::error_chain(&e), "guest purge failed"),
-    }
-}
-
-/// One read of the store's feed; logs when reading starts and stops failing, not every poll.
-async fn catch_up(state: &AppState, failing: &mut bool) {
-    match state.auth().catch_up_revocations(Timestamp::now()).await {
-        Ok(_) if *failing => {
-            *failing = false;
-            tracing::info!("revocation catch-up works again");
-        }
-        Ok(_) => {}
-        Err(e) if !*failing => {
-            *failing = true;
-            tracing::warn!(
-                error = crate::telemetry::error_chain(&e),
-                "revocation catch-up failed; the feed's heartbeats stop until it works"
-            );
-        }
-        Err(_) => {}
-    }
 }
 
 fn reload_keys(state: &AppState, key_dir: &KeyDir, known: &mut Vec<String>) {

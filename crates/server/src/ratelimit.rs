@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tessera_core::Timestamp;
+use tessera_core::clock::Clock;
 use tessera_core::store::LimitStore;
 
 use crate::config::Rate;
@@ -31,6 +31,8 @@ pub struct Throttle<K> {
     namespace: &'static str,
     /// Whether the shared store failed last time (to log changes, not every failure).
     failing: AtomicBool,
+    /// The time the shared store's buckets go by.
+    clock: Arc<dyn Clock>,
 }
 
 /// How a key is named in the shared store.
@@ -56,15 +58,20 @@ impl SharedKey for String {
 }
 
 impl<K: Hash + Eq + Clone + SharedKey> Throttle<K> {
-    pub fn new(rate: Rate, shared: Option<Arc<dyn LimitStore>>, namespace: &'static str) -> Self {
-        Self { local: Limiter::new(rate), shared, namespace, failing: AtomicBool::new(false) }
+    pub fn new(
+        rate: Rate,
+        shared: Option<Arc<dyn LimitStore>>,
+        namespace: &'static str,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        Self { local: Limiter::new(rate), shared, namespace, failing: AtomicBool::new(false), clock }
     }
 
     /// Takes one attempt for `key`: `Ok` or `Err(seconds until the next attempt is allowed)`.
     pub async fn take(&self, key: &K) -> Result<(), u64> {
         if let Some(shared) = &self.shared {
             let rate = self.local.rate();
-            match shared.take(&self.key(key), rate.count, rate.per, Timestamp::now()).await {
+            match shared.take(&self.key(key), rate.count, rate.per, self.clock.now()).await {
                 Ok(None) => return self.healthy(Ok(())),
                 Ok(Some(wait)) => return self.healthy(Err(wait.as_secs_f64().ceil().max(1.0) as u64)),
                 Err(e) => self.failed(&e),
@@ -77,7 +84,7 @@ impl<K: Hash + Eq + Clone + SharedKey> Throttle<K> {
     pub async fn give_back(&self, key: &K) {
         if let Some(shared) = &self.shared {
             let rate = self.local.rate();
-            match shared.give_back(&self.key(key), rate.count, rate.per, Timestamp::now()).await {
+            match shared.give_back(&self.key(key), rate.count, rate.per, self.clock.now()).await {
                 Ok(()) => return self.healthy(()),
                 Err(e) => self.failed(&e),
             }

@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use tessera_core::Timestamp;
 use tessera_core::clients::Clients;
+use tessera_core::clock::{Clock, SystemClock};
 use tessera_core::service::AuthService;
 
 use crate::cookies::CookiePolicy;
@@ -15,6 +17,7 @@ pub struct AppState(Arc<Inner>);
 
 struct Inner {
     auth: AuthService,
+    clock: Arc<dyn Clock>,
     clients: Clients,
     shutdown: tokio::sync::watch::Sender<bool>,
     policy: HttpPolicy,
@@ -37,8 +40,20 @@ pub struct HttpPolicy {
 }
 
 impl AppState {
+    /// The state of a server on the system's clock.
     pub fn new(auth: AuthService, clients: Clients, policy: HttpPolicy) -> Self {
-        Self(Arc::new(Inner { auth, clients, shutdown: tokio::sync::watch::channel(false).0, policy }))
+        Self::with_clock(auth, clients, policy, Arc::new(SystemClock))
+    }
+
+    /// The state of a server whose handlers and maintenance ask `clock` what time it is.
+    pub fn with_clock(auth: AuthService, clients: Clients, policy: HttpPolicy, clock: Arc<dyn Clock>) -> Self {
+        let shutdown = tokio::sync::watch::channel(false).0;
+        Self(Arc::new(Inner { auth, clock, clients, shutdown, policy }))
+    }
+
+    /// Now, by the server's clock: what every handler and the maintenance loop go by.
+    pub fn now(&self) -> Timestamp {
+        self.0.clock.now()
     }
 
     pub fn auth(&self) -> &AuthService {

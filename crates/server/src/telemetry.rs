@@ -130,18 +130,7 @@ where
     }
 }
 
-/// An error with every cause behind it, outermost first: `store unavailable: pool timed out: …`.
-/// What a log line needs; `Display` of a wrapper error alone often says only its own layer.
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut cause = error.source();
-    while let Some(e) = cause {
-        text.push_str(": ");
-        text.push_str(&e.to_string());
-        cause = e.source();
-    }
-    text
-}
+pub use tessera_core::error_chain;
 
 #[cfg(test)]
 mod tests {

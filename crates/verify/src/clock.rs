@@ -1,5 +1,6 @@
 //! Points in time as milliseconds since the Unix epoch: what the stores keep and compare.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use time::OffsetDateTime;
@@ -50,6 +51,46 @@ impl Timestamp {
     }
 }
 
+/// Where "now" comes from: the system's clock in production, a [`ManualClock`] in tests, so
+/// that lifetimes and expiry are tested by moving time, not by sleeping.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    fn now(&self) -> Timestamp;
+}
+
+/// The system's wall clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::now()
+    }
+}
+
+/// A clock that moves only when told to.
+#[derive(Debug)]
+pub struct ManualClock(AtomicI64);
+
+impl ManualClock {
+    pub fn at(start: Timestamp) -> Self {
+        Self(AtomicI64::new(start.as_millis()))
+    }
+
+    pub fn set(&self, to: Timestamp) {
+        self.0.store(to.as_millis(), Ordering::Release);
+    }
+
+    pub fn advance(&self, by: Duration) {
+        self.set(self.now().saturating_add(by));
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        Timestamp::from_millis(self.0.load(Ordering::Acquire))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -57,6 +98,16 @@ mod tests {
     #[test]
     fn formats_as_rfc3339_utc() {
         assert_eq!(Timestamp::from_millis(1_700_000_000_123).to_rfc3339(), "2023-11-14T22:13:20.123Z");
+    }
+
+    #[test]
+    fn a_manual_clock_moves_only_when_told() {
+        let clock = ManualClock::at(Timestamp::from_millis(1_000));
+        assert_eq!(clock.now(), Timestamp::from_millis(1_000));
+        clock.advance(Duration::from_secs(2));
+        assert_eq!(clock.now(), Timestamp::from_millis(3_000));
+        clock.set(Timestamp::from_millis(10));
+        assert_eq!(clock.now(), Timestamp::from_millis(10));
     }
 
     #[test]

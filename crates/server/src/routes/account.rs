@@ -4,7 +4,6 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
 use axum::response::Response;
-use tessera_core::Timestamp;
 use tessera_core::service::{Caller, LoginName, NewNames};
 use tessera_proto::{
     AnonymousRequest, DeleteAccountRequest, DeleteAccountResponse, Envelope, ErrorCode, ErrorEnvelope,
@@ -47,7 +46,7 @@ pub async fn anonymous(
         ));
     }
     check_address(state.policy().anonymous_per_address.as_ref(), &client).await?;
-    let now = Timestamp::now();
+    let now = state.now();
     let issued = state.auth().sign_in_anonymously(client.info, now).await?;
     let user = user_view(&issued.user);
     Ok(token_response(&state, issued, req.refresh_transport.unwrap_or_default(), Some(user), now))
@@ -74,7 +73,7 @@ pub async fn upgrade(
     ApiJson(req): ApiJson<UpgradeRequest>,
 ) -> Result<Response, AppError> {
     let (token, came_in) = state.cookies().presented_token(req.refresh_token.as_ref(), &headers)?;
-    let now = Timestamp::now();
+    let now = state.now();
     let names = NewNames { email: req.email.as_deref(), username: req.username.as_deref() };
     let issued = state.auth().upgrade(&caller, token, names, req.password.expose(), now).await?;
     let user = user_view(&issued.user);
@@ -101,7 +100,7 @@ pub async fn change_password(
 ) -> Result<Response, AppError> {
     // Wrong current passwords count against the account's failed-login budget.
     let attempt = take_caller_attempt(&state, &caller).await?;
-    let now = Timestamp::now();
+    let now = state.now();
     let ended =
         state.auth().change_password(&caller, req.current_password.expose(), req.new_password.expose(), now).await?;
     attempt.succeeded().await;
@@ -126,7 +125,7 @@ pub async fn delete_account(
     OptionalJson(req): OptionalJson<DeleteAccountRequest>,
 ) -> Result<Response, AppError> {
     let attempt = take_caller_attempt(&state, &caller).await?;
-    state.auth().delete_account(&caller, req.password.as_ref().map(|p| p.expose()), Timestamp::now()).await?;
+    state.auth().delete_account(&caller, req.password.as_ref().map(|p| p.expose()), state.now()).await?;
     attempt.succeeded().await;
     let mut response = ok(DeleteAccountResponse { deleted: true });
     response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());

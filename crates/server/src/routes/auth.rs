@@ -100,7 +100,7 @@ pub async fn register(
 ) -> Result<Response, AppError> {
     check_rate(&state, &client).await?;
     let names = NewNames { email: req.email.as_deref(), username: req.username.as_deref() };
-    let profile = state.auth().register(names, req.password.expose(), Timestamp::now()).await?;
+    let profile = state.auth().register(names, req.password.expose(), state.now()).await?;
     Ok(created(RegisterResponse { user: user_view(&profile) }))
 }
 
@@ -128,7 +128,7 @@ pub async fn login(
         _ => return Err(AppError::invalid_request("Send either `email` or `username` with the password")),
     };
     let attempt = take_account_attempt(&state, name).await?;
-    let now = Timestamp::now();
+    let now = state.now();
     let issued = state.auth().login(name, req.password.expose(), client.info, now).await?;
     attempt.succeeded().await;
     let user = user_view(&issued.user);
@@ -161,7 +161,7 @@ pub async fn refresh(
         Ok(presented) => presented,
         Err(e) => return e.into_response(),
     };
-    let now = Timestamp::now();
+    let now = state.now();
     match state.auth().refresh(token, now).await {
         Ok(issued) => token_response(&state, issued, transport, None, now),
         Err(e) => {
@@ -198,7 +198,7 @@ pub async fn logout(
         Some(token) => Some(token.expose()),
         None => state.cookies().token_from_cookie(&headers).ok().flatten(),
     };
-    state.auth().logout(&caller, token, Timestamp::now()).await?;
+    state.auth().logout(&caller, token, state.now()).await?;
     let mut response = ok(LogoutResponse { logged_out: true });
     let cookies = state.cookies();
     let clear = if cookies.conflicting(&headers) { cookies.clear_everywhere(&headers) } else { vec![cookies.clear()] };
@@ -217,7 +217,7 @@ pub async fn logout(
         (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
     ))]
 pub async fn logout_all(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
-    let sessions_ended = state.auth().logout_all(&caller, Timestamp::now()).await?;
+    let sessions_ended = state.auth().logout_all(&caller, state.now()).await?;
     let mut response = ok(LogoutAllResponse { sessions_ended });
     response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
     Ok(response)

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tessera_core::Timestamp;
 use tessera_core::keys::JWKS_MAX_AGE;
 
 use crate::state::AppState;
@@ -42,7 +41,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
     responses((status = 200, description = "The ES256 keys that verify access tokens (RFC 7517), `Cache-Control: public, max-age=300`", body = Object)))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     let tokens = state.auth().access_tokens();
-    let set = tokens.keys().jwks(Timestamp::now(), state.auth().revoked().retention());
+    let set = tokens.keys().jwks(state.now(), state.auth().revoked().retention());
     let mut response = Json(set).into_response();
     let cache = format!("public, max-age={}", JWKS_MAX_AGE.as_secs());
     if let Ok(value) = HeaderValue::try_from(cache) {

@@ -10,7 +10,6 @@ use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
-use tessera_core::Timestamp;
 use tessera_core::service::{AuthError, Introspection};
 
 use crate::state::AppState;
@@ -189,7 +188,7 @@ async fn refresh_grant(state: &AppState, params: Result<FormParams, OAuthError>)
         }
     }
     let refresh_token = params.require("refresh_token")?;
-    let issued = state.auth().refresh(refresh_token, Timestamp::now()).await?;
+    let issued = state.auth().refresh(refresh_token, state.now()).await?;
     let body = OAuthTokenBody {
         access_token: issued.access.token,
         token_type: "Bearer",
@@ -218,7 +217,7 @@ pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OA
     let outcome = async {
         let params = params?;
         let token = params.require("token")?;
-        state.auth().revoke_token(token, Timestamp::now()).await.map_err(OAuthError::from)
+        state.auth().revoke_token(token, state.now()).await.map_err(OAuthError::from)
     };
     match outcome.await {
         Ok(_) => {
@@ -256,7 +255,7 @@ pub async fn introspect(
         authenticate_client(&state, &headers).await?;
         let params = params?;
         let token = params.require("token")?;
-        let now = Timestamp::now();
+        let now = state.now();
         let found = state.auth().introspect(token, now).await?;
         Ok::<_, OAuthError>(describe(&state, found))
     };

@@ -16,7 +16,6 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use tessera_core::Timestamp;
 use tessera_core::revocation::{EndedEvent, FeedPosition, HEARTBEAT, SyncedEvent};
 use tokio::sync::watch;
 
@@ -118,7 +117,7 @@ impl Subscriber {
             // `synced` and heartbeats mean "tessera's view of its store is current": said only
             // while the journal read the store recently, never because it once did. A store
             // that cannot be read silences the feed, and its subscribers' silence bounds apply.
-            let fresh = journal.synced_at().is_some_and(|at| Timestamp::now().since(at) <= FRESH);
+            let fresh = journal.synced_at().is_some_and(|at| self.state.now().since(at) <= FRESH);
             if fresh && !self.synced_sent {
                 self.synced_sent = true;
                 let data = SyncedEvent { retention_secs: journal.retention().as_secs() };

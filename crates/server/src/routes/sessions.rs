@@ -3,7 +3,7 @@
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
 use axum::response::Response;
-use tessera_core::{SessionId, Timestamp};
+use tessera_core::SessionId;
 use tessera_proto::{RevokeResponse, SessionView, SessionsResponse};
 
 use super::ok;
@@ -21,7 +21,7 @@ use tessera_proto::{Envelope, ErrorEnvelope};
         (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
     ))]
 pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
-    let sessions = state.auth().list_sessions(&caller, Timestamp::now()).await?;
+    let sessions = state.auth().list_sessions(&caller, state.now()).await?;
     let sessions = sessions
         .into_iter()
         .map(|s| SessionView {
@@ -55,6 +55,6 @@ pub async fn revoke(
     // An id that does not parse (or decode) is nobody's session: the same 404 as someone else's.
     let id: SessionId =
         id.ok().and_then(|Path(id)| id.parse().ok()).ok_or(tessera_core::service::AuthError::SessionNotFound)?;
-    state.auth().revoke_session(&caller, id, Timestamp::now()).await?;
+    state.auth().revoke_session(&caller, id, state.now()).await?;
     Ok(ok(RevokeResponse { revoked: true }))
 }
