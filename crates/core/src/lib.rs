@@ -10,6 +10,7 @@
 //! - [`store`]: the traits every backend implements.
 //! - [`journal`]: recent ends from the store's feed, for this instance's feed subscribers.
 //! - [`revocation`]: the in-memory view of ended sessions and the feed that publishes them.
+//! - `testing` (feature `testing`): in-memory and fault-injecting stores for tests.
 //! - [`service`]: the operations of the API (register, login, refresh, logout, …).
 
 pub mod access;
@@ -23,6 +24,9 @@ pub mod refresh;
 pub mod service;
 pub mod session;
 pub mod store;
+#[cfg(any(test, feature = "testing"))]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub mod testing;
 
 pub use tessera_verify::{SessionId, Timestamp, UserId};
 pub use tessera_verify::{clock, duration, ids, random, revocation};

@@ -11,10 +11,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 use tessera_core::store::SessionStore;
+use tessera_core::testing::faults::{Faults, FaultyStore, Op};
+use tessera_core::testing::memory::MemoryStore;
 use tessera_server::config::{ServeArgs, Settings, StoreArgs};
 use tessera_server::{Database, build_state, run};
-use tessera_store::faults::{Faults, FaultyStore, Op};
-use tessera_store::memory::MemoryStore;
 
 struct Cluster {
     a: String,

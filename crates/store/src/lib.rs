@@ -5,12 +5,9 @@
 //! - `postgres`: users and sessions in PostgreSQL, for several server instances.
 //! - `redis`: sessions in Valkey/Redis (users stay in SQL), for high refresh rates.
 //!
-//! Always built, without a feature: [`memory`], everything in process memory, for tests and
-//! for trying tessera without files; and [`faults`], a wrapper that makes any store fail on
-//! purpose, for testing how callers survive an unavailable store.
+//! The in-memory and fault-injecting stores for tests are `tessera_core::testing` (feature
+//! `testing`); they pass the same contract suite (`tests/memory.rs`, `tests/faulty.rs`).
 
-pub mod faults;
-pub mod memory;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]

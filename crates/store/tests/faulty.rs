@@ -6,9 +6,9 @@
 use std::sync::Arc;
 
 use tessera_core::store::SessionStore;
+use tessera_core::testing::faults::{Faults, FaultyStore};
+use tessera_core::testing::memory::MemoryStore;
 use tessera_store::contract::Stores;
-use tessera_store::faults::{Faults, FaultyStore};
-use tessera_store::memory::MemoryStore;
 
 async fn fresh_faulty() -> Stores {
     let memory = Arc::new(MemoryStore::new());

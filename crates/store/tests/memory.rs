@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use tessera_core::testing::memory::MemoryStore;
 use tessera_store::contract::Stores;
-use tessera_store::memory::MemoryStore;
 
 async fn fresh_memory() -> Stores {
     let store = Arc::new(MemoryStore::new());

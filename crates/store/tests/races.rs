@@ -15,9 +15,9 @@ use tessera_core::password::{HashParams, PasswordHasher};
 use tessera_core::refresh::RefreshTokenCodec;
 use tessera_core::service::{AuthError, AuthService, Caller, ClientInfo, Issued, Lifetimes, LoginName, NewNames};
 use tessera_core::store::{SessionStore, UserStore};
+use tessera_core::testing::faults::{Faults, FaultyStore, Op};
+use tessera_core::testing::memory::MemoryStore;
 use tessera_core::{Timestamp, UserId};
-use tessera_store::faults::{Faults, FaultyStore, Op};
-use tessera_store::memory::MemoryStore;
 
 const PASSWORD: &str = "correct horse battery";
 const NEW_PASSWORD: &str = "another horse battery";

@@ -27,6 +27,9 @@ use crate::store::{SessionStore, StoreError, UserStore};
 mod accounts;
 mod maintenance;
 mod sessions;
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests;
 mod tokens;
 
 pub use maintenance::{Maintenance, Tick};

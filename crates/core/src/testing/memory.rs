@@ -24,13 +24,13 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
+use crate::account::User;
+use crate::clients::OAuthClient;
+use crate::revocation::{EndedSession, FeedPosition};
+use crate::session::{Rotation, Session};
+use crate::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
+use crate::{SessionId, Timestamp, UserId};
 use async_trait::async_trait;
-use tessera_core::account::User;
-use tessera_core::clients::OAuthClient;
-use tessera_core::revocation::{EndedSession, FeedPosition};
-use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
-use tessera_core::{SessionId, Timestamp, UserId};
 
 /// The in-memory store; implements [`UserStore`], [`ClientStore`] and [`SessionStore`].
 ///
@@ -39,7 +39,7 @@ use tessera_core::{SessionId, Timestamp, UserId};
 /// ```
 /// use std::sync::Arc;
 /// use tessera_core::store::{SessionStore, UserStore};
-/// use tessera_store::memory::MemoryStore;
+/// use tessera_core::testing::memory::MemoryStore;
 ///
 /// let store = Arc::new(MemoryStore::new());
 /// let users: Arc<dyn UserStore> = store.clone();

@@ -30,8 +30,8 @@
 //! use std::sync::Arc;
 //! use tessera_core::store::{SessionStore, StoreError};
 //! use tessera_core::{SessionId, Timestamp};
-//! use tessera_store::faults::{FaultyStore, Op};
-//! use tessera_store::memory::MemoryStore;
+//! use tessera_core::testing::faults::{FaultyStore, Op};
+//! use tessera_core::testing::memory::MemoryStore;
 //!
 //! let inner: Arc<dyn SessionStore> = Arc::new(MemoryStore::new());
 //! let store = FaultyStore::new(inner);
@@ -50,13 +50,13 @@ use std::fmt;
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
+use crate::account::User;
+use crate::clients::OAuthClient;
+use crate::revocation::{EndedSession, FeedPosition};
+use crate::session::{Rotation, Session};
+use crate::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
+use crate::{SessionId, Timestamp, UserId};
 use async_trait::async_trait;
-use tessera_core::account::User;
-use tessera_core::clients::OAuthClient;
-use tessera_core::revocation::{EndedSession, FeedPosition};
-use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
-use tessera_core::{SessionId, Timestamp, UserId};
 use tokio::sync::oneshot;
 
 /// One store operation: a method of [`UserStore`], [`SessionStore`] or [`ClientStore`].
@@ -528,8 +528,26 @@ impl<S: ClientStore + ?Sized> ClientStore for FaultyStore<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::contract::{session, t};
-    use crate::memory::MemoryStore;
+    use crate::testing::memory::MemoryStore;
+
+    fn t(secs: i64) -> Timestamp {
+        Timestamp::from_millis(1_800_000_000_000 + secs * 1000)
+    }
+
+    fn session(user_id: UserId) -> Session {
+        Session {
+            id: SessionId::generate(),
+            user_id,
+            generation: 0,
+            created_at: t(0),
+            last_used_at: t(0),
+            expires_at: t(3600),
+            absolute_expires_at: t(7200),
+            ended_at: None,
+            user_agent: None,
+            ip: None,
+        }
+    }
 
     fn user(email: &str) -> User {
         User {
