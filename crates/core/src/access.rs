@@ -1,5 +1,5 @@
 //! Access tokens: ES256 JWTs, issued against the key ring and verified through
-//! [`tessera_verify::validate`], the very code every resource server runs.
+//! [`tessera_token::validate`], the very code every resource server runs.
 //!
 //! Whether the token's session has ended is not this module's concern: the caller checks `sid`
 //! against the revocation view on every request.
@@ -7,8 +7,8 @@
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-pub use tessera_verify::claims::AccessClaims;
-use tessera_verify::validate::Validator;
+pub use tessera_token::claims::AccessClaims;
+use tessera_token::validate::Validator;
 
 use crate::clock::Timestamp;
 use crate::ids::{SessionId, UserId};
@@ -240,11 +240,11 @@ mod tests {
             let token = tokens.issue(subject(), now).unwrap().token;
             let (signed, signature) = token.rsplit_once('.').unwrap();
             let signature = URL_SAFE_NO_PAD.decode(signature).unwrap();
-            assert!(tessera_verify::ecdsa::is_low_s(&signature), "every token is spelled once");
+            assert!(tessera_token::ecdsa::is_low_s(&signature), "every token is spelled once");
             assert!(tokens.verify(&token, now).is_ok());
             // n − s: the same signature, spelled the other way.
             let mut twin = signature.clone();
-            tessera_verify::ecdsa::mirror_s(&mut twin);
+            tessera_token::ecdsa::mirror_s(&mut twin);
             let twin = format!("{signed}.{}", URL_SAFE_NO_PAD.encode(twin));
             assert_eq!(tokens.verify(&twin, now), Err(AccessError::Invalid));
         }

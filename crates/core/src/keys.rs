@@ -29,7 +29,7 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPai
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use serde::{Deserialize, Serialize};
-pub use tessera_verify::jwk::{Jwk, Jwks, KeyRing};
+pub use tessera_token::jwk::{Jwk, Jwks, KeyRing};
 
 use crate::clock::Timestamp;
 use crate::random;
@@ -116,7 +116,7 @@ impl SigningKey {
 
     /// A compact JWS of `payload` (its JSON) signed with ES256: `header.payload.signature`, the
     /// signature `r ‖ s` with the low `s`, the one spelling verifiers accept
-    /// ([`tessera_verify::ecdsa`]).
+    /// ([`tessera_token::ecdsa`]).
     pub(crate) fn sign_jwt(&self, payload: &[u8]) -> anyhow::Result<String> {
         let mut token = String::with_capacity(self.header.len() + payload.len() * 4 / 3 + 92);
         token.push_str(&self.header);
@@ -125,7 +125,7 @@ impl SigningKey {
         let signature =
             self.pair.sign(&SystemRandom::new(), token.as_bytes()).map_err(|_| anyhow::anyhow!("signing failed"))?;
         let mut signature = signature.as_ref().to_vec();
-        tessera_verify::ecdsa::normalize_s(&mut signature);
+        tessera_token::ecdsa::normalize_s(&mut signature);
         token.push('.');
         URL_SAFE_NO_PAD.encode_string(&signature, &mut token);
         Ok(token)

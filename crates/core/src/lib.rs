@@ -28,8 +28,8 @@ pub mod store;
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 pub mod testing;
 
-pub use tessera_verify::{SessionId, Timestamp, UserId};
-pub use tessera_verify::{clock, duration, ids, random, revocation};
+pub use tessera_token::{SessionId, Timestamp, UserId};
+pub use tessera_token::{clock, duration, ids, random, revocation};
 
 /// An error with every cause behind it, outermost first: `store unavailable: pool timed out: …`.
 /// What a log line needs; `Display` of a wrapper error alone often says only its own layer.

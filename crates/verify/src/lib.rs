@@ -34,30 +34,28 @@
 //! checked on every request.
 //!
 //! Modules:
-//! - [`claims`]: the access-token claims, defined once for tessera and every verifier.
-//! - [`jwk`]: JWK sets and the decoding keys built from them.
-//! - [`validate`]: the token check itself, shared by tessera's own server.
-//! - [`revocation`]: the set of ended sessions and the feed's wire format.
 //! - [`verifier`]: the [`Verifier`] a service builds: key cache, feed subscriber, policy.
-//! - [`http`]: the axum extractor [`Authenticated`], the tower layer, RFC 6750 errors.
+//! - `http` (feature `axum`, on by default): the axum extractor [`Authenticated`], the tower
+//!   layer, RFC 6750 errors. Without it the crate checks tokens and follows the feed with no
+//!   axum, tower or WebSocket code.
+//! - re-exported from `tessera-token` (which has no HTTP stack, for services that only check
+//!   tokens): [`claims`], [`jwk`], [`validate`], [`revocation`], [`ids`], [`clock`],
+//!   [`duration`], [`ecdsa`], [`random`].
 
-pub mod claims;
-pub mod clock;
-pub mod duration;
-pub mod ecdsa;
+mod caller;
+#[cfg(feature = "axum")]
 pub mod http;
-pub mod ids;
-pub mod jwk;
-pub mod random;
-pub mod revocation;
-pub mod validate;
 pub mod verifier;
+
+pub use tessera_token::{claims, clock, duration, ecdsa, ids, jwk, random, revocation, validate};
 
 mod feed;
 mod keycache;
 
+pub use caller::{Authenticated, VerifyError};
 pub use claims::AccessClaims;
 pub use clock::Timestamp;
-pub use http::{Authenticated, RequireAuthLayer, VerifyError};
+#[cfg(feature = "axum")]
+pub use http::RequireAuthLayer;
 pub use ids::{SessionId, UserId};
 pub use verifier::{FeedLossPolicy, Verifier, VerifierBuilder};

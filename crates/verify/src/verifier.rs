@@ -4,10 +4,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use crate::caller::{Authenticated, VerifyError};
 use crate::claims::DEFAULT_AUDIENCE;
 use crate::clock::Timestamp;
 use crate::feed::{self, FeedState};
-use crate::http::{Authenticated, VerifyError};
 use crate::ids::SessionId;
 use crate::keycache::{FetchError, KeyCache};
 use crate::revocation::FEED_PATH;
@@ -299,12 +299,14 @@ impl Verifier {
     }
 
     /// The axum layer that makes this verifier available to the [`Authenticated`] extractor.
+    #[cfg(feature = "axum")]
     pub fn extension(&self) -> axum::Extension<Verifier> {
         axum::Extension(self.clone())
     }
 
     /// A tower layer that refuses requests without a valid token (RFC 6750) and hands the
     /// caller to the service as an [`Authenticated`] request extension.
+    #[cfg(feature = "axum")]
     pub fn require(&self) -> crate::http::RequireAuthLayer {
         crate::http::RequireAuthLayer::new(self.clone())
     }

@@ -1,4 +1,4 @@
-//! The check of an access token, shared by tessera itself and every [`crate::Verifier`].
+//! The check of an access token, shared by tessera itself and every verifier (`tessera-verify`).
 //!
 //! [`Validator::validate`] pins ES256, finds the key by `kid`, verifies the signature, and
 //! checks `iss`, `aud` and `exp` against the caller's clock (`now`, in milliseconds: a token is
