@@ -52,7 +52,7 @@
 //! sessions are logged in and out on instance A while the verifier follows instance B's feed.
 //! Without the variable that row is skipped, with a note on stderr.
 //!
-//! And, only when `--only` names it (it takes minutes), `scale` ([`scale`]): SPEC §8's scale
+//! And, only when `--only` names it (it takes minutes), `scale` ([`scale`]): docs/benchmarks.md's scale
 //! row, refresh's p99 with 1 000 000 stored sessions against that with 1 000 (target ≤ 2×),
 //! on SQLite and, when `TESSERA_TEST_REDIS_URL` is set, on Redis. Each size gets a fresh server
 //! on a store filled beforehand through `tessera-store` with sessions of the server's shape;

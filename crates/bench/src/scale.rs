@@ -1,4 +1,4 @@
-//! `scale`: SPEC §8's scale row — with 1 000 000 stored sessions, refresh's p99 no worse than
+//! `scale`: docs/benchmarks.md's scale row — with 1 000 000 stored sessions, refresh's p99 no worse than
 //! twice that with 1 000.
 //!
 //! For each store (SQLite, and Redis when `TESSERA_TEST_REDIS_URL` names one), two fresh data

@@ -44,7 +44,7 @@ pub const CEILING_HTTP: &str = "ceiling-http";
 pub const CEILING_SQLITE: &str = "ceiling-sqlite";
 pub const CEILING_ARGON2: &str = "ceiling-argon2";
 
-/// The least `me / ceiling-http` throughput (SPEC §8).
+/// The least `me / ceiling-http` throughput (docs/benchmarks.md).
 pub const MIN_HTTP_RATIO: f64 = 0.60;
 /// The least `refresh / ceiling-sqlite` throughput with sessions in SQLite: group commit.
 pub const MIN_SQLITE_RATIO: f64 = 1.5;

@@ -4,7 +4,7 @@
 //! 57 bytes, 76 characters, of which the 256-bit MAC is what nobody can guess without the key.
 //! The store keeps only each session's current generation, so a copy of the database holds
 //! nothing that works as a token, and a rotated token's successor can be *recomputed* (the
-//! grace window of SPEC §2 returns it byte for byte) instead of stored. The key lives beside the
+//! grace window of README, "Tokens and sessions" returns it byte for byte) instead of stored. The key lives beside the
 //! signing keys, never in the database, so both must leak before anyone can mint a token.
 //!
 //! Reuse is decided by generation, not by clock: a token whose generation is behind its

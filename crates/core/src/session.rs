@@ -4,7 +4,7 @@
 //! generation, and the refresh token of generation `g` is valid only while the session is at `g`.
 //! The store performs the move atomically (compare-and-set on the generation). When that fails,
 //! [`judge_stale`] decides, from the session as the store now has it, what the presented token is:
-//! the grace case of SPEC §2, a replay (theft: end the session), or simply dead.
+//! the grace case of README, "Tokens and sessions", a replay (theft: end the session), or simply dead.
 
 use std::time::Duration;
 

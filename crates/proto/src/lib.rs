@@ -40,7 +40,7 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// The error codes of the API (SPEC §1), serialised in `UPPER_SNAKE_CASE`.
+/// The error codes of the API (README, "API (v1)"), serialised in `UPPER_SNAKE_CASE`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ErrorCode {
@@ -149,7 +149,7 @@ impl<T> Envelope<T> {
     }
 }
 
-/// How a login wants its refresh token delivered (SPEC §4).
+/// How a login wants its refresh token delivered (README, "Browser transport").
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RefreshTransport {

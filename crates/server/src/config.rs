@@ -17,6 +17,8 @@ use tessera_core::service::Lifetimes;
 
 use crate::conn::ConnLimits;
 use crate::net::TrustedProxies;
+pub use crate::ratelimit::Rate;
+pub use crate::telemetry::LogFormat;
 
 /// Flags of `tessera serve`, each also readable from its `TESSERA_*` variable.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -205,19 +207,6 @@ impl DurationValue {
             Self::Text(t) => t,
         }
     }
-}
-
-/// A limit of `count` events per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Rate {
-    pub count: u32,
-    pub per: Duration,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 /// A store URL that may hold a password: shown with the password masked by `Debug`.

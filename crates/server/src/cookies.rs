@@ -1,4 +1,4 @@
-//! The browser transport of refresh tokens (SPEC §4): the `HttpOnly` cookie and the CSRF check
+//! The browser transport of refresh tokens (README, "Browser transport"): the `HttpOnly` cookie and the CSRF check
 //! that cookie-authenticated requests must pass.
 
 use axum::http::{HeaderMap, HeaderValue, header};
@@ -10,7 +10,7 @@ use crate::error::AppError;
 /// The cookie's name with `Secure`. The `__Secure-` prefix makes browsers refuse the name from
 /// any page that is not https, so a man in the middle of some plain-http page of the site
 /// cannot plant a cookie of this name. (`__Host-` would also refuse one planted by a sibling
-/// host, but it requires `Path=/`, and SPEC §4 scopes the cookie to `/api/auth` so that no
+/// host, but it requires `Path=/`, and README, "Browser transport" scopes the cookie to `/api/auth` so that no
 /// other path of the host — a page, an app on another port — ever receives the token.)
 pub const SECURE_COOKIE_NAME: &str = "__Secure-tessera_refresh";
 /// The cookie's name without `Secure` (`--insecure-cookies`, plain-http development), where

@@ -12,9 +12,9 @@ use axum::response::{IntoResponse, Response};
 use tessera_core::service::AuthError;
 use tessera_proto::{Envelope, ErrorBody, ErrorCode};
 
-/// The message of every `UNAUTHORIZED` (SPEC §1).
+/// The message of every `UNAUTHORIZED` (README, "API (v1)").
 pub const UNAUTHORIZED_MESSAGE: &str = "Invalid or expired token";
-/// The message of every `INVALID_TOKEN` (SPEC §1).
+/// The message of every `INVALID_TOKEN` (README, "API (v1)").
 pub const INVALID_TOKEN_MESSAGE: &str = "Invalid or expired refresh token";
 
 #[derive(Debug)]

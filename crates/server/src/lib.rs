@@ -1,6 +1,7 @@
 //! tessera's HTTP server: configuration, start-up, routes, extractors and error mapping.
 //!
-//! [`app`] builds the router from an [`AppState`] (tests can drive it without a socket);
+//! [`routes::router`] builds every route; [`app`] puts the layers every request passes around
+//! it, over an [`AppState`] (tests drive it in process: `tests/router.rs`);
 //! [`serve`] resolves stores and keys from [`Settings`], starts the background work (revocation
 //! catch-up, key reload, purge) and serves until the shutdown signal, finishing in-flight
 //! requests.
@@ -27,9 +28,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::Router;
-use axum::http::{HeaderValue, Method, Uri, header};
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::http::HeaderValue;
+use axum::response::IntoResponse;
 use tessera_core::access::AccessTokens;
 use tessera_core::clients::Clients;
 use tessera_core::clock::{Clock, SystemClock};
@@ -38,7 +38,6 @@ use tessera_core::password::PasswordHasher;
 use tessera_core::refresh::RefreshTokenCodec;
 use tessera_core::service::{AuthService, Maintenance};
 use tessera_core::store::{ClientStore, LimitStore, SessionStore, UserStore};
-use tessera_proto::ErrorCode;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -48,44 +47,18 @@ use crate::error::AppError;
 use crate::ratelimit::Throttle;
 pub use crate::state::{AppState, HttpPolicy};
 
-/// The whole HTTP surface.
+/// The whole HTTP surface: every route ([`routes::router`]) behind the layers every request
+/// passes.
 pub fn app(state: AppState) -> Router {
     let origins: Vec<HeaderValue> =
         state.cookies().allowed_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-    let (api, document) = openapi::routes(never_cache).split_for_parts();
-    let document = Arc::new(document.to_pretty_json().unwrap_or_default());
-    api.route("/openapi.json", get(move || routes::meta::openapi(document.clone())))
-        .route("/", get(routes::web::index))
-        .route("/app.js", get(routes::web::script))
-        .route("/tessera.js", get(routes::web::library))
-        .route("/tessera-frame.html", get(routes::web::frame))
-        .route("/tessera-frame.js", get(routes::web::frame_script))
-        .route("/app.css", get(routes::web::style))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+    routes::router()
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             AppError::internal(anyhow::anyhow!("handler panicked")).into_response()
         }))
         // Outermost, so that preflights are answered before routing by method.
         .layer(middleware::RequestContextLayer::new(origins))
         .with_state(state)
-}
-
-/// Token responses must not be stored by any cache (RFC 6749 §5.1); nor should anything else
-/// of the auth API.
-fn never_cache(mut response: Response) -> std::future::Ready<Response> {
-    let headers = response.headers_mut();
-    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    std::future::ready(response)
-}
-
-async fn not_found(method: Method, uri: Uri) -> AppError {
-    AppError::new(ErrorCode::NotFound, format!("No route for {method} {}", uri.path()))
-}
-
-async fn method_not_allowed(method: Method, uri: Uri) -> AppError {
-    AppError::new(ErrorCode::MethodNotAllowed, format!("{method} is not allowed on {}", uri.path()))
 }
 
 /// Builds the service and the state from settings and opened stores; `bound` is the address
@@ -287,22 +260,9 @@ fn fit_to_file_limit(wanted: usize) -> usize {
     wanted.min(room)
 }
 
-#[allow(unsafe_code)]
+/// The soft limit on open files, raised to the hard limit first where it is lower.
 fn raise_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed to them.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &raw mut limit) != 0 {
-            return None;
-        }
-        if limit.rlim_cur < limit.rlim_max {
-            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &raw const raised) == 0 {
-                limit = raised;
-            }
-        }
-    }
-    Some(limit.rlim_cur)
+    rlimit::increase_nofile_limit(u64::MAX).ok()
 }
 
 /// Resolves on SIGINT or SIGTERM. The handlers are installed when this is called (from within

@@ -7,14 +7,9 @@
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use axum::extract::State;
-use axum::http::{HeaderValue, header};
-use axum::response::{IntoResponse, Response};
 use tessera_core::audit::AuditEvent;
 use tracing::field::{Field, Visit};
 use tracing_subscriber::layer::{Context, Layer};
-
-use crate::state::AppState;
 
 static AUDIT_COUNTS: [AtomicU64; AuditEvent::ALL.len()] = [const { AtomicU64::new(0) }; AuditEvent::ALL.len()];
 /// Responses by status class: 1xx … 5xx.
@@ -71,9 +66,14 @@ impl Visit for AuditVisitor {
     fn record_debug(&mut self, _: &Field, _: &dyn std::fmt::Debug) {}
 }
 
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
-pub async fn render(State(state): State<AppState>) -> Response {
+/// What the server's own state adds to the counters kept here.
+pub struct Gauges {
+    pub revoked_sessions: usize,
+    pub signing_keys: usize,
+}
+
+/// Every metric, in Prometheus' text exposition format.
+pub fn exposition(gauges: Gauges) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# HELP tessera_http_responses_total HTTP responses by status class.");
     let _ = writeln!(out, "# TYPE tessera_http_responses_total counter");
@@ -98,13 +98,11 @@ pub async fn render(State(state): State<AppState>) -> Response {
     let _ = writeln!(out, "tessera_connections_refused_total {}", REFUSED_CONNECTIONS.load(Ordering::Relaxed));
     let _ = writeln!(out, "# HELP tessera_revoked_sessions Ended sessions whose access tokens may still be alive.");
     let _ = writeln!(out, "# TYPE tessera_revoked_sessions gauge");
-    let _ = writeln!(out, "tessera_revoked_sessions {}", state.auth().revoked().len());
+    let _ = writeln!(out, "tessera_revoked_sessions {}", gauges.revoked_sessions);
     let _ = writeln!(out, "# HELP tessera_signing_keys Signing keys loaded.");
     let _ = writeln!(out, "# TYPE tessera_signing_keys gauge");
-    let _ = writeln!(out, "tessera_signing_keys {}", state.auth().access_tokens().keys().kids().len());
-    let mut response = out.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
-    response
+    let _ = writeln!(out, "tessera_signing_keys {}", gauges.signing_keys);
+    out
 }
 
 #[cfg(test)]

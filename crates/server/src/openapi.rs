@@ -1,17 +1,11 @@
-//! The OpenAPI 3.1 document of the whole HTTP API, served at `/openapi.json`.
-//!
-//! Every route of the API is registered through [`routes`] with the `#[utoipa::path]`
-//! annotation of its handler, so a route cannot exist without its entry in the document; the
-//! end-to-end suite checks that every status a route answers is one its entry lists.
+//! The OpenAPI 3.1 document of the whole HTTP API, served at `/openapi.json`: its frame here;
+//! every route's entry comes from the `#[utoipa::path]` annotation of its handler, registered
+//! with the route itself in [`crate::routes::router`], so a route cannot exist without its entry
+//! in the document. The end-to-end suite checks that every status a route answers is one its
+//! entry lists.
 
-use axum::response::Response;
 use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
 use utoipa::{Modify, OpenApi};
-use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
-use utoipa_axum::routes;
-
-use crate::state::AppState;
-use crate::{metrics, routes as r};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -43,38 +37,8 @@ impl Modify for SecuritySchemes {
     }
 }
 
-/// An OAuth endpoint: other methods get an RFC 6749 error, not the envelope.
-fn oauth(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
-    let (schemas, paths, method_router) = route;
-    (schemas, paths, method_router.fallback(r::oauth::method_not_allowed))
-}
-
-/// The API's routes, each with its document entry. `auth_layer` wraps the `/api/auth` routes.
-pub fn routes(auth_layer: fn(Response) -> std::future::Ready<Response>) -> OpenApiRouter<AppState> {
-    let auth = OpenApiRouter::new()
-        .routes(routes!(r::auth::register))
-        .routes(routes!(r::auth::login))
-        .routes(routes!(r::auth::refresh))
-        .routes(routes!(r::auth::logout))
-        .routes(routes!(r::auth::logout_all))
-        .routes(routes!(r::auth::me))
-        .routes(routes!(r::account::settings))
-        .routes(routes!(r::account::anonymous))
-        .routes(routes!(r::account::upgrade))
-        .routes(routes!(r::account::change_password))
-        .routes(routes!(r::account::delete_account))
-        .routes(routes!(r::sessions::list))
-        .routes(routes!(r::sessions::revoke))
-        .routes(routes!(r::revocations::stream))
-        .layer(axum::middleware::map_response(auth_layer));
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
-        .nest("/api/auth", auth)
-        .routes(routes!(r::meta::jwks))
-        .routes(routes!(r::oauth::metadata))
-        .routes(oauth(routes!(r::oauth::token)))
-        .routes(oauth(routes!(r::oauth::revoke)))
-        .routes(oauth(routes!(r::oauth::introspect)))
-        .routes(routes!(r::meta::healthz))
-        .routes(routes!(r::meta::readyz))
-        .routes(routes!(metrics::render))
+/// The document's frame (title, tags, security schemes); [`crate::routes::router`] adds every
+/// route's entry as it registers the route.
+pub fn document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
 }

@@ -20,8 +20,14 @@ use std::time::{Duration, Instant};
 use tessera_core::clock::Clock;
 use tessera_core::store::LimitStore;
 
-use crate::config::Rate;
 use crate::net::AddressGroup;
+
+/// A limit of `count` events per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub per: Duration,
+}
 
 /// A limit counted across instances when a shared store is given.
 pub struct Throttle<K> {

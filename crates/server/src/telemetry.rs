@@ -25,7 +25,6 @@ use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
-use crate::config::LogFormat;
 use crate::log_writer::{self, LogGuard};
 use crate::metrics::AuditCounter;
 
@@ -34,6 +33,13 @@ use crate::metrics::AuditCounter;
 /// megabyte is waiting, callers wait. Keep the guard until the process ends: dropping it writes
 /// out what is left.
 #[must_use = "dropping the guard stops the logging thread"]
+/// How log lines are written: text for people, JSON lines for machines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
 pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = match "audit=info".parse() {

@@ -13,7 +13,7 @@
 //! in one Cluster slot: rotation reads and writes only its session's hash, in one Lua script
 //! (one round trip, no check-then-act race).
 //!
-//! Nothing here is ever swept by scanning the keyspace (SPEC §8: the purge must not scan all
+//! Nothing here is ever swept by scanning the keyspace (docs/benchmarks.md: the purge must not scan all
 //! sessions). Each session hash is written together with its deadline (`PEXPIREAT`, in the
 //! same script) a day after its refresh token could last be used or after its end, so it leaves
 //! by itself. A user's index drops the ids whose sessions cannot be active any more each time
@@ -528,7 +528,7 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> SessionStore for RedisSt
     /// Trims the feed to its window, and nothing else: session hashes leave by their own
     /// deadlines (set with every write, a day after the session expires or ends, as the server's
     /// purge asks) and the user indexes as they are written or read, so a purge never walks the
-    /// sessions (SPEC §8). Hence it returns 0, and a caller asking for an earlier cut than the
+    /// sessions (docs/benchmarks.md). Hence it returns 0, and a caller asking for an earlier cut than the
     /// deadlines (the contract suite's `purge_deletes_only_dead_sessions` does) finds the
     /// sessions still there until their keys expire. Stream ids carry Redis's clock, close
     /// enough to ours for a window of minutes.

@@ -102,7 +102,7 @@ CREATE INDEX users_guests ON users (id) WHERE is_anonymous = 1;
 
 // The queries on the session tables that run while they are large, each served by an index
 // (the purge and the feed read only what they return or delete, the list only the user's
-// sessions; SPEC §8): `query_plans_use_indexes` below checks them with EXPLAIN QUERY PLAN.
+// sessions; docs/benchmarks.md): `query_plans_use_indexes` below checks them with EXPLAIN QUERY PLAN.
 const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at < ? OR ended_at < ?";
 const PURGE_FEED: &str = "DELETE FROM session_ends WHERE ended_at < ?";
 const FEED_AFTER: &str = "SELECT position, id, ended_at FROM session_ends WHERE position > ? ORDER BY position LIMIT ?";
@@ -521,7 +521,7 @@ mod tests {
 
     use super::*;
 
-    /// SPEC §8: at a million sessions, the purge, the feed read and a user's list must not scan
+    /// docs/benchmarks.md: at a million sessions, the purge, the feed read and a user's list must not scan
     /// the session tables. SQLite shows a full scan as `SCAN <table>`, an index as `SEARCH`.
     #[tokio::test]
     async fn query_plans_use_indexes() {

@@ -3,7 +3,7 @@
 //! without it these tests fail (they never skip silently).
 //!
 //! The contract's `purge_deletes_only_dead_sessions` is left out, as for the Cluster: the purge
-//! here does not walk the sessions (SPEC §8), they leave by the deadlines of their keys, which
+//! here does not walk the sessions (docs/benchmarks.md), they leave by the deadlines of their keys, which
 //! the contract's made-up clock cannot reach. The tests below check those deadlines instead, and
 //! that a user's index forgets what can no longer be active.
 

@@ -56,3 +56,15 @@ pub async fn openapi(document: std::sync::Arc<String>) -> Response {
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     response
 }
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let gauges = crate::metrics::Gauges {
+        revoked_sessions: state.auth().revoked().len(),
+        signing_keys: state.auth().access_tokens().keys().kids().len(),
+    };
+    let mut response = crate::metrics::exposition(gauges).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4"));
+    response
+}

@@ -1,4 +1,4 @@
-//! The browser transport (SPEC §4): refresh token only in an HttpOnly cookie, CSRF-checked.
+//! The browser transport (README, "Browser transport"): refresh token only in an HttpOnly cookie, CSRF-checked.
 
 use reqwest::Method;
 use serde_json::{Value, json};

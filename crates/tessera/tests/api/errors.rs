@@ -1,4 +1,4 @@
-//! Every row of the error table of SPEC §1, and malformed input of every kind.
+//! Every row of the error table of README, "API (v1)", and malformed input of every kind.
 
 use std::time::{Duration, Instant};
 

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 
 use super::helpers::{PASSWORD, TestServer, unique_email};
 
-/// The codes SPEC §1 documents (and `REQUEST_TIMEOUT` for a body that never arrives).
+/// The codes README, "API (v1)" documents (and `REQUEST_TIMEOUT` for a body that never arrives).
 const CODES: &[&str] = &[
     "INVALID_REQUEST",
     "MISSING_TOKEN",

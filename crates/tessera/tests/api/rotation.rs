@@ -1,4 +1,4 @@
-//! Refresh-token rotation (SPEC §2): strict by default, grace on request, reuse ends the session.
+//! Refresh-token rotation (README, "Tokens and sessions"): strict by default, grace on request, reuse ends the session.
 
 use std::time::Duration;
 
