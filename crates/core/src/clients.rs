@@ -10,7 +10,7 @@ use std::sync::Arc;
 use aws_lc_rs::{constant_time, digest};
 
 use crate::clock::Timestamp;
-use crate::store::{ClientStore, StoreError, StoreResult};
+use crate::store::{ClientStore, StoreError, StoreResult, UniqueKey};
 
 /// A registered client as stored.
 #[derive(Clone, PartialEq, Eq)]
@@ -89,7 +89,7 @@ impl Clients {
         };
         match self.store.create_client(&client).await {
             Ok(()) => Ok((client, secret)),
-            Err(StoreError::ClientNameTaken) => Err(ClientError::NameTaken(name.to_owned())),
+            Err(StoreError::Conflict(UniqueKey::ClientName)) => Err(ClientError::NameTaken(name.to_owned())),
             Err(e) => Err(ClientError::Store(e)),
         }
     }

@@ -18,17 +18,25 @@ use crate::session::{Rotation, Session};
 
 type Cause = Box<dyn std::error::Error + Send + Sync>;
 
+/// A unique key of the stores that a write can collide with. Which one is the store's fact;
+/// what it means to a caller (`EMAIL_TAKEN`, a client name in use, a bug) is the domain's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UniqueKey {
+    /// A user's `email_key`.
+    Email,
+    /// A user's `username_key`.
+    Username,
+    /// An OAuth client's name.
+    ClientName,
+    /// A primary key: a user, session or client id (fresh ids never collide: a bug).
+    Id,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// A user with that email key exists already.
-    #[error("email already registered")]
-    EmailTaken,
-    /// A user with that username key exists already.
-    #[error("username already registered")]
-    UsernameTaken,
-    /// An OAuth client with that name exists already.
-    #[error("client name taken")]
-    ClientNameTaken,
+    /// Another row holds that unique key already; the write changed nothing.
+    #[error("unique key taken: {0:?}")]
+    Conflict(UniqueKey),
     /// The backend cannot be reached or timed out: the request may succeed later.
     #[error("store unavailable")]
     Unavailable(#[source] Cause),
@@ -51,8 +59,8 @@ pub type StoreResult<T> = Result<T, StoreError>;
 
 #[async_trait]
 pub trait UserStore: Send + Sync + 'static {
-    /// Stores a new user; [`StoreError::EmailTaken`] or [`StoreError::UsernameTaken`] if its
-    /// `email_key` or `username_key` is taken — which one, exactly.
+    /// Stores a new user; [`StoreError::Conflict`] with [`UniqueKey::Email`] or
+    /// [`UniqueKey::Username`] if its `email_key` or `username_key` is taken — which one, exactly.
     async fn create_user(&self, user: &User) -> StoreResult<()>;
 
     /// The user whose `email_key` equals `email_key` exactly.
@@ -153,7 +161,8 @@ pub trait LimitStore: Send + Sync + 'static {
 /// Registered OAuth clients (in the user database, so every instance knows them).
 #[async_trait]
 pub trait ClientStore: Send + Sync + 'static {
-    /// Stores a new client; [`StoreError::ClientNameTaken`] if its name is taken.
+    /// Stores a new client; [`StoreError::Conflict`] with [`UniqueKey::ClientName`] if its name
+    /// is taken.
     async fn create_client(&self, client: &OAuthClient) -> StoreResult<()>;
 
     async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>>;

@@ -12,7 +12,7 @@ use tessera_core::account::User;
 use tessera_core::clients::OAuthClient;
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{ClientStore, SessionStore, StoreError, UserStore};
+use tessera_core::store::{ClientStore, SessionStore, StoreError, UniqueKey, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
 /// A backend under test. `guard` keeps whatever the stores need alive (a temp dir, a schema).
@@ -124,7 +124,7 @@ pub async fn users_are_found_by_id_and_by_email_key(s: &Stores) {
 pub async fn a_taken_email_key_is_refused(s: &Stores) {
     s.users.create_user(&user("bob@example.com")).await.unwrap();
     let err = s.users.create_user(&user("BOB@example.com")).await.unwrap_err();
-    assert!(matches!(err, StoreError::EmailTaken), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict(UniqueKey::Email)), "{err:?}");
 }
 
 pub async fn users_are_found_by_username_and_a_taken_one_is_named_as_such(s: &Stores) {
@@ -133,9 +133,9 @@ pub async fn users_are_found_by_username_and_a_taken_one_is_named_as_such(s: &St
     assert_eq!(s.users.find_user_by_username("ada").await.unwrap(), Some(ada.clone()));
     assert_eq!(s.users.find_user_by_username("Ada").await.unwrap(), None, "lookup is by the exact key");
     let err = s.users.create_user(&with_username(user("other@example.com"), "ADA")).await.unwrap_err();
-    assert!(matches!(err, StoreError::UsernameTaken), "a taken username is not a taken email: {err:?}");
+    assert!(matches!(err, StoreError::Conflict(UniqueKey::Username)), "a taken username is not a taken email: {err:?}");
     let err = s.users.create_user(&with_username(user("ADA@example.com"), "someone")).await.unwrap_err();
-    assert!(matches!(err, StoreError::EmailTaken), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict(UniqueKey::Email)), "{err:?}");
     // Accounts without an email, or without a username, do not collide on the missing one.
     let only_name = User { email: None, email_key: None, ..with_username(user("x@example.com"), "only_name") };
     let also_only_name = User { email: None, email_key: None, ..with_username(user("y@example.com"), "also_only") };
@@ -158,8 +158,8 @@ pub async fn a_guest_is_upgraded_in_place_and_a_conflict_changes_nothing(s: &Sto
     ] {
         let err = s.users.update_user(&clash, None).await.unwrap_err();
         let named = match err {
-            StoreError::EmailTaken => "email",
-            StoreError::UsernameTaken => "username",
+            StoreError::Conflict(UniqueKey::Email) => "email",
+            StoreError::Conflict(UniqueKey::Username) => "username",
             ref other => panic!("{other:?}"),
         };
         assert_eq!(named, expected);
@@ -466,7 +466,7 @@ pub async fn clients_round_trip_and_their_names_are_unique(s: &Stores) {
     assert_eq!(s.clients.find_client("tc_9").await.unwrap(), None);
     assert_eq!(s.clients.list_clients().await.unwrap(), vec![billing.clone(), reports.clone()]);
     let err = s.clients.create_client(&client("tc_3", "billing", 3)).await.unwrap_err();
-    assert!(matches!(err, StoreError::ClientNameTaken), "{err:?}");
+    assert!(matches!(err, StoreError::Conflict(UniqueKey::ClientName)), "{err:?}");
 
     assert!(s.clients.delete_client("tc_1").await.unwrap(), "by id");
     assert!(s.clients.delete_client("reports").await.unwrap(), "by name");

@@ -17,6 +17,7 @@ use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
+use crate::sql::unique_key;
 use crate::sql::{
     SESSION_COLUMNS, client_from_row, ended_from_row, feed_position, generation, limit, session_from_row,
     session_id_from_row, user_from_row, user_id_from_row,
@@ -162,7 +163,9 @@ async fn migrate(pool: &PgPool) -> StoreResult<()> {
 
 fn classify(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::EmailTaken,
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(unique_key(d.constraint().unwrap_or_default()))
+        }
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
         | sqlx::Error::PoolTimedOut
@@ -177,18 +180,6 @@ fn classify(e: sqlx::Error) -> StoreError {
             StoreError::unavailable(e)
         }
         _ => StoreError::other(e),
-    }
-}
-
-/// Which unique key a violation is about, by the constraint's name.
-fn user_conflict(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => match d.constraint() {
-            Some(c) if c.contains("username_key") => StoreError::UsernameTaken,
-            Some(c) if c.contains("email_key") => StoreError::EmailTaken,
-            _ => StoreError::other(e),
-        },
-        _ => classify(e),
     }
 }
 
@@ -209,7 +200,7 @@ impl UserStore for PostgresStore {
         .bind(user.created_at.as_millis())
         .execute(&self.pool)
         .await
-        .map_err(user_conflict)?;
+        .map_err(classify)?;
         Ok(())
     }
 
@@ -255,7 +246,7 @@ impl UserStore for PostgresStore {
         .bind(expected_password_hash)
         .execute(&self.pool)
         .await
-        .map_err(user_conflict)?;
+        .map_err(classify)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -298,10 +289,7 @@ impl ClientStore for PostgresStore {
             .bind(client.created_at.as_millis())
             .execute(&self.pool)
             .await
-            .map_err(|e| match classify(e) {
-                StoreError::EmailTaken => StoreError::ClientNameTaken,
-                other => other,
-            })?;
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -350,10 +338,7 @@ impl SessionStore for PostgresStore {
         .bind(&s.ip)
         .execute(&self.pool)
         .await
-        .map_err(|e| match classify(e) {
-            StoreError::EmailTaken => StoreError::other("session id collision"),
-            other => other,
-        })?;
+        .map_err(classify)?;
         Ok(())
     }
 

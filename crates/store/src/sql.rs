@@ -5,8 +5,22 @@ use tessera_core::account::User;
 use tessera_core::clients::OAuthClient;
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::Session;
-use tessera_core::store::{StoreError, StoreResult};
+use tessera_core::store::{StoreError, StoreResult, UniqueKey};
 use tessera_core::{SessionId, Timestamp, UserId};
+
+/// The unique key a constraint guards, from its name as the backend reports it (PostgreSQL's
+/// constraint, `tessera_users_email_key`; SQLite's columns, `users.email_key`).
+pub fn unique_key(constraint: &str) -> UniqueKey {
+    if constraint.contains("username_key") {
+        UniqueKey::Username
+    } else if constraint.contains("email_key") {
+        UniqueKey::Email
+    } else if constraint.contains("oauth_clients") && constraint.contains("name") {
+        UniqueKey::ClientName
+    } else {
+        UniqueKey::Id
+    }
+}
 
 pub const SESSION_COLUMNS: &str =
     "id, user_id, generation, created_at, last_used_at, expires_at, absolute_expires_at, ended_at, user_agent, ip";

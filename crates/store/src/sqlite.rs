@@ -22,6 +22,7 @@ use tessera_core::{SessionId, Timestamp, UserId};
 
 /// The columns of a session row, in the order tessera reads them.
 pub use crate::sql::SESSION_COLUMNS;
+use crate::sql::unique_key;
 use crate::sql::{
     client_from_row, ended_from_row, feed_position, generation, limit, session_from_row, session_id_from_row,
     user_from_row, user_id_from_row,
@@ -218,7 +219,8 @@ async fn migrate(conn: &mut SqliteConnection) -> StoreResult<()> {
 
 pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::EmailTaken,
+        // SQLite names the columns: "UNIQUE constraint failed: users.email_key".
+        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::Conflict(unique_key(d.message())),
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => {
             StoreError::unavailable(e)
         }
@@ -248,13 +250,6 @@ fn insert_session<'q>(
         .bind(&s.ip))
 }
 
-fn insert_error(e: sqlx::Error) -> StoreError {
-    match classify(e) {
-        StoreError::EmailTaken => StoreError::other("session id collision"),
-        other => other,
-    }
-}
-
 impl SqliteStore {
     /// Stores many new sessions in one transaction, as [`SessionStore::create_session`] stores
     /// each: for loading a database quickly (the benchmark's million sessions).
@@ -262,7 +257,7 @@ impl SqliteStore {
         let sql = insert_session_query();
         let mut tx = self.writer.begin().await.map_err(classify)?;
         for s in sessions {
-            insert_session(&sql, s)?.execute(&mut *tx).await.map_err(insert_error)?;
+            insert_session(&sql, s)?.execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
     }
@@ -270,20 +265,6 @@ impl SqliteStore {
 
 const USER_COLUMNS: &str = "id, email, email_key, username, username_key, password_hash, is_anonymous, created_at";
 const GUESTS: &str = "SELECT id FROM users WHERE is_anonymous = 1 AND created_at < ? AND id > ? ORDER BY id LIMIT ?";
-
-/// Which unique key a violation is about: SQLite names the column (`users.username_key`).
-fn user_conflict(e: sqlx::Error) -> StoreError {
-    match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains("username_key") => {
-            StoreError::UsernameTaken
-        }
-        sqlx::Error::Database(d) if d.is_unique_violation() && d.message().contains("email_key") => {
-            StoreError::EmailTaken
-        }
-        sqlx::Error::Database(d) if d.is_unique_violation() => StoreError::other("user id collision"),
-        _ => classify(e),
-    }
-}
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -299,7 +280,7 @@ impl UserStore for SqliteStore {
             .bind(user.created_at.as_millis())
             .execute(&self.writer)
             .await
-            .map_err(user_conflict)?;
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -345,7 +326,7 @@ impl UserStore for SqliteStore {
         .bind(expected_password_hash)
         .execute(&self.writer)
         .await
-        .map_err(user_conflict)?;
+        .map_err(classify)?;
         Ok(done.rows_affected() == 1)
     }
 
@@ -386,10 +367,7 @@ impl ClientStore for SqliteStore {
             .bind(client.created_at.as_millis())
             .execute(&self.writer)
             .await
-            .map_err(|e| match classify(e) {
-                StoreError::EmailTaken => StoreError::ClientNameTaken,
-                other => other,
-            })?;
+            .map_err(classify)?;
         Ok(())
     }
 
@@ -423,7 +401,7 @@ impl ClientStore for SqliteStore {
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create_session(&self, s: &Session) -> StoreResult<()> {
-        insert_session(&insert_session_query(), s)?.execute(&self.writer).await.map_err(insert_error)?;
+        insert_session(&insert_session_query(), s)?.execute(&self.writer).await.map_err(classify)?;
         Ok(())
     }
 

@@ -58,5 +58,6 @@ async fn sessions_stored_in_one_batch_are_as_if_stored_one_by_one() {
     }
     assert_eq!(store.list_sessions(user_id, Timestamp::from_millis(3000)).await.unwrap(), sessions);
     let err = store.create_sessions(&sessions[..1]).await.unwrap_err();
-    assert!(matches!(err, tessera_core::store::StoreError::Other(_)), "a taken id: {err:?}");
+    use tessera_core::store::{StoreError, UniqueKey};
+    assert!(matches!(err, StoreError::Conflict(UniqueKey::Id)), "a taken id: {err:?}");
 }

@@ -22,7 +22,7 @@ use crate::password::{HashError, PasswordHasher};
 use crate::refresh::{RefreshToken, RefreshTokenCodec};
 use crate::revocation::RevokedSessions;
 use crate::session::Session;
-use crate::store::{SessionStore, StoreError, UserStore};
+use crate::store::{SessionStore, StoreError, UniqueKey, UserStore};
 
 mod accounts;
 mod maintenance;
@@ -102,9 +102,9 @@ pub enum AuthError {
 impl From<StoreError> for AuthError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::EmailTaken => Self::EmailTaken,
-            StoreError::UsernameTaken => Self::UsernameTaken,
-            e @ StoreError::ClientNameTaken => Self::Internal(e.into()),
+            StoreError::Conflict(UniqueKey::Email) => Self::EmailTaken,
+            StoreError::Conflict(UniqueKey::Username) => Self::UsernameTaken,
+            e @ StoreError::Conflict(_) => Self::Internal(e.into()),
             StoreError::Unavailable(_) => Self::Unavailable(e),
             StoreError::Other(cause) => Self::Internal(anyhow::Error::from_boxed(cause)),
         }

@@ -528,6 +528,7 @@ impl<S: ClientStore + ?Sized> ClientStore for FaultyStore<S> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::UniqueKey;
     use crate::testing::memory::MemoryStore;
 
     fn t(secs: i64) -> Timestamp {
@@ -636,7 +637,10 @@ mod tests {
         assert!(store.end_session(s.id, t(2)).await.unwrap());
         assert_eq!(store.ended_after(None, 10).await.unwrap(), inner.ended_after(None, 10).await.unwrap());
         store.create_user(&user("ada@example.com")).await.unwrap();
-        assert!(matches!(store.create_user(&user("ada@example.com")).await, Err(StoreError::EmailTaken)));
+        assert!(matches!(
+            store.create_user(&user("ada@example.com")).await,
+            Err(StoreError::Conflict(UniqueKey::Email))
+        ));
         assert!(faults.is_healthy());
         assert_eq!(faults.injected(Op::CreateUser), 0);
         assert_eq!(faults.calls(Op::CreateUser), 2);
@@ -712,7 +716,7 @@ mod tests {
         store.create_user(&user("ada@example.com")).await.unwrap();
         faults.fail_always_after_commit(Op::CreateUser);
         let err = store.create_user(&user("ada@example.com")).await.unwrap_err();
-        assert!(matches!(err, StoreError::EmailTaken), "{err:?}");
+        assert!(matches!(err, StoreError::Conflict(UniqueKey::Email)), "{err:?}");
         assert_eq!(faults.injected(Op::CreateUser), 0);
     }
 

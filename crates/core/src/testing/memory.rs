@@ -28,7 +28,7 @@ use crate::account::User;
 use crate::clients::OAuthClient;
 use crate::revocation::{EndedSession, FeedPosition};
 use crate::session::{Rotation, Session};
-use crate::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
+use crate::store::{ClientStore, SessionStore, StoreError, StoreResult, UniqueKey, UserStore};
 use crate::{SessionId, Timestamp, UserId};
 use async_trait::async_trait;
 
@@ -131,9 +131,9 @@ impl Accounts {
             key.as_ref().and_then(|k| index.get(k)).is_some_and(|holder| *holder != user.id)
         };
         if taken(&self.by_email_key, &user.email_key) {
-            Some(StoreError::EmailTaken)
+            Some(StoreError::Conflict(UniqueKey::Email))
         } else if taken(&self.by_username_key, &user.username_key) {
-            Some(StoreError::UsernameTaken)
+            Some(StoreError::Conflict(UniqueKey::Username))
         } else {
             None
         }
@@ -236,7 +236,7 @@ impl ClientStore for MemoryStore {
     async fn create_client(&self, client: &OAuthClient) -> StoreResult<()> {
         let mut accounts = self.accounts();
         if accounts.clients.iter().any(|c| c.name == client.name) {
-            return Err(StoreError::ClientNameTaken);
+            return Err(StoreError::Conflict(UniqueKey::ClientName));
         }
         if accounts.clients.iter().any(|c| c.id == client.id) {
             return Err(StoreError::other("client id collision"));
