@@ -19,6 +19,7 @@ use crate::conn::ConnLimits;
 use crate::net::TrustedProxies;
 pub use crate::ratelimit::Rate;
 pub use crate::telemetry::LogFormat;
+pub use tessera_store::open::{StoreUrl, parse_store_url, redact_url};
 
 /// Flags of `tessera serve`, each also readable from its `TESSERA_*` variable.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -228,29 +229,6 @@ impl std::str::FromStr for SecretUrl {
     }
 }
 
-/// Where a store lives. `Debug` masks passwords.
-#[derive(Clone, PartialEq, Eq)]
-pub enum StoreUrl {
-    Sqlite(PathBuf),
-    Postgres(String),
-    Redis(String),
-    /// `redis+cluster://host:port,host:port,…`: any nodes of a Cluster, as `redis://` URLs.
-    RedisCluster(Vec<String>),
-}
-
-impl std::fmt::Debug for StoreUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Sqlite(path) => f.debug_tuple("Sqlite").field(path).finish(),
-            Self::Postgres(url) => f.debug_tuple("Postgres").field(&redact_url(url)).finish(),
-            Self::Redis(url) => f.debug_tuple("Redis").field(&redact_url(url)).finish(),
-            Self::RedisCluster(nodes) => {
-                f.debug_tuple("RedisCluster").field(&nodes.iter().map(|n| redact_url(n)).collect::<Vec<_>>()).finish()
-            }
-        }
-    }
-}
-
 /// Resolved settings of a server.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -409,29 +387,6 @@ fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
     toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
 }
 
-pub fn parse_store_url(url: &str) -> anyhow::Result<StoreUrl> {
-    if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
-        return Ok(StoreUrl::Sqlite(PathBuf::from(path)));
-    }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Ok(StoreUrl::Postgres(url.to_owned()));
-    }
-    if let Some(nodes) = url.strip_prefix("redis+cluster://") {
-        let nodes: Vec<String> = nodes.split(',').filter(|n| !n.is_empty()).map(|n| format!("redis://{n}")).collect();
-        if nodes.is_empty() {
-            bail!("redis+cluster:// needs at least one host:port");
-        }
-        return Ok(StoreUrl::RedisCluster(nodes));
-    }
-    if url.starts_with("redis://") || url.starts_with("rediss://") || url.starts_with("valkey://") {
-        return Ok(StoreUrl::Redis(url.to_owned()));
-    }
-    bail!(
-        "unsupported store URL `{}`: use sqlite://PATH, postgres://…, redis://… or redis+cluster://…",
-        redact_url(url)
-    )
-}
-
 /// An allowed origin as browsers send it in `Origin`: `scheme://host[:port]`, lowercase, with
 /// at most one trailing slash as configured and none as compared. Anything else — `*`, a path,
 /// a query, credentials — is refused rather than dropped: a list that silently lost an entry
@@ -469,18 +424,6 @@ pub fn parse_origin(text: &str) -> anyhow::Result<String> {
         return Err(refuse("the port is not a number"));
     }
     Ok(format!("{}://{}", scheme.to_ascii_lowercase(), authority.to_ascii_lowercase()))
-}
-
-/// A URL with any password replaced, for messages.
-pub fn redact_url(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme_end), Some(at)) if at > scheme_end => {
-            let userinfo = &url[scheme_end + 3..at];
-            let user = userinfo.split(':').next().unwrap_or("");
-            format!("{}{user}:***{}", &url[..scheme_end + 3], &url[at..])
-        }
-        _ => url.to_owned(),
-    }
 }
 
 /// `N/s`, `N/min`, `N/h`, `N/<duration>` (`10/15min`, `5/90s`) or `off`.

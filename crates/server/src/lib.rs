@@ -26,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use axum::Router;
 use axum::http::HeaderValue;
 use axum::response::IntoResponse;
@@ -37,11 +37,11 @@ use tessera_core::keys::KeyDir;
 use tessera_core::password::PasswordHasher;
 use tessera_core::refresh::RefreshTokenCodec;
 use tessera_core::service::{AuthService, Maintenance};
-use tessera_core::store::{ClientStore, LimitStore, SessionStore, UserStore};
+pub use tessera_store::open::Stores;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
 
-use crate::config::{Settings, StoreUrl, redact_url};
+use crate::config::Settings;
 use crate::cookies::CookiePolicy;
 use crate::error::AppError;
 use crate::ratelimit::Throttle;
@@ -63,7 +63,7 @@ pub fn app(state: AppState) -> Router {
 
 /// Builds the service and the state from settings and opened stores; `bound` is the address
 /// actually listened on.
-pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -> anyhow::Result<AppState> {
+pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Stores) -> anyhow::Result<AppState> {
     // Start-up reads the wall clock once; from here on everything asks the state's clock.
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let now = clock.now();
@@ -111,84 +111,17 @@ pub async fn build_state(settings: &Settings, bound: SocketAddr, db: Database) -
     Ok(AppState::with_clock(auth, Clients::new(db.clients), policy, clock))
 }
 
-/// The stores: users and OAuth clients in the SQL database; sessions there or in Redis; and,
-/// with Redis, the budgets that rate limits share across instances.
-pub struct Database {
-    pub users: Arc<dyn UserStore>,
-    pub clients: Arc<dyn ClientStore>,
-    pub sessions: Arc<dyn SessionStore>,
-    pub limits: Option<Arc<dyn LimitStore>>,
-}
-
-/// Opens (and migrates) the SQL database at `url`.
-async fn open_database(url: &StoreUrl, sqlite_synchronous_full: bool) -> anyhow::Result<Database> {
-    use tessera_store::postgres::PostgresStore;
-    use tessera_store::sqlite::SqliteStore;
-    match url {
-        StoreUrl::Sqlite(db) => {
-            let store = SqliteStore::open(db, sqlite_synchronous_full)
-                .await
-                .with_context(|| format!("cannot open the SQLite database {}", db.display()))?;
-            let store = Arc::new(store);
-            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store, limits: None })
-        }
-        StoreUrl::Postgres(url) => {
-            let store = PostgresStore::connect(url)
-                .await
-                .with_context(|| format!("cannot open the PostgreSQL database {}", redact_url(url)))?;
-            let store = Arc::new(store);
-            Ok(Database { users: store.clone(), clients: store.clone(), sessions: store, limits: None })
-        }
-        StoreUrl::Redis(_) | StoreUrl::RedisCluster(_) => {
-            bail!("Redis holds sessions, not users: use it as --session-store-url, with a SQL --database-url")
-        }
-    }
-}
-
-/// Opens the database and the session store (the same database, or Redis), making the data
-/// directory (mode 0700, with any missing parents) first: on a fresh machine nothing exists yet.
-/// Every command that opens the stores (`serve`, `clients`) comes through here.
-pub async fn open_stores(settings: &Settings) -> anyhow::Result<Database> {
-    use tessera_store::redis::RedisStore;
-    create_private_dir(&settings.data_dir)?;
-    if let StoreUrl::Sqlite(file) = &settings.database
-        && let Some(parent) = file.parent().filter(|p| !p.as_os_str().is_empty())
-    {
-        create_private_dir(parent)?;
-    }
-    let mut db = open_database(&settings.database, settings.sqlite_synchronous_full).await?;
-    match &settings.session_store {
-        same if *same == settings.database => {}
-        StoreUrl::Redis(url) => {
-            let redis = Arc::new(
-                RedisStore::connect(url, &settings.redis_key_prefix)
-                    .await
-                    .with_context(|| format!("cannot connect to the session store {}", redact_url(url)))?,
-            );
-            db.sessions = redis.clone();
-            db.limits = Some(redis);
-        }
-        StoreUrl::RedisCluster(nodes) => {
-            let redis = Arc::new(
-                RedisStore::connect_cluster(nodes, &settings.redis_key_prefix)
-                    .await
-                    .context("cannot connect to the Redis Cluster session store")?,
-            );
-            db.sessions = redis.clone();
-            db.limits = Some(redis);
-        }
-        _ => bail!("--session-store-url must be the database, a redis:// or a redis+cluster:// URL"),
-    }
-    Ok(db)
-}
-
-fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
-    use std::os::unix::fs::DirBuilderExt;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .with_context(|| format!("cannot create the directory {}", dir.display()))
+/// Opens the stores `settings` name ([`tessera_store::open`]: the data directory is made
+/// first). Every command that opens the stores (`serve`, `clients`) comes through here.
+pub async fn open_stores(settings: &Settings) -> anyhow::Result<Stores> {
+    tessera_store::open::open(tessera_store::open::Options {
+        database: &settings.database,
+        session_store: &settings.session_store,
+        data_dir: &settings.data_dir,
+        sqlite_synchronous_full: settings.sqlite_synchronous_full,
+        redis_key_prefix: &settings.redis_key_prefix,
+    })
+    .await
 }
 
 /// Runs the server until `shutdown` resolves, then finishes in-flight requests.

@@ -12,7 +12,7 @@ use axum::http::{Request, StatusCode, header};
 use serde_json::Value;
 use tessera_core::testing::memory::MemoryStore;
 use tessera_server::config::{ServeArgs, Settings, StoreArgs};
-use tessera_server::{Database, app, build_state};
+use tessera_server::{Stores, app, build_state};
 use tower::ServiceExt;
 
 async fn router() -> (axum::Router, tempfile::TempDir) {
@@ -20,7 +20,7 @@ async fn router() -> (axum::Router, tempfile::TempDir) {
     let stores = StoreArgs { data_dir: Some(dir.path().to_owned()), ..StoreArgs::default() };
     let settings = Settings::resolve(ServeArgs { stores, ..ServeArgs::default() }).unwrap();
     let memory = Arc::new(MemoryStore::new());
-    let db = Database { users: memory.clone(), clients: memory.clone(), sessions: memory, limits: None };
+    let db = Stores { users: memory.clone(), clients: memory.clone(), sessions: memory, limits: None };
     let state = build_state(&settings, SocketAddr::from(([127, 0, 0, 1], 8080)), db).await.unwrap();
     (app(state), dir)
 }

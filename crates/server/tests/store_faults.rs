@@ -14,7 +14,7 @@ use tessera_core::store::SessionStore;
 use tessera_core::testing::faults::{Faults, FaultyStore, Op};
 use tessera_core::testing::memory::MemoryStore;
 use tessera_server::config::{ServeArgs, Settings, StoreArgs};
-use tessera_server::{Database, build_state, run};
+use tessera_server::{Stores, build_state, run};
 
 struct Cluster {
     a: String,
@@ -44,7 +44,7 @@ async fn two_instances() -> Cluster {
     for _ in 0..2 {
         let listener = tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await.unwrap();
         let bound = listener.local_addr().unwrap();
-        let db = Database { users: memory.clone(), clients: memory.clone(), sessions: sessions.clone(), limits: None };
+        let db = Stores { users: memory.clone(), clients: memory.clone(), sessions: sessions.clone(), limits: None };
         let state = build_state(&settings, bound, db).await.unwrap();
         let settings = settings.clone();
         tokio::spawn(async move { run(&settings, listener, state, std::future::pending()).await });

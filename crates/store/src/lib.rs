@@ -5,9 +5,12 @@
 //! - `postgres`: users and sessions in PostgreSQL, for several server instances.
 //! - `redis`: sessions in Valkey/Redis (users stay in SQL), for high refresh rates.
 //!
+//! [`open`] opens what a deployment's settings name, for every command alike.
+//!
 //! The in-memory and fault-injecting stores for tests are `tessera_core::testing` (feature
 //! `testing`); they pass the same contract suite (`tests/memory.rs`, `tests/faulty.rs`).
 
+pub mod open;
 #[cfg(feature = "postgres")]
 pub mod postgres;
 #[cfg(feature = "redis")]
