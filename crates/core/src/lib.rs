@@ -3,7 +3,7 @@
 //!
 //! - [`refresh`]: opaque refresh tokens derived from `(session, generation)` under a MAC key.
 //! - [`session`]: sessions and the rotation rule (strict by default, optional grace window).
-//! - [`audit`]: the audit events and the `audit!` macro that logs them.
+//! - [`mod@audit`]: the audit events and the [`audit!`] macro that logs them.
 //! - [`access`]: ES256 access tokens, verified with a bounded cache.
 //! - [`keys`]: the signing-key ring on disk and the JWKS.
 //! - [`password`]: argon2id on a bounded, low-priority thread pool.

@@ -1,10 +1,10 @@
 //! The operations of the API, free of HTTP and of any particular store: one [`AuthService`]
 //! over one shared state, its operations in modules by area.
 //!
-//! - [`accounts`]: register, login, guests, upgrade, password change, deletion, the guest purge;
-//! - [`tokens`]: refresh (rotation, grace, reuse), authenticate, introspect, revoke;
-//! - [`sessions`]: logout, logout-all, the session list, revoking one session;
-//! - [`maintenance`]: what the server runs in the background — the feed's catch-up, the retry
+//! - `accounts`: register, login, guests, upgrade, password change, deletion, the guest purge;
+//! - `tokens`: refresh (rotation, grace, reuse), authenticate, introspect, revoke;
+//! - `sessions`: logout, logout-all, the session list, revoking one session;
+//! - `maintenance`: what the server runs in the background — the feed's catch-up, the retry
 //!   of ends the store did not confirm, the purge — as one [`Maintenance::tick`].
 //!
 //! Audit events are logged with [`audit!`](crate::audit!) (the list is

@@ -59,106 +59,74 @@ use crate::{SessionId, Timestamp, UserId};
 use async_trait::async_trait;
 use tokio::sync::oneshot;
 
-/// One store operation: a method of [`UserStore`], [`SessionStore`] or [`ClientStore`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Op {
-    /// [`UserStore::create_user`]
-    CreateUser,
-    /// [`UserStore::find_user_by_email`]
-    FindUserByEmail,
-    /// [`UserStore::find_user_by_username`]
-    FindUserByUsername,
-    /// [`UserStore::find_user`]
-    FindUser,
-    /// [`UserStore::update_user`]
-    UpdateUser,
-    /// [`UserStore::delete_user`]
-    DeleteUser,
-    /// [`UserStore::guests`]
-    Guests,
-    /// [`UserStore::ping`]
-    UserPing,
-    /// [`SessionStore::create_session`]
-    CreateSession,
-    /// [`SessionStore::get_session`]
-    GetSession,
-    /// [`SessionStore::rotate`]
-    Rotate,
-    /// [`SessionStore::end_session`]
-    EndSession,
-    /// [`SessionStore::end_user_sessions`]
-    EndUserSessions,
-    /// [`SessionStore::list_sessions`]
-    ListSessions,
-    /// [`SessionStore::ended_after`]
-    EndedAfter,
-    /// [`SessionStore::purge`]
-    Purge,
-    /// [`SessionStore::ping`]
-    SessionPing,
-    /// [`ClientStore::create_client`]
-    CreateClient,
-    /// [`ClientStore::find_client`]
-    FindClient,
-    /// [`ClientStore::list_clients`]
-    ListClients,
-    /// [`ClientStore::delete_client`]
-    DeleteClient,
+/// Defines [`Op`], [`Op::ALL`] and [`Op::name`] from one list, so that an operation is named
+/// once (its delegation in the trait impls below is the only other place).
+macro_rules! operations {
+    ($($(#[$doc:meta])* $op:ident => $name:literal,)+) => {
+        /// One store operation: a method of [`UserStore`], [`SessionStore`] or [`ClientStore`].
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Op {
+            $($(#[$doc])* $op,)+
+        }
+
+        impl Op {
+            /// Every operation, users', sessions' then clients'.
+            pub const ALL: [Op; [$($name),+].len()] = [$(Op::$op),+];
+
+            /// The trait method's name, e.g. `end_session` (`UserStore::ping` /
+            /// `SessionStore::ping` for the two pings).
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Op::$op => $name,)+
+                }
+            }
+        }
+    };
 }
 
-impl Op {
-    /// Every operation, users', sessions' then clients'.
-    pub const ALL: [Op; 21] = [
-        Op::CreateUser,
-        Op::FindUserByEmail,
-        Op::FindUserByUsername,
-        Op::FindUser,
-        Op::UpdateUser,
-        Op::DeleteUser,
-        Op::Guests,
-        Op::UserPing,
-        Op::CreateSession,
-        Op::GetSession,
-        Op::Rotate,
-        Op::EndSession,
-        Op::EndUserSessions,
-        Op::ListSessions,
-        Op::EndedAfter,
-        Op::Purge,
-        Op::SessionPing,
-        Op::CreateClient,
-        Op::FindClient,
-        Op::ListClients,
-        Op::DeleteClient,
-    ];
-
-    /// The trait method's name, e.g. `end_session` (`UserStore::ping` / `SessionStore::ping`
-    /// for the two pings).
-    pub const fn name(self) -> &'static str {
-        match self {
-            Op::CreateUser => "create_user",
-            Op::FindUserByEmail => "find_user_by_email",
-            Op::FindUserByUsername => "find_user_by_username",
-            Op::FindUser => "find_user",
-            Op::UpdateUser => "update_user",
-            Op::DeleteUser => "delete_user",
-            Op::Guests => "guests",
-            Op::UserPing => "UserStore::ping",
-            Op::CreateSession => "create_session",
-            Op::GetSession => "get_session",
-            Op::Rotate => "rotate",
-            Op::EndSession => "end_session",
-            Op::EndUserSessions => "end_user_sessions",
-            Op::ListSessions => "list_sessions",
-            Op::EndedAfter => "ended_after",
-            Op::Purge => "purge",
-            Op::SessionPing => "SessionStore::ping",
-            Op::CreateClient => "create_client",
-            Op::FindClient => "find_client",
-            Op::ListClients => "list_clients",
-            Op::DeleteClient => "delete_client",
-        }
-    }
+operations! {
+    /// [`UserStore::create_user`]
+    CreateUser => "create_user",
+    /// [`UserStore::find_user_by_email`]
+    FindUserByEmail => "find_user_by_email",
+    /// [`UserStore::find_user_by_username`]
+    FindUserByUsername => "find_user_by_username",
+    /// [`UserStore::find_user`]
+    FindUser => "find_user",
+    /// [`UserStore::update_user`]
+    UpdateUser => "update_user",
+    /// [`UserStore::delete_user`]
+    DeleteUser => "delete_user",
+    /// [`UserStore::guests`]
+    Guests => "guests",
+    /// [`UserStore::ping`]
+    UserPing => "UserStore::ping",
+    /// [`SessionStore::create_session`]
+    CreateSession => "create_session",
+    /// [`SessionStore::get_session`]
+    GetSession => "get_session",
+    /// [`SessionStore::rotate`]
+    Rotate => "rotate",
+    /// [`SessionStore::end_session`]
+    EndSession => "end_session",
+    /// [`SessionStore::end_user_sessions`]
+    EndUserSessions => "end_user_sessions",
+    /// [`SessionStore::list_sessions`]
+    ListSessions => "list_sessions",
+    /// [`SessionStore::ended_after`]
+    EndedAfter => "ended_after",
+    /// [`SessionStore::purge`]
+    Purge => "purge",
+    /// [`SessionStore::ping`]
+    SessionPing => "SessionStore::ping",
+    /// [`ClientStore::create_client`]
+    CreateClient => "create_client",
+    /// [`ClientStore::find_client`]
+    FindClient => "find_client",
+    /// [`ClientStore::list_clients`]
+    ListClients => "list_clients",
+    /// [`ClientStore::delete_client`]
+    DeleteClient => "delete_client",
 }
 
 impl fmt::Display for Op {
