@@ -1,34 +1,17 @@
-//! The command line, parsed by hand: a handful of `--flag VALUE` pairs.
+//! The command line (clap): a handful of `--flag VALUE` options, and the hidden
+//! `serve-trivial` subcommand the benchmark starts for the HTTP ceiling.
 
 use std::path::PathBuf;
-use std::str::FromStr;
 use std::time::Duration;
+
+use clap::{Parser, Subcommand};
 
 use crate::BoxError;
 use crate::scale::SCALE;
 use crate::scenario::SCENARIOS;
 
-pub const USAGE: &str = "\
-usage: tessera-bench [OPTIONS]
-
-  --duration SECS        measured seconds per run [default: 10]
-  --warmup SECS          unmeasured seconds before each run [default: 2]
-  --connections N        concurrent keep-alive connections [default: 32]
-  --runs N               runs per scenario; the median run is reported [default: 3]
-  --only NAME[,NAME...]  run only these scenarios: me, introspect-access, introspect-refresh,
-                         refresh, login, me-during-login, rs-bare, rs-layer, logout-latency,
-                         ceiling-http, ceiling-sqlite, ceiling-argon2, scale (e.g. --only
-                         rs-bare,rs-layer); a row's ceiling runs with it; scale runs only when
-                         named
-  --sqlite-synchronous normal|full
-                         the server's SQLite durability, and the SQLite ceiling's
-                         [default: TESSERA_SQLITE_SYNCHRONOUS, else normal]
-  --logouts N            logouts timed by logout-latency, per row [default: 100]
-  --scale-sessions N     stored sessions of scale's large rows [default: 1000000]
-  --server-bin PATH      the tessera binary [default: tessera next to this binary]
-  --client-threads N     threads of the load generator [default: 1]
-  -h, --help             print this help
-
+/// What the rows are measured beside (shown after `--help`).
+const ABOUT_ROWS: &str = "\
 Each of me, refresh (sessions in SQLite) and login is measured beside its ceiling, taking turns run
 by run, and shows its ratio to it: ceiling-http, a trivial axum route in a process of its own
 (tessera-bench serve-trivial) answering /me's body; ceiling-sqlite, one SQLite connection committing
@@ -38,6 +21,64 @@ behind tessera-verify's layer); logout-latency times logout -> 401 at that resou
 benchmark's server and, when TESSERA_TEST_REDIS_URL is set, on two instances sharing that Redis.
 scale runs refresh against stores filled with 1 000 and with --scale-sessions sessions, on SQLite
 and, when TESSERA_TEST_REDIS_URL is set, on that Redis; it takes minutes, so only --only runs it.";
+
+/// tessera's benchmark: the release server on loopback, each row beside a limit of the machine
+/// measured in the same run.
+#[derive(Debug, Parser)]
+#[command(name = "tessera-bench", after_long_help = ABOUT_ROWS, args_conflicts_with_subcommands = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Sub>,
+    #[command(flatten)]
+    run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Sub {
+    /// The HTTP ceiling's server (see `crate::ceiling`), started by the benchmark itself.
+    #[command(name = "serve-trivial", hide = true)]
+    ServeTrivial {
+        #[arg(long, value_name = "JSON")]
+        body: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Measured seconds per run.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    duration: u64,
+    /// Unmeasured seconds before each run.
+    #[arg(long, value_name = "SECS", default_value_t = 2)]
+    warmup: u64,
+    /// Concurrent keep-alive connections.
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    connections: usize,
+    /// Runs per scenario; the median run is reported.
+    #[arg(long, value_name = "N", default_value_t = 3)]
+    runs: usize,
+    /// Run only these scenarios (a row's ceiling runs with it; scale runs only when named):
+    /// me, introspect-access, introspect-refresh, refresh, login, me-during-login, rs-bare,
+    /// rs-layer, logout-latency, ceiling-http, ceiling-sqlite, ceiling-argon2, scale.
+    #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
+    only: Option<Vec<String>>,
+    /// The server's SQLite durability, and the SQLite ceiling's [default:
+    /// TESSERA_SQLITE_SYNCHRONOUS, else normal].
+    #[arg(long, value_name = "MODE", value_parser = ["normal", "full"], ignore_case = true)]
+    sqlite_synchronous: Option<String>,
+    /// Logouts timed by logout-latency, per row.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    logouts: usize,
+    /// Stored sessions of scale's large rows.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    scale_sessions: u64,
+    /// The tessera binary [default: tessera next to this binary].
+    #[arg(long, value_name = "PATH")]
+    server_bin: Option<PathBuf>,
+    /// Threads of the load generator.
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    client_threads: usize,
+}
 
 #[derive(Debug, Clone)]
 pub struct Args {
@@ -62,7 +103,6 @@ pub struct Args {
 /// What the command line asks for.
 pub enum Command {
     Run(Args),
-    Help,
     /// `tessera-bench serve-trivial --body JSON`: the HTTP ceiling's server (see
     /// `crate::ceiling`), started by the benchmark itself.
     ServeTrivial {
@@ -144,49 +184,43 @@ impl Args {
     }
 }
 
-/// Parses `std::env::args()` minus the program name.
+/// Parses `std::env::args()` minus the program name (`--help` prints and exits).
 pub fn parse(argv: impl Iterator<Item = String>) -> Result<Command, BoxError> {
-    let mut argv = argv.peekable();
-    if argv.peek().map(String::as_str) == Some(SERVE_TRIVIAL) {
-        return match (argv.nth(1).as_deref(), argv.next(), argv.next()) {
-            (Some("--body"), Some(body), None) => Ok(Command::ServeTrivial { body }),
-            _ => Err(format!("usage: tessera-bench {SERVE_TRIVIAL} --body JSON").into()),
-        };
+    use clap::error::ErrorKind;
+    let cli = match Cli::try_parse_from(std::iter::once("tessera-bench".to_owned()).chain(argv)) {
+        Ok(cli) => cli,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) => return Err(e.render().to_string().into()),
+    };
+    if let Some(Sub::ServeTrivial { body }) = cli.command {
+        return Ok(Command::ServeTrivial { body });
     }
-    let mut args = Args::defaults()?;
-    let mut synchronous = std::env::var("TESSERA_SQLITE_SYNCHRONOUS").ok().filter(|mode| !mode.is_empty());
-    while let Some(flag) = argv.next() {
-        if flag == "-h" || flag == "--help" {
-            return Ok(Command::Help);
-        }
-        let mut value = || argv.next().ok_or_else(|| format!("{flag} needs a value\n\n{USAGE}"));
-        match flag.as_str() {
-            "--duration" => args.duration = Duration::from_secs(number(&flag, &value()?)?),
-            "--warmup" => args.warmup = Duration::from_secs(number(&flag, &value()?)?),
-            "--connections" => args.connections = number(&flag, &value()?)?,
-            "--runs" => args.runs = number(&flag, &value()?)?,
-            "--only" => args.only = Some(value()?.split(',').map(|name| name.trim().to_owned()).collect()),
-            "--server-bin" => args.server_bin = PathBuf::from(value()?),
-            "--client-threads" => args.client_threads = number(&flag, &value()?)?,
-            "--logouts" => args.logouts = number(&flag, &value()?)?,
-            "--scale-sessions" => args.scale_sessions = number(&flag, &value()?)?,
-            "--sqlite-synchronous" => {
-                synchronous = Some(value()?);
-                args.sqlite_flag = true;
-            }
-            _ => return Err(format!("unknown argument `{flag}`\n\n{USAGE}").into()),
-        }
-    }
-    args.sqlite_full = match synchronous.as_deref().map(str::to_ascii_lowercase).as_deref() {
+    let run = cli.run;
+    let defaults = Args::defaults()?;
+    // Given as a flag, the mode is passed to the servers; otherwise they read the variable.
+    let sqlite_flag = run.sqlite_synchronous.is_some();
+    let synchronous = run
+        .sqlite_synchronous
+        .or_else(|| std::env::var("TESSERA_SQLITE_SYNCHRONOUS").ok().filter(|mode| !mode.is_empty()));
+    let sqlite_full = match synchronous.as_deref().map(str::to_ascii_lowercase).as_deref() {
         None | Some("normal") => false,
         Some("full") => true,
         Some(other) => return Err(format!("--sqlite-synchronous must be normal or full, not `{other}`").into()),
     };
+    let args = Args {
+        duration: Duration::from_secs(run.duration),
+        warmup: Duration::from_secs(run.warmup),
+        connections: run.connections,
+        runs: run.runs,
+        only: run.only.map(|names| names.into_iter().map(|name| name.trim().to_owned()).collect()),
+        server_bin: run.server_bin.unwrap_or(defaults.server_bin),
+        client_threads: run.client_threads,
+        logouts: run.logouts,
+        scale_sessions: run.scale_sessions,
+        sqlite_full,
+        sqlite_flag,
+    };
     args.validate().map(Command::Run)
-}
-
-fn number<T: FromStr>(flag: &str, text: &str) -> Result<T, BoxError> {
-    text.parse().map_err(|_| format!("{flag} expects a whole number, not `{text}`").into())
 }
 
 #[cfg(test)]

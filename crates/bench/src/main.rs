@@ -85,7 +85,7 @@ mod server;
 use std::process::ExitCode;
 
 use crate::api::Account;
-use crate::args::{Args, Command, USAGE};
+use crate::args::{Args, Command};
 use crate::cpu::CpuProbe;
 use crate::http::Conn;
 use crate::report::{Row, Summary, Target};
@@ -116,10 +116,6 @@ fn main() -> ExitCode {
 
 fn run() -> Result<(), BoxError> {
     let args = match args::parse(std::env::args().skip(1))? {
-        Command::Help => {
-            println!("{USAGE}");
-            return Ok(());
-        }
         Command::ServeTrivial { body } => return ceiling::serve_trivial(body),
         Command::Run(args) => args,
     };
