@@ -27,9 +27,10 @@ pub struct AppError {
     cookies: Vec<HeaderValue>,
 }
 
-/// Marks a response whose cause must be logged (and whose body gets the request id).
+/// The cause of a failed answer, carried to the request middleware, which logs it once under
+/// the request id (an error for a 500, a warning otherwise). It never reaches the body.
 #[derive(Clone)]
-pub struct InternalCause(pub Arc<anyhow::Error>);
+pub struct FailureCause(pub Arc<anyhow::Error>);
 
 impl AppError {
     pub fn new(code: ErrorCode, message: impl Into<Cow<'static, str>>) -> Self {
@@ -106,8 +107,9 @@ impl From<AuthError> for AppError {
 impl IntoResponse for AppError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body =
-            Envelope::<()>::err(ErrorBody { code: self.code, message: self.message.into_owned(), request_id: None });
+        // A 500 says which request id its cause is logged under, and nothing of the cause.
+        let request_id = (self.code == ErrorCode::Internal).then(crate::telemetry::RequestFields::current_id).flatten();
+        let body = Envelope::<()>::err(ErrorBody { code: self.code, message: self.message.into_owned(), request_id });
         let mut response = (status, axum::Json(body)).into_response();
         let headers = response.headers_mut();
         if status == StatusCode::UNAUTHORIZED {
@@ -124,11 +126,7 @@ impl IntoResponse for AppError {
             headers.append(header::SET_COOKIE, cookie);
         }
         if let Some(cause) = self.cause {
-            if self.code == ErrorCode::Internal {
-                response.extensions_mut().insert(InternalCause(Arc::new(cause)));
-            } else {
-                tracing::warn!(code = ?self.code, error = format!("{cause:#}"), "request failed");
-            }
+            response.extensions_mut().insert(FailureCause(Arc::new(cause)));
         }
         response
     }

@@ -15,9 +15,8 @@ use std::task::{Context, Poll};
 use axum::extract::Request;
 use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use tessera_proto::{Envelope, ErrorBody, ErrorCode};
 
-use crate::error::InternalCause;
+use crate::error::FailureCause;
 use crate::telemetry::RequestFields;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
@@ -80,15 +79,13 @@ where
         let answer = self.inner.call(req);
         Box::pin(fields.scope(async move {
             let Ok(mut response) = answer.await;
-            if let Some(InternalCause(cause)) = response.extensions_mut().remove::<InternalCause>() {
-                tracing::error!(error = format!("{cause:#}"), "internal error");
-                let request_id = id_header.as_ref().and_then(|v| v.to_str().ok()).map(str::to_owned);
-                let body = Envelope::<()>::err(ErrorBody {
-                    code: ErrorCode::Internal,
-                    message: "Internal server error".into(),
-                    request_id,
-                });
-                response = (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+            // The one place where failed answers are logged, whichever API rendered them.
+            if let Some(FailureCause(cause)) = response.extensions_mut().remove::<FailureCause>() {
+                if response.status() == StatusCode::INTERNAL_SERVER_ERROR {
+                    tracing::error!(error = format!("{cause:#}"), "internal error");
+                } else {
+                    tracing::warn!(status = response.status().as_u16(), error = format!("{cause:#}"), "request failed");
+                }
             }
             crate::metrics::count_response(response.status().as_u16());
             if let Some(value) = id_header {

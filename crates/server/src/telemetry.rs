@@ -80,6 +80,11 @@ tokio::task_local! {
 }
 
 impl RequestFields {
+    /// The id of the request being handled, if any.
+    pub fn current_id() -> Option<String> {
+        REQUEST.try_with(|fields| fields.request_id.clone()).ok()
+    }
+
     /// Runs `work` with these fields on every event it logs.
     pub fn scope<F: Future>(self, work: F) -> impl Future<Output = F::Output> {
         REQUEST.scope(self, work)

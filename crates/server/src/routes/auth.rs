@@ -1,11 +1,11 @@
 //! Register, login, refresh, logout and `me`.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 use tessera_core::Timestamp;
 use tessera_core::account;
-use tessera_core::service::{Issued, LoginName, NewNames, Profile};
+use tessera_core::service::{AuthError, Issued, LoginName, NewNames, Profile};
 use tessera_proto::{
     LoginRequest, LogoutAllResponse, LogoutRequest, LogoutResponse, MeResponse, RefreshRequest, RefreshTransport,
     RegisterRequest, RegisterResponse, Secret, TokenResponse, UserView,
@@ -165,9 +165,11 @@ pub async fn refresh(
     match state.auth().refresh(token, now).await {
         Ok(issued) => token_response(&state, issued, transport, None, now),
         Err(e) => {
+            // A refresh token tessera refused is deleted from the browser, so that it stops
+            // presenting it; any other failure (the store down) leaves the cookie alone.
+            let refused = matches!(e, AuthError::InvalidRefreshToken);
             let mut response = AppError::from(e).into_response();
-            // A dead cookie is deleted so the browser stops presenting it.
-            if transport == RefreshTransport::Cookie && response.status() == StatusCode::UNAUTHORIZED {
+            if transport == RefreshTransport::Cookie && refused {
                 response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
             }
             response

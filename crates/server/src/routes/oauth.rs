@@ -43,11 +43,13 @@ pub struct OAuthError {
     description: Cow<'static, str>,
     /// Seconds for `Retry-After`.
     retry_after: Option<u64>,
+    /// Logged by the request middleware, never sent.
+    cause: Option<anyhow::Error>,
 }
 
 impl OAuthError {
     pub fn new(status: StatusCode, error: &'static str, description: impl Into<Cow<'static, str>>) -> Self {
-        Self { status, error, description: description.into(), retry_after: None }
+        Self { status, error, description: description.into(), retry_after: None, cause: None }
     }
 
     /// Too many failed authentications of one client: `429 slow_down`, with `Retry-After`.
@@ -73,21 +75,18 @@ impl From<AuthError> for OAuthError {
             AuthError::Busy => {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "Too busy; retry shortly")
             }
-            AuthError::Unavailable(cause) => {
-                tracing::warn!(
-                    error = format!("{:#}", anyhow::Error::from(cause)),
-                    "OAuth request failed: store unavailable"
-                );
-                Self::new(
+            e @ AuthError::Unavailable(_) => Self {
+                cause: Some(anyhow::Error::from(e)),
+                ..Self::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "temporarily_unavailable",
                     "The store cannot be reached; retry shortly",
                 )
-            }
-            other => {
-                tracing::error!(error = format!("{:#}", anyhow::Error::from(other)), "OAuth request failed");
-                Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal server error")
-            }
+            },
+            other => Self {
+                cause: Some(anyhow::Error::from(other)),
+                ..Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal server error")
+            },
         }
     }
 }
@@ -104,6 +103,9 @@ impl IntoResponse for OAuthError {
         }
         if let Some(secs) = self.retry_after {
             response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        if let Some(cause) = self.cause {
+            response.extensions_mut().insert(crate::error::FailureCause(std::sync::Arc::new(cause)));
         }
         response
     }
