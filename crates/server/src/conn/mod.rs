@@ -23,12 +23,8 @@
 //! [`LOG_EVERY`] for each kind, with a count.
 
 use std::collections::HashMap;
-use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -37,13 +33,18 @@ use axum::extract::ConnectInfo;
 use axum::http::Request;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tower::ServiceExt;
 
 use crate::net::{AddressGroup, TrustedProxies};
+
+mod activity;
+mod registry;
+
+use activity::{Activity, WatchedIo};
+use registry::{Full, Registry};
 
 /// Limits and timeouts of the HTTP layer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -124,89 +125,6 @@ pub async fn serve(
     drop(closed_tx);
     // Every connection task holds a sender: the channel closes when the last one ends.
     let _ = closed_rx.recv().await;
-}
-
-/// Which limit was reached.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum Full {
-    Server,
-    Address,
-}
-
-/// The open connections, for the limits: how many in all and per address group, and what each
-/// is doing, so that a full server can make room.
-///
-/// When a limit is reached, the connection that has waited longest without a request in flight
-/// — one still sending its headers (or nothing at all), or an idle keep-alive one — is closed to
-/// admit the new one (of the same address group, when it is that group's share that is full).
-/// A flood of slow connections therefore pushes out its own oldest members rather than every
-/// newcomer: a real client, whose request arrives at once, is served. Connections with a request
-/// in flight — a streamed answer (the revocation feed) until its stream ends — are never pushed
-/// out; when all are busy, the newcomer is refused.
-#[derive(Debug, Default)]
-struct Registry(Mutex<Open>);
-
-#[derive(Debug, Default)]
-struct Open {
-    next: u64,
-    connections: HashMap<u64, (Option<AddressGroup>, Arc<Activity>)>,
-    per_group: HashMap<AddressGroup, usize>,
-}
-
-/// A connection's place in the [`Registry`]; gives it back when dropped.
-struct Ticket(Arc<Registry>, u64);
-
-impl Registry {
-    /// Admits a connection from `group` (`None`: a trusted proxy, which has no share); with the
-    /// limit that was full if another connection was pushed out to make room.
-    fn admit(
-        self: &Arc<Self>,
-        group: Option<AddressGroup>,
-        activity: Arc<Activity>,
-        limits: &ConnLimits,
-    ) -> Result<(Ticket, Option<Full>), Full> {
-        let mut open = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        let group_full =
-            group.is_some_and(|g| open.per_group.get(&g).copied().unwrap_or(0) >= limits.max_connections_per_address);
-        let full = if group_full {
-            Some(Full::Address)
-        } else if open.connections.len() >= limits.max_connections {
-            Some(Full::Server)
-        } else {
-            None
-        };
-        if let Some(full) = full {
-            let candidates = open.connections.values().filter(|(g, _)| full == Full::Server || *g == group);
-            let victim = candidates
-                .filter_map(|(_, a)| a.waiting_since().map(|since| (since, a)))
-                .min_by_key(|(since, _)| *since);
-            let Some((_, victim)) = victim else {
-                return Err(full);
-            };
-            victim.evict();
-        }
-        let id = open.next;
-        open.next += 1;
-        open.connections.insert(id, (group, activity));
-        if let Some(group) = group {
-            *open.per_group.entry(group).or_default() += 1;
-        }
-        Ok((Ticket(self.clone(), id), full))
-    }
-}
-
-impl Drop for Ticket {
-    fn drop(&mut self) {
-        let mut open = self.0.0.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((Some(group), _)) = open.connections.remove(&self.1)
-            && let Some(count) = open.per_group.get_mut(&group)
-        {
-            *count -= 1;
-            if *count == 0 {
-                open.per_group.remove(&group);
-            }
-        }
-    }
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -293,200 +211,6 @@ fn head_too_large() -> axum::response::Response {
     response
 }
 
-/// What a connection is doing, as far as its watchdog needs to know.
-#[derive(Debug)]
-struct Activity {
-    started: Instant,
-    /// Milliseconds since `started` of the last byte read or written.
-    last_io: AtomicU64,
-    /// Milliseconds since `started` of the first byte of a request whose head is not complete
-    /// yet, or [`NO_HEAD`]. A fresh connection starts in this state, at 0.
-    head_started: AtomicU64,
-    /// Requests handed to the router and not answered yet (a streamed answer: not ended yet).
-    busy: AtomicU32,
-    /// Wakes the watchdog to close the connection (see `evicted`).
-    evict_signal: tokio::sync::Notify,
-    /// Set when the connection is to be closed to make room for another.
-    evicted: AtomicBool,
-}
-
-const NO_HEAD: u64 = u64::MAX;
-
-struct Deadline {
-    at: Instant,
-    why: &'static str,
-}
-
-impl Activity {
-    fn new() -> Self {
-        Self {
-            started: Instant::now(),
-            last_io: AtomicU64::new(0),
-            head_started: AtomicU64::new(0),
-            busy: 0.into(),
-            evict_signal: tokio::sync::Notify::new(),
-            evicted: AtomicBool::new(false),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX - 1)
-    }
-
-    fn at(&self, ms: u64) -> Instant {
-        self.started + Duration::from_millis(ms)
-    }
-
-    fn read(&self, bytes: usize) {
-        let now = self.now_ms();
-        self.last_io.store(now, Ordering::Relaxed);
-        if bytes > 0 && self.busy.load(Ordering::Acquire) == 0 {
-            let _ = self.head_started.compare_exchange(NO_HEAD, now, Ordering::AcqRel, Ordering::Relaxed);
-        }
-    }
-
-    fn wrote(&self) {
-        self.last_io.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    /// The head is complete; until the guard drops, the router has the request.
-    fn begin_request(self: &Arc<Self>) -> Busy {
-        self.busy.fetch_add(1, Ordering::AcqRel);
-        self.head_started.store(NO_HEAD, Ordering::Release);
-        Busy(self.clone())
-    }
-
-    /// Since when the connection has waited without a request in flight (for its headers, or
-    /// idle); `None` while a request is in flight or once it is being evicted.
-    fn waiting_since(&self) -> Option<Instant> {
-        if self.busy.load(Ordering::Acquire) > 0 || self.evicted.load(Ordering::Acquire) {
-            return None;
-        }
-        match self.head_started.load(Ordering::Acquire) {
-            NO_HEAD => Some(self.at(self.last_io.load(Ordering::Relaxed))),
-            started => Some(self.at(started)),
-        }
-    }
-
-    fn evict(&self) {
-        self.evicted.store(true, Ordering::Release);
-        self.evict_signal.notify_one();
-    }
-
-    /// When the connection is to be closed if nothing happens before.
-    fn deadline(&self, limits: &ConnLimits) -> Deadline {
-        if self.busy.load(Ordering::Acquire) > 0 {
-            // The request's own clocks (the body timeout) apply; look again later.
-            return Deadline { at: Instant::now() + limits.idle_timeout, why: "busy" };
-        }
-        match self.head_started.load(Ordering::Acquire) {
-            NO_HEAD => Deadline {
-                at: self.at(self.last_io.load(Ordering::Relaxed)) + limits.idle_timeout,
-                why: "idle timeout",
-            },
-            started => Deadline { at: self.at(started) + limits.header_timeout, why: "header timeout" },
-        }
-    }
-}
-
-struct Busy(Arc<Activity>);
-
-impl Busy {
-    /// The connection stays busy until `response` is out: at once for a body of known length
-    /// (written in one go), else until its stream ends — a feed or any other stream has its
-    /// request in flight for its whole life, and is never pushed out as idle.
-    fn until_sent(self, response: axum::response::Response) -> axum::response::Response {
-        if hyper::body::Body::size_hint(response.body()).exact().is_some() {
-            return response;
-        }
-        response.map(|body| Body::new(BusyBody { body, _busy: self }))
-    }
-}
-
-/// A streamed response body that keeps its connection [`Busy`] until it ends or is dropped.
-struct BusyBody {
-    body: Body,
-    _busy: Busy,
-}
-
-impl hyper::body::Body for BusyBody {
-    type Data = axum::body::Bytes;
-    type Error = axum::Error;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> hyper::body::SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for Busy {
-    fn drop(&mut self) {
-        self.0.last_io.store(self.0.now_ms(), Ordering::Relaxed);
-        self.0.busy.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// The socket, telling the connection's [`Activity`] about its reads and writes.
-struct WatchedIo {
-    inner: TcpStream,
-    activity: Arc<Activity>,
-}
-
-impl AsyncRead for WatchedIo {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if polled.is_ready() {
-            self.activity.read(buf.filled().len() - before);
-        }
-        polled
-    }
-}
-
-impl AsyncWrite for WatchedIo {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(polled, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.wrote();
-        }
-        polled
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
-}
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Refusal {
     Refused(Full),
@@ -540,6 +264,7 @@ impl Refusals {
 #[cfg(test)]
 mod tests {
     use std::net::IpAddr;
+    use std::sync::atomic::Ordering;
 
     use super::*;
 
