@@ -60,9 +60,9 @@ impl AuditEvent {
         Self::ALL.into_iter().find(|e| e.as_str() == name)
     }
 
-    /// The event's place in [`AuditEvent::ALL`].
-    pub fn index(self) -> usize {
-        Self::ALL.iter().position(|e| *e == self).unwrap_or_default()
+    /// The event's place in [`AuditEvent::ALL`], which lists them in declaration order.
+    pub const fn index(self) -> usize {
+        self as usize
     }
 }
 

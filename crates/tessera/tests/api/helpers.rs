@@ -39,18 +39,18 @@ pub fn backend() -> Backend {
 /// suite's run on each backend would only repeat them: whether this is the SQLite run, saying
 /// so when it is not.
 pub fn first_run_only(test: &str) -> bool {
-    let applies = backend() == Backend::Sqlite;
-    if !applies {
-        eprintln!("{test}: does not use the suite's backend; covered by the SQLite run");
-    }
-    applies
+    on_sqlite_run(test, "does not use the suite's backend")
 }
 
 /// For the few tests that inspect SQLite's session table directly: says so when it does not apply.
 pub fn sqlite_only(test: &str) -> bool {
+    on_sqlite_run(test, "inspects the SQLite file")
+}
+
+fn on_sqlite_run(test: &str, why: &str) -> bool {
     let applies = backend() == Backend::Sqlite;
     if !applies {
-        eprintln!("{test}: inspects the SQLite file; covered by the SQLite run");
+        eprintln!("{test}: {why}; covered by the SQLite run");
     }
     applies
 }
