@@ -3,9 +3,9 @@
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use tessera_core::Timestamp;
-use tessera_proto::{ErrorCode, RefreshTransport, Secret};
+use tessera_proto::{RefreshTransport, Secret};
 
-use crate::error::AppError;
+use crate::rejection::Rejection;
 
 /// The cookie's name with `Secure`. The `__Secure-` prefix makes browsers refuse the name from
 /// any page that is not https, so a man in the middle of some plain-http page of the site
@@ -101,18 +101,13 @@ impl CookiePolicy {
     /// `400 CONFLICTING_COOKIES`, and deletes every one it can name, so that the browser
     /// recovers with a new sign-in instead of failing every refresh until the planted cookie
     /// expires.
-    pub fn token_from_cookie<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, AppError> {
+    pub fn token_from_cookie<'h>(&self, headers: &'h HeaderMap) -> Result<Option<&'h str>, Rejection> {
         let mut values = cookie_values(headers, self.name());
         let Some(token) = values.next() else {
             return Ok(None);
         };
         if values.next().is_some() {
-            let error = AppError::new(
-                ErrorCode::ConflictingCookies,
-                "The browser sent several refresh cookies (another site on tessera's host may have set one); \
-                 tessera removed them and will not guess which is yours: sign in again",
-            );
-            return Err(error.with_cookies(self.clear_everywhere(headers)));
+            return Err(Rejection::ConflictingCookies { clear: self.clear_everywhere(headers) });
         }
         self.check_csrf(headers)?;
         Ok(Some(token))
@@ -124,21 +119,21 @@ impl CookiePolicy {
         &self,
         in_body: Option<&'r Secret>,
         headers: &'r HeaderMap,
-    ) -> Result<(&'r str, RefreshTransport), AppError> {
+    ) -> Result<(&'r str, RefreshTransport), Rejection> {
         if let Some(token) = in_body {
             return Ok((token.expose(), RefreshTransport::Body));
         }
         match self.token_from_cookie(headers)? {
             Some(token) => Ok((token, RefreshTransport::Cookie)),
-            None => Err(AppError::new(ErrorCode::MissingToken, "Send refresh_token in the body or the refresh cookie")),
+            None => Err(Rejection::NoRefreshToken),
         }
     }
 
     /// A cookie-authenticated request must send `X-Requested-With: tessera` (which a cross-site
     /// form cannot, and a cross-site script cannot without a CORS preflight), and any `Origin` it
     /// sends must be this server's or an allowed one.
-    fn check_csrf(&self, headers: &HeaderMap) -> Result<(), AppError> {
-        let rejected = |why: &'static str| AppError::new(ErrorCode::CsrfRejected, why);
+    fn check_csrf(&self, headers: &HeaderMap) -> Result<(), Rejection> {
+        let rejected = Rejection::Csrf;
         if headers.get(CSRF_HEADER).is_none_or(|v| v.as_bytes() != CSRF_VALUE.as_bytes()) {
             return Err(rejected("Cookie-authenticated requests must send X-Requested-With: tessera"));
         }
@@ -297,7 +292,8 @@ mod tests {
         ] {
             let mut h = headers(cookies);
             h.append("x-requested-with", HeaderValue::from_static("tessera"));
-            assert_eq!(policy().token_from_cookie(&h).unwrap_err().code, ErrorCode::ConflictingCookies);
+            let err = policy().token_from_cookie(&h).unwrap_err();
+            assert!(matches!(err, Rejection::ConflictingCookies { ref clear } if !clear.is_empty()), "{err:?}");
         }
     }
 
@@ -305,7 +301,7 @@ mod tests {
     fn csrf_needs_the_header_and_an_allowed_origin() {
         let reject = |pairs: &[(&'static str, &'static str)]| {
             let err = policy().token_from_cookie(&headers(pairs)).unwrap_err();
-            assert_eq!(err.code, ErrorCode::CsrfRejected);
+            assert!(matches!(err, Rejection::Csrf(_)), "{err:?}");
         };
         reject(&[("cookie", "__Secure-tessera_refresh=abc")]);
         reject(&[("cookie", "__Secure-tessera_refresh=abc"), ("x-requested-with", "XMLHttpRequest")]);

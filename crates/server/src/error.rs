@@ -1,4 +1,6 @@
-//! The one error type of the HTTP layer and its single mapping to status, code and envelope.
+//! The envelope's renderer: the one error type of tessera's own API, and its single mapping
+//! from the domain's errors ([`AuthError`]) and the extractors' ([`Rejection`]) to status, code
+//! and envelope.
 //!
 //! 5xx answers never echo their cause: an `INTERNAL` error carries the cause as a response
 //! extension, and the request middleware logs it under the request id and puts that id (only)
@@ -11,6 +13,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use tessera_core::service::AuthError;
 use tessera_proto::{Envelope, ErrorBody, ErrorCode};
+
+use crate::rejection::Rejection;
 
 /// The message of every `UNAUTHORIZED` (README, "API (v1)").
 pub const UNAUTHORIZED_MESSAGE: &str = "Invalid or expired token";
@@ -100,6 +104,24 @@ impl From<AuthError> for AppError {
             AuthError::Busy => Self::rate_limited(1),
             e @ AuthError::Unavailable(_) => Self::unavailable(e),
             AuthError::Internal(cause) => Self::internal(cause),
+        }
+    }
+}
+
+impl From<Rejection> for AppError {
+    fn from(rejection: Rejection) -> Self {
+        let message = rejection.message();
+        match rejection {
+            Rejection::UnsupportedMediaType => Self::new(ErrorCode::UnsupportedMediaType, message),
+            Rejection::PayloadTooLarge { .. } => Self::new(ErrorCode::PayloadTooLarge, message),
+            Rejection::BodyTimeout(_) => Self::new(ErrorCode::RequestTimeout, message),
+            Rejection::Malformed(_) | Rejection::AmbiguousAuthorization => Self::invalid_request(message),
+            Rejection::NoBearer => Self::unauthorized(),
+            Rejection::NoRefreshToken => Self::new(ErrorCode::MissingToken, message),
+            Rejection::Csrf(_) => Self::new(ErrorCode::CsrfRejected, message),
+            Rejection::ConflictingCookies { clear } => {
+                Self { cookies: clear, ..Self::new(ErrorCode::ConflictingCookies, message) }
+            }
         }
     }
 }

@@ -1,4 +1,5 @@
-//! Extractors that turn requests into typed input or into the spec's errors.
+//! Extractors that turn requests into typed input or into a [`Rejection`], which each surface
+//! renders its own way.
 //!
 //! - [`ApiJson`]: a JSON body. Not JSON → 415, too big → 413, malformed, wrong types, unknown
 //!   or missing fields → 400 `INVALID_REQUEST` naming the field.
@@ -14,11 +15,11 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use serde::de::DeserializeOwned;
 use tessera_core::service::{Caller, ClientInfo};
-use tessera_proto::ErrorCode;
 use tessera_verify::VerifyError;
 use tessera_verify::http::token_from_headers;
 
 use crate::error::AppError;
+use crate::rejection::Rejection;
 use crate::state::AppState;
 
 pub struct ApiJson<T>(pub T);
@@ -26,21 +27,21 @@ pub struct ApiJson<T>(pub T);
 pub struct OptionalJson<T>(pub T);
 
 impl<T: DeserializeOwned> FromRequest<AppState> for ApiJson<T> {
-    type Rejection = AppError;
+    type Rejection = Rejection;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Rejection> {
         let bytes = read_json_body(req, state).await?;
         if bytes.is_empty() {
-            return Err(AppError::invalid_request("The request body is empty; send a JSON object"));
+            return Err(Rejection::malformed("The request body is empty; send a JSON object"));
         }
         parse(&bytes).map(Self)
     }
 }
 
 impl<T: DeserializeOwned + Default> FromRequest<AppState> for OptionalJson<T> {
-    type Rejection = AppError;
+    type Rejection = Rejection;
 
-    async fn from_request(req: Request, state: &AppState) -> Result<Self, AppError> {
+    async fn from_request(req: Request, state: &AppState) -> Result<Self, Rejection> {
         let has_body = req.headers().contains_key(header::CONTENT_TYPE)
             || req.headers().get(header::CONTENT_LENGTH).is_some_and(|v| v.as_bytes() != b"0")
             || req.headers().contains_key(header::TRANSFER_ENCODING);
@@ -63,12 +64,9 @@ fn is_json(headers: &HeaderMap) -> bool {
     mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json"))
 }
 
-async fn read_json_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+async fn read_json_body(req: Request, state: &AppState) -> Result<Bytes, Rejection> {
     if !is_json(req.headers()) && !declares_too_much(&req, state.body_limit()) {
-        return Err(AppError::new(
-            ErrorCode::UnsupportedMediaType,
-            "Send the body as JSON with Content-Type: application/json",
-        ));
+        return Err(Rejection::UnsupportedMediaType);
     }
     read_body(req, state).await
 }
@@ -84,29 +82,24 @@ fn declares_too_much(req: &Request, limit: usize) -> bool {
 /// The whole body, within the size limit (`413 PAYLOAD_TOO_LARGE`) and the body timeout
 /// (`408 REQUEST_TIMEOUT`), which runs from here to the body's last byte, however slowly the
 /// bytes trickle in.
-pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, AppError> {
+pub async fn read_body(req: Request, state: &AppState) -> Result<Bytes, Rejection> {
     let limit = state.body_limit();
-    let too_large =
-        || AppError::new(ErrorCode::PayloadTooLarge, format!("The request body is larger than {limit} bytes"));
     if declares_too_much(&req, limit) {
-        return Err(too_large());
+        return Err(Rejection::PayloadTooLarge { limit });
     }
     let timeout = state.policy().body_timeout;
     match tokio::time::timeout(timeout, axum::body::to_bytes(req.into_body(), limit)).await {
         Ok(Ok(bytes)) => Ok(bytes),
         // The body stream fails only by exceeding the limit or by the client going away.
-        Ok(Err(_)) => Err(too_large()),
-        Err(_) => Err(AppError::new(
-            ErrorCode::RequestTimeout,
-            format!("The request body did not arrive within {}s", timeout.as_secs_f64()),
-        )),
+        Ok(Err(_)) => Err(Rejection::PayloadTooLarge { limit }),
+        Err(_) => Err(Rejection::BodyTimeout(timeout)),
     }
 }
 
-fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Rejection> {
     // serde would also read a struct from an array of its fields: only an object is one.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(AppError::invalid_request("The body must be a JSON object"));
+        return Err(Rejection::malformed("The body must be a JSON object"));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
@@ -120,9 +113,9 @@ fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
         } else {
             format!("Invalid field `{path}`: {what}")
         };
-        AppError::invalid_request(message)
+        Rejection::malformed(message)
     })?;
-    de.end().map_err(|_| AppError::invalid_request("Invalid JSON body: trailing characters after the object"))?;
+    de.end().map_err(|_| Rejection::malformed("Invalid JSON body: trailing characters after the object"))?;
     Ok(value)
 }
 
@@ -136,10 +129,8 @@ impl FromRequestParts<AppState> for AuthUser {
         // The same reading of the Authorization header as every resource server's.
         let token = match token_from_headers(&parts.headers) {
             Ok(Some(token)) => token,
-            Err(VerifyError::Ambiguous) => {
-                return Err(AppError::invalid_request("Send one Authorization header, not several"));
-            }
-            Ok(None) | Err(_) => return Err(AppError::unauthorized()),
+            Err(VerifyError::Ambiguous) => return Err(Rejection::AmbiguousAuthorization.into()),
+            Ok(None) | Err(_) => return Err(Rejection::NoBearer.into()),
         };
         state.auth().authenticate(token, state.now()).map(AuthUser).map_err(AppError::from)
     }

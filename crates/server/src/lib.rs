@@ -17,6 +17,7 @@ pub mod middleware;
 pub mod net;
 pub mod openapi;
 pub mod ratelimit;
+pub mod rejection;
 pub mod routes;
 pub mod state;
 pub mod telemetry;

@@ -2,7 +2,7 @@
 
 use axum::extract::State;
 use axum::http::{HeaderMap, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use tessera_core::Timestamp;
 use tessera_core::account;
 use tessera_core::service::{AuthError, Issued, LoginName, NewNames, Profile};
@@ -84,14 +84,9 @@ pub async fn take_account_attempt<'a>(state: &'a AppState, name: LoginName<'_>) 
 #[utoipa::path(post, path = "/register", tag = "auth", request_body = RegisterRequest,
     responses(
         (status = 201, description = "Registered", body = Envelope<RegisterResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
-        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
+        (status = 400, description = "`INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`; `INVALID_REQUEST`: neither `email` nor `username`", body = ErrorEnvelope),
         (status = 409, description = "`EMAIL_TAKEN` or `USERNAME_TAKEN`", body = ErrorEnvelope),
-        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope)
     ))]
 pub async fn register(
     State(state): State<AppState>,
@@ -107,14 +102,9 @@ pub async fn register(
 #[utoipa::path(post, path = "/login", tag = "auth", request_body = LoginRequest,
     responses(
         (status = 200, description = "A new session's token pair (the refresh token only as a cookie with `refresh_transport: cookie`)", body = Envelope<TokenResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
-        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
-        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+        (status = 400, description = "`INVALID_REQUEST`: not exactly one of `email` and `username`", body = ErrorEnvelope),
+        (status = 401, description = "`INVALID_CREDENTIALS`", body = ErrorEnvelope),
+        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope)
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -138,56 +128,28 @@ pub async fn login(
 #[utoipa::path(post, path = "/refresh", tag = "auth", request_body(content = Option<RefreshRequest>, description = "Or no body, with the refresh cookie and `X-Requested-With: tessera`"),
     responses(
         (status = 200, description = "The rotated pair", body = Envelope<TokenResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`, `CONFLICTING_COOKIES`: several refresh cookies, all cleared)", body = ErrorEnvelope),
-        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 403, description = "`CSRF_REJECTED`", body = ErrorEnvelope),
-        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
-        (status = 429, description = "`RATE_LIMITED`, with `Retry-After`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+        (status = 401, description = "`INVALID_TOKEN`: invalid, expired, ended, or used already (a reuse ends the session)", body = ErrorEnvelope)
     ))]
 pub async fn refresh(
     State(state): State<AppState>,
     headers: HeaderMap,
-    body: Result<OptionalJson<RefreshRequest>, AppError>,
-) -> Response {
-    let req = match body {
-        Ok(OptionalJson(req)) => req,
-        Err(e) => return e.into_response(),
-    };
-    let (token, transport) = match state.cookies().presented_token(req.refresh_token.as_ref(), &headers) {
-        Ok(presented) => presented,
-        Err(e) => return e.into_response(),
-    };
+    OptionalJson(req): OptionalJson<RefreshRequest>,
+) -> Result<Response, AppError> {
+    let (token, transport) = state.cookies().presented_token(req.refresh_token.as_ref(), &headers)?;
     let now = state.now();
     match state.auth().refresh(token, now).await {
-        Ok(issued) => token_response(&state, issued, transport, None, now),
-        Err(e) => {
-            // A refresh token tessera refused is deleted from the browser, so that it stops
-            // presenting it; any other failure (the store down) leaves the cookie alone.
-            let refused = matches!(e, AuthError::InvalidRefreshToken);
-            let mut response = AppError::from(e).into_response();
-            if transport == RefreshTransport::Cookie && refused {
-                response.headers_mut().insert(header::SET_COOKIE, state.cookies().clear());
-            }
-            response
+        Ok(issued) => Ok(token_response(&state, issued, transport, None, now)),
+        // A refresh token tessera refused is deleted from the browser, so that it stops
+        // presenting it; any other failure (the store down) leaves the cookie alone.
+        Err(e @ AuthError::InvalidRefreshToken) if transport == RefreshTransport::Cookie => {
+            Err(AppError::from(e).with_cookies(vec![state.cookies().clear()]))
         }
+        Err(e) => Err(e.into()),
     }
 }
 
 #[utoipa::path(post, path = "/logout", tag = "auth", request_body(content = Option<LogoutRequest>), security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The session ended", body = Envelope<LogoutResponse>),
-        (status = 400, description = "Malformed input (`INVALID_REQUEST`, `MISSING_TOKEN`, `INVALID_EMAIL`, `INVALID_USERNAME`, `WEAK_PASSWORD`)", body = ErrorEnvelope),
-        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 408, description = "`REQUEST_TIMEOUT`: the body did not arrive within the body timeout", body = ErrorEnvelope),
-        (status = 413, description = "`PAYLOAD_TOO_LARGE`", body = ErrorEnvelope),
-        (status = 415, description = "`UNSUPPORTED_MEDIA_TYPE`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
-    ))]
+    responses((status = 200, description = "The session ended", body = Envelope<LogoutResponse>)))]
 pub async fn logout(
     State(state): State<AppState>,
     AuthUser(caller): AuthUser,
@@ -211,13 +173,7 @@ pub async fn logout(
 }
 
 #[utoipa::path(post, path = "/logout-all", tag = "auth", security(("bearer" = [])),
-    responses(
-        (status = 200, description = "Every session of the user ended", body = Envelope<LogoutAllResponse>),
-        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
-        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
-    ))]
+    responses((status = 200, description = "Every session of the user ended", body = Envelope<LogoutAllResponse>)))]
 pub async fn logout_all(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let sessions_ended = state.auth().logout_all(&caller, state.now()).await?;
     let mut response = ok(LogoutAllResponse { sessions_ended });
@@ -226,13 +182,7 @@ pub async fn logout_all(State(state): State<AppState>, AuthUser(caller): AuthUse
 }
 
 #[utoipa::path(get, path = "/me", tag = "auth", security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The caller", body = Envelope<MeResponse>),
-        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
-        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
-    ))]
+    responses((status = 200, description = "The caller", body = Envelope<MeResponse>)))]
 pub async fn me(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let profile = state.auth().me(&caller).await?;
     Ok(ok(MeResponse {

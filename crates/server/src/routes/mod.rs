@@ -22,6 +22,7 @@ use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouter};
 use utoipa_axum::routes;
 
 use crate::error::AppError;
+use crate::openapi::Shared::{self, Bearer, JsonBody, OAuthForm, OAuthStore, RefreshToken, Store};
 use crate::state::AppState;
 
 /// Every route of the server: the API (each with its OpenAPI entry), `/openapi.json`, the web
@@ -40,28 +41,35 @@ pub fn router() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
+/// A route whose document entry gets the failures it shares with others ([`Shared`]).
+fn documented(route: UtoipaMethodRouter<AppState>, shared: &[Shared]) -> UtoipaMethodRouter<AppState> {
+    let (schemas, mut paths, method_router) = route;
+    crate::openapi::add_shared(&mut paths, shared);
+    (schemas, paths, method_router)
+}
+
 /// An OAuth endpoint: other methods get an RFC 6749 error, not the envelope.
 fn oauth_endpoint(route: UtoipaMethodRouter<AppState>) -> UtoipaMethodRouter<AppState> {
-    let (schemas, paths, method_router) = route;
+    let (schemas, paths, method_router) = documented(route, &[OAuthForm, OAuthStore]);
     (schemas, paths, method_router.fallback(oauth::method_not_allowed))
 }
 
-/// The API's routes, each with its document entry.
+/// The API's routes, each with its document entry and the shared failures it can give.
 fn api() -> OpenApiRouter<AppState> {
     let auth = OpenApiRouter::new()
-        .routes(routes!(auth::register))
-        .routes(routes!(auth::login))
-        .routes(routes!(auth::refresh))
-        .routes(routes!(auth::logout))
-        .routes(routes!(auth::logout_all))
-        .routes(routes!(auth::me))
+        .routes(documented(routes!(auth::register), &[JsonBody, Store]))
+        .routes(documented(routes!(auth::login), &[JsonBody, Store]))
+        .routes(documented(routes!(auth::refresh), &[JsonBody, RefreshToken, Store]))
+        .routes(documented(routes!(auth::logout), &[Bearer, JsonBody, Store]))
+        .routes(documented(routes!(auth::logout_all), &[Bearer, Store]))
+        .routes(documented(routes!(auth::me), &[Bearer, Store]))
         .routes(routes!(account::settings))
-        .routes(routes!(account::anonymous))
-        .routes(routes!(account::upgrade))
-        .routes(routes!(account::change_password))
-        .routes(routes!(account::delete_account))
-        .routes(routes!(sessions::list))
-        .routes(routes!(sessions::revoke))
+        .routes(documented(routes!(account::anonymous), &[JsonBody, Store]))
+        .routes(documented(routes!(account::upgrade), &[Bearer, JsonBody, RefreshToken, Store]))
+        .routes(documented(routes!(account::change_password), &[Bearer, JsonBody, Store]))
+        .routes(documented(routes!(account::delete_account), &[Bearer, JsonBody, Store]))
+        .routes(documented(routes!(sessions::list), &[Bearer, Store]))
+        .routes(documented(routes!(sessions::revoke), &[Bearer, Store]))
         .routes(routes!(revocations::stream))
         .layer(axum::middleware::map_response(never_cache));
     OpenApiRouter::with_openapi(crate::openapi::document())

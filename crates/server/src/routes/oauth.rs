@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 use serde_json::json;
 use tessera_core::service::{AuthError, Introspection};
 
+use crate::rejection::Rejection;
 use crate::state::AppState;
 
 pub const TOKEN_PATH: &str = "/oauth/token";
@@ -91,6 +92,20 @@ impl From<AuthError> for OAuthError {
     }
 }
 
+/// An extraction failure is an `invalid_request`, with the status its meaning has in HTTP (a body
+/// too large is still `413`).
+impl From<Rejection> for OAuthError {
+    fn from(rejection: Rejection) -> Self {
+        let status = match rejection {
+            Rejection::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::BodyTimeout(_) => StatusCode::REQUEST_TIMEOUT,
+            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            _ => StatusCode::BAD_REQUEST,
+        };
+        Self::new(status, "invalid_request", rejection.message())
+    }
+}
+
 impl IntoResponse for OAuthError {
     fn into_response(self) -> Response {
         let body = OAuthErrorBody { error: self.error, error_description: self.description };
@@ -143,10 +158,7 @@ impl FromRequest<AppState> for FormParams {
         if form.as_deref() != Some("application/x-www-form-urlencoded") {
             return Err(OAuthError::invalid_request("Send the parameters as application/x-www-form-urlencoded"));
         }
-        let bytes = crate::extract::read_body(req, state).await.map_err(|e| {
-            let status = StatusCode::from_u16(e.code.status()).unwrap_or(StatusCode::BAD_REQUEST);
-            OAuthError::new(status, "invalid_request", e.message)
-        })?;
+        let bytes = crate::extract::read_body(req, state).await?;
         let mut params = HashMap::new();
         for (name, value) in form_urlencoded::parse(&bytes) {
             if params.insert(name.clone().into_owned(), value.into_owned()).is_some() {
@@ -163,12 +175,7 @@ impl FromRequest<AppState> for FormParams {
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`grant_type=refresh_token&refresh_token=…[&client_id=…]`"),
     responses(
         (status = 200, description = "The rotated pair (RFC 6749 §5.1)", body = OAuthTokenBody),
-        (status = 400, description = "`invalid_request`, `invalid_grant`, `unsupported_grant_type`", body = OAuthErrorBody),
-        (status = 405, description = "Not `POST`", body = OAuthErrorBody),
-        (status = 408, description = "The body did not arrive within the body timeout", body = OAuthErrorBody),
-        (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
-        (status = 500, description = "`server_error`", body = OAuthErrorBody),
-        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
+        (status = 400, description = "`invalid_grant`: the refresh token is invalid, expired, ended or used already; `unsupported_grant_type`", body = OAuthErrorBody)
     ))]
 pub async fn token(State(state): State<AppState>, params: Result<FormParams, OAuthError>) -> Response {
     match refresh_grant(&state, params).await {
@@ -207,13 +214,7 @@ async fn refresh_grant(state: &AppState, params: Result<FormParams, OAuthError>)
 #[utoipa::path(post, path = "/oauth/revoke", tag = "oauth",
     request_body(content = String, content_type = "application/x-www-form-urlencoded", description = "`token=…[&token_type_hint=…]`"),
     responses(
-        (status = 200, description = "Revoked, or nothing to revoke (RFC 7009)"),
-        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
-        (status = 405, description = "Not `POST`", body = OAuthErrorBody),
-        (status = 408, description = "The body did not arrive within the body timeout", body = OAuthErrorBody),
-        (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
-        (status = 500, description = "`server_error`", body = OAuthErrorBody),
-        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
+        (status = 200, description = "Revoked, or nothing to revoke (RFC 7009)")
     ))]
 pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OAuthError>) -> Response {
     let outcome = async {
@@ -239,14 +240,8 @@ pub async fn revoke(State(state): State<AppState>, params: Result<FormParams, OA
     security(("client" = [])),
     responses(
         (status = 200, description = "RFC 7662: `{active: true, sub, sid, exp, iat, iss, aud, token_type, …}` or exactly `{active: false}`", body = Object),
-        (status = 400, description = "`invalid_request`", body = OAuthErrorBody),
         (status = 401, description = "`invalid_client`, with `WWW-Authenticate: Basic`", body = OAuthErrorBody),
-        (status = 405, description = "Not `POST`", body = OAuthErrorBody),
-        (status = 408, description = "The body did not arrive within the body timeout", body = OAuthErrorBody),
-        (status = 413, description = "The body is over the limit", body = OAuthErrorBody),
-        (status = 429, description = "`slow_down`: too many failed authentications of this client, with `Retry-After`", body = OAuthErrorBody),
-        (status = 500, description = "`server_error`", body = OAuthErrorBody),
-        (status = 503, description = "`temporarily_unavailable`", body = OAuthErrorBody)
+        (status = 429, description = "`slow_down`: too many failed authentications of this client, with `Retry-After`", body = OAuthErrorBody)
     ))]
 pub async fn introspect(
     State(state): State<AppState>,

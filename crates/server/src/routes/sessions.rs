@@ -13,13 +13,7 @@ use crate::state::AppState;
 use tessera_proto::{Envelope, ErrorEnvelope};
 
 #[utoipa::path(get, path = "/sessions", tag = "sessions", security(("bearer" = [])),
-    responses(
-        (status = 200, description = "The caller's active sessions", body = Envelope<SessionsResponse>),
-        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
-        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
-    ))]
+    responses((status = 200, description = "The caller's active sessions", body = Envelope<SessionsResponse>)))]
 pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> Result<Response, AppError> {
     let sessions = state.auth().list_sessions(&caller, state.now()).await?;
     let sessions = sessions
@@ -41,11 +35,7 @@ pub async fn list(State(state): State<AppState>, AuthUser(caller): AuthUser) -> 
     params(("id" = String, Path, description = "A session id of the caller's")),
     responses(
         (status = 200, description = "The session ended", body = Envelope<RevokeResponse>),
-        (status = 400, description = "`INVALID_REQUEST`: several `Authorization` headers", body = ErrorEnvelope),
-        (status = 401, description = "`UNAUTHORIZED`, `INVALID_TOKEN` or `INVALID_CREDENTIALS`", body = ErrorEnvelope),
-        (status = 404, description = "`NOT_FOUND`", body = ErrorEnvelope),
-        (status = 500, description = "`INTERNAL`", body = ErrorEnvelope),
-        (status = 503, description = "`UNAVAILABLE`: the store cannot be reached", body = ErrorEnvelope)
+        (status = 404, description = "`NOT_FOUND`: no session of the caller's has this id", body = ErrorEnvelope)
     ))]
 pub async fn revoke(
     State(state): State<AppState>,

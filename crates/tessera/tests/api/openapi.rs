@@ -1,4 +1,6 @@
-//! The OpenAPI document at `/openapi.json` describes every route and every status it answers.
+//! The OpenAPI document at `/openapi.json` describes every route and every status it answers, on
+//! every backend (that it lists exactly the error codes each route answers is checked in process,
+//! with store faults, by `crates/server/tests/documented_errors.rs`).
 
 use std::collections::BTreeSet;
 
