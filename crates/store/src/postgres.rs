@@ -6,6 +6,7 @@
 //! (connect and acquire 2 s) so that an unreachable database answers `503` quickly instead of
 //! holding requests; the pool reconnects by itself when the database returns.
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -17,11 +18,10 @@ use tessera_core::session::{Rotation, Session};
 use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
-use crate::sql::unique_key;
-use crate::sql::{
-    SESSION_COLUMNS, client_from_row, ended_from_row, feed_position, generation, limit, session_from_row,
-    session_id_from_row, user_from_row, user_id_from_row,
-};
+use crate::sql::{self, IdRow, SESSION_COLUMNS, SessionRow, Statements, generation, unique_key};
+
+/// The statements PostgreSQL runs as SQLite does, on its `tessera_` tables.
+static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new("tessera_"));
 
 /// Schema migrations in order; `tessera_migrations` records which ran.
 const MIGRATIONS: &[&str] = &[
@@ -120,7 +120,7 @@ impl PostgresStore {
     async fn end_where(&self, filter: &str, id: &[u8], now: Timestamp) -> StoreResult<Vec<SessionId>> {
         let mut tx = self.pool.begin().await.map_err(classify)?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(FEED_LOCK).execute(&mut *tx).await.map_err(classify)?;
-        let rows = sqlx::query(&format!(
+        let rows = sqlx::query_as::<_, IdRow>(&format!(
             "WITH ended AS (UPDATE tessera_sessions SET ended_at = $1 WHERE {filter} AND ended_at IS NULL \
              RETURNING id, ended_at) \
              INSERT INTO tessera_session_ends (id, ended_at) SELECT id, ended_at FROM ended RETURNING id"
@@ -131,7 +131,15 @@ impl PostgresStore {
         .await
         .map_err(classify)?;
         tx.commit().await.map_err(classify)?;
-        rows.iter().map(session_id_from_row).collect()
+        rows.into_iter().map(sql::session_id).collect()
+    }
+
+    async fn find_user_by<'q, K>(&self, statement: &'q str, key: K) -> StoreResult<Option<User>>
+    where
+        K: 'q + Send + sqlx::Encode<'q, sqlx::Postgres> + sqlx::Type<sqlx::Postgres>,
+    {
+        let row = sqlx::query_as(statement).bind(key).fetch_optional(&self.pool).await.map_err(classify)?;
+        row.map(sql::user).transpose()
     }
 }
 
@@ -186,91 +194,48 @@ fn classify(e: sqlx::Error) -> StoreError {
 #[async_trait]
 impl UserStore for PostgresStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO tessera_users (id, email, email_key, username, username_key, password_hash, is_anonymous, \
-             created_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-        )
-        .bind(&user.id.as_bytes()[..])
-        .bind(&user.email)
-        .bind(&user.email_key)
-        .bind(&user.username)
-        .bind(&user.username_key)
-        .bind(&user.password_hash)
-        .bind(user.is_anonymous)
-        .bind(user.created_at.as_millis())
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        let insert = sqlx::query(&SQL.insert_user);
+        sql::bind_user(insert, user).bind(user.created_at.as_millis()).execute(&self.pool).await.map_err(classify)?;
         Ok(())
     }
 
     async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM tessera_users WHERE email_key = $1")
-            .bind(email_key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        self.find_user_by(&SQL.find_user_by_email, email_key).await
     }
 
     async fn find_user_by_username(&self, username_key: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM tessera_users WHERE username_key = $1")
-            .bind(username_key)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        self.find_user_by(&SQL.find_user_by_username, username_key).await
     }
 
     async fn find_user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM tessera_users WHERE id = $1")
-            .bind(&id.as_bytes()[..])
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        self.find_user_by(&SQL.find_user, &id.as_bytes()[..]).await
     }
 
     async fn update_user(&self, user: &User, expected_password_hash: Option<&str>) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE tessera_users SET email = $1, email_key = $2, username = $3, username_key = $4, \
-             password_hash = $5, is_anonymous = $6 WHERE id = $7 AND password_hash IS NOT DISTINCT FROM $8",
-        )
-        .bind(&user.email)
-        .bind(&user.email_key)
-        .bind(&user.username)
-        .bind(&user.username_key)
-        .bind(&user.password_hash)
-        .bind(user.is_anonymous)
-        .bind(&user.id.as_bytes()[..])
-        .bind(expected_password_hash)
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        let update = sqlx::query(&SQL.update_user);
+        let done =
+            sql::bind_user(update, user).bind(expected_password_hash).execute(&self.pool).await.map_err(classify)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM tessera_users WHERE id = $1")
-            .bind(&id.as_bytes()[..])
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        let done =
+            sqlx::query(&SQL.delete_user).bind(&id.as_bytes()[..]).execute(&self.pool).await.map_err(classify)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn guests(&self, created_before: Timestamp, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
         let after = after.map_or([0u8; 16], |id| *id.as_bytes());
-        let rows = sqlx::query(
+        let rows = sqlx::query_as(
             "SELECT id FROM tessera_users WHERE is_anonymous AND created_at < $1 AND id > $2 ORDER BY id LIMIT $3",
         )
         .bind(created_before.as_millis())
         .bind(&after[..])
-        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(sql::limit(limit))
         .fetch_all(&self.pool)
         .await
         .map_err(classify)?;
-        rows.iter().map(user_id_from_row).collect()
+        rows.into_iter().map(sql::user_id).collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -282,7 +247,7 @@ impl UserStore for PostgresStore {
 #[async_trait]
 impl ClientStore for PostgresStore {
     async fn create_client(&self, client: &OAuthClient) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tessera_oauth_clients (id, name, secret_digest, created_at) VALUES ($1, $2, $3, $4)")
+        sqlx::query(&SQL.insert_client)
             .bind(&client.id)
             .bind(&client.name)
             .bind(&client.secret_digest)
@@ -294,28 +259,17 @@ impl ClientStore for PostgresStore {
     }
 
     async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>> {
-        let row = sqlx::query("SELECT * FROM tessera_oauth_clients WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(client_from_row).transpose()
+        let row = sqlx::query_as(&SQL.find_client).bind(id).fetch_optional(&self.pool).await.map_err(classify)?;
+        Ok(row.map(sql::client))
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<OAuthClient>> {
-        let rows = sqlx::query("SELECT * FROM tessera_oauth_clients ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(classify)?;
-        rows.iter().map(client_from_row).collect()
+        let rows = sqlx::query_as(&SQL.list_clients).fetch_all(&self.pool).await.map_err(classify)?;
+        Ok(rows.into_iter().map(sql::client).collect())
     }
 
     async fn delete_client(&self, id_or_name: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM tessera_oauth_clients WHERE id = $1 OR name = $1")
-            .bind(id_or_name)
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        let done = sqlx::query(&SQL.delete_client).bind(id_or_name).execute(&self.pool).await.map_err(classify)?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -323,32 +277,17 @@ impl ClientStore for PostgresStore {
 #[async_trait]
 impl SessionStore for PostgresStore {
     async fn create_session(&self, s: &Session) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO tessera_sessions ({SESSION_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
-        ))
-        .bind(&s.id.as_bytes()[..])
-        .bind(&s.user_id.as_bytes()[..])
-        .bind(generation(s.generation)?)
-        .bind(s.created_at.as_millis())
-        .bind(s.last_used_at.as_millis())
-        .bind(s.expires_at.as_millis())
-        .bind(s.absolute_expires_at.as_millis())
-        .bind(s.ended_at.map(Timestamp::as_millis))
-        .bind(&s.user_agent)
-        .bind(&s.ip)
-        .execute(&self.pool)
-        .await
-        .map_err(classify)?;
+        sql::bind_session(sqlx::query(&SQL.insert_session), s)?.execute(&self.pool).await.map_err(classify)?;
         Ok(())
     }
 
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM tessera_sessions WHERE id = $1"))
+        let row = sqlx::query_as(&SQL.get_session)
             .bind(&id.as_bytes()[..])
             .fetch_optional(&self.pool)
             .await
             .map_err(classify)?;
-        row.as_ref().map(session_from_row).transpose()
+        row.map(sql::session).transpose()
     }
 
     async fn rotate(
@@ -358,7 +297,7 @@ impl SessionStore for PostgresStore {
         now: Timestamp,
         idle_expires_at: Timestamp,
     ) -> StoreResult<Rotation> {
-        let row = sqlx::query(&format!(
+        let row = sqlx::query_as::<_, SessionRow>(&format!(
             "UPDATE tessera_sessions SET generation = generation + 1, last_used_at = $1, \
              expires_at = LEAST($2, absolute_expires_at) \
              WHERE id = $3 AND generation = $4 AND ended_at IS NULL AND expires_at > $1 RETURNING {SESSION_COLUMNS}"
@@ -371,7 +310,7 @@ impl SessionStore for PostgresStore {
         .await
         .map_err(classify)?;
         match row {
-            Some(row) => Ok(Rotation::Rotated(session_from_row(&row)?)),
+            Some(row) => Ok(Rotation::Rotated(sql::session(row)?)),
             None => Ok(Rotation::Stale(self.get_session(id).await?)),
         }
     }
@@ -386,28 +325,23 @@ impl SessionStore for PostgresStore {
     }
 
     async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {SESSION_COLUMNS} FROM tessera_sessions \
-             WHERE user_id = $1 AND ended_at IS NULL AND expires_at > $2 ORDER BY created_at, id"
-        ))
-        .bind(&user_id.as_bytes()[..])
-        .bind(now.as_millis())
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        rows.iter().map(session_from_row).collect()
+        let rows = sqlx::query_as(&SQL.list_sessions)
+            .bind(&user_id.as_bytes()[..])
+            .bind(now.as_millis())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(sql::session).collect()
     }
 
     async fn ended_after(&self, after: Option<FeedPosition>, max: usize) -> StoreResult<Vec<EndedSession>> {
-        let rows = sqlx::query(
-            "SELECT position, id, ended_at FROM tessera_session_ends WHERE position > $1 ORDER BY position LIMIT $2",
-        )
-        .bind(feed_position(after)?)
-        .bind(limit(max))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(classify)?;
-        rows.iter().map(ended_from_row).collect()
+        let rows = sqlx::query_as(&SQL.ended_after)
+            .bind(sql::feed_position(after)?)
+            .bind(sql::limit(max))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(classify)?;
+        rows.into_iter().map(sql::ended).collect()
     }
 
     async fn purge(
@@ -416,17 +350,13 @@ impl SessionStore for PostgresStore {
         ended_before: Timestamp,
         feed_before: Timestamp,
     ) -> StoreResult<u64> {
-        let done = sqlx::query("DELETE FROM tessera_sessions WHERE expires_at < $1 OR ended_at < $2")
+        let done = sqlx::query(&SQL.purge_sessions)
             .bind(expired_before.as_millis())
             .bind(ended_before.as_millis())
             .execute(&self.pool)
             .await
             .map_err(classify)?;
-        sqlx::query("DELETE FROM tessera_session_ends WHERE ended_at < $1")
-            .bind(feed_before.as_millis())
-            .execute(&self.pool)
-            .await
-            .map_err(classify)?;
+        sqlx::query(&SQL.purge_feed).bind(feed_before.as_millis()).execute(&self.pool).await.map_err(classify)?;
         Ok(done.rows_affected())
     }
 

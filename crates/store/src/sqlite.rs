@@ -6,8 +6,12 @@
 //! commit durable against a crash of the process (`kill -9`): the WAL is in the kernel's hands
 //! when the commit returns. Only a power loss or kernel crash can lose the last commits; set
 //! `sqlite_synchronous = "full"` to fsync every commit if that matters more than throughput.
+//!
+//! (Over 400 lines because a quarter of it is the schema's migrations, kept beside the
+//! statements that read that schema; the statements PostgreSQL runs alike are in `sql.rs`.)
 
 use std::path::Path;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -22,11 +26,7 @@ use tessera_core::{SessionId, Timestamp, UserId};
 
 /// The columns of a session row, in the order tessera reads them.
 pub use crate::sql::SESSION_COLUMNS;
-use crate::sql::unique_key;
-use crate::sql::{
-    client_from_row, ended_from_row, feed_position, generation, limit, session_from_row, session_id_from_row,
-    user_from_row, user_id_from_row,
-};
+use crate::sql::{self, Statements, unique_key};
 
 /// Schema migrations, applied in order; `PRAGMA user_version` records how many ran.
 const MIGRATIONS: &[&str] = &[
@@ -101,25 +101,14 @@ CREATE INDEX users_guests ON users (id) WHERE is_anonymous = 1;
 "#,
 ];
 
-// The queries on the session tables that run while they are large, each served by an index
-// (the purge and the feed read only what they return or delete, the list only the user's
-// sessions; docs/benchmarks.md): `query_plans_use_indexes` below checks them with EXPLAIN QUERY PLAN.
-const PURGE_SESSIONS: &str = "DELETE FROM sessions WHERE expires_at < ? OR ended_at < ?";
-const PURGE_FEED: &str = "DELETE FROM session_ends WHERE ended_at < ?";
-const FEED_AFTER: &str = "SELECT position, id, ended_at FROM session_ends WHERE position > ? ORDER BY position LIMIT ?";
+/// The statements SQLite runs as PostgreSQL does. Those on the session tables that run while
+/// they are large are each served by an index (the purge and the feed read only what they return
+/// or delete, the list only the user's sessions; docs/benchmarks.md): `query_plans_use_indexes`
+/// below checks them with EXPLAIN QUERY PLAN.
+static SQL: LazyLock<Statements> = LazyLock::new(|| Statements::new(""));
 const END_USER_SESSIONS: &str =
-    "UPDATE sessions SET ended_at = ?1 WHERE user_id = ?2 AND ended_at IS NULL AND expires_at > ?1 RETURNING id";
-
-fn list_sessions_query() -> String {
-    format!(
-        "SELECT {SESSION_COLUMNS} FROM sessions WHERE user_id = ? AND ended_at IS NULL AND expires_at > ? \
-         ORDER BY created_at, id"
-    )
-}
-
-fn insert_session_query() -> String {
-    format!("INSERT INTO sessions ({SESSION_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-}
+    "UPDATE sessions SET ended_at = $1 WHERE user_id = $2 AND ended_at IS NULL AND expires_at > $1 RETURNING id";
+const GUESTS: &str = "SELECT id FROM users WHERE is_anonymous = 1 AND created_at < $1 AND id > $2 ORDER BY id LIMIT $3";
 
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -232,123 +221,69 @@ pub(crate) fn classify(e: sqlx::Error) -> StoreError {
     }
 }
 
-/// The insert of one session, bound.
-fn insert_session<'q>(
-    sql: &'q str,
-    s: &'q Session,
-) -> StoreResult<sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>> {
-    Ok(sqlx::query(sql)
-        .bind(&s.id.as_bytes()[..])
-        .bind(&s.user_id.as_bytes()[..])
-        .bind(generation(s.generation)?)
-        .bind(s.created_at.as_millis())
-        .bind(s.last_used_at.as_millis())
-        .bind(s.expires_at.as_millis())
-        .bind(s.absolute_expires_at.as_millis())
-        .bind(s.ended_at.map(Timestamp::as_millis))
-        .bind(&s.user_agent)
-        .bind(&s.ip))
-}
-
 impl SqliteStore {
     /// Stores many new sessions in one transaction, as [`SessionStore::create_session`] stores
     /// each: for loading a database quickly (the benchmark's million sessions).
     pub async fn create_sessions(&self, sessions: &[Session]) -> StoreResult<()> {
-        let sql = insert_session_query();
         let mut tx = self.writer.begin().await.map_err(classify)?;
         for s in sessions {
-            insert_session(&sql, s)?.execute(&mut *tx).await.map_err(classify)?;
+            sql::bind_session(sqlx::query(&SQL.insert_session), s)?.execute(&mut *tx).await.map_err(classify)?;
         }
         tx.commit().await.map_err(classify)
     }
-}
 
-const USER_COLUMNS: &str = "id, email, email_key, username, username_key, password_hash, is_anonymous, created_at";
-const GUESTS: &str = "SELECT id FROM users WHERE is_anonymous = 1 AND created_at < ? AND id > ? ORDER BY id LIMIT ?";
+    async fn find_user_by<'q, K>(&self, statement: &'q str, key: K) -> StoreResult<Option<User>>
+    where
+        K: 'q + Send + sqlx::Encode<'q, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    {
+        let row = sqlx::query_as(statement).bind(key).fetch_optional(&self.readers).await.map_err(classify)?;
+        row.map(sql::user).transpose()
+    }
+}
 
 #[async_trait]
 impl UserStore for SqliteStore {
     async fn create_user(&self, user: &User) -> StoreResult<()> {
-        sqlx::query(&format!("INSERT INTO users ({USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"))
-            .bind(&user.id.as_bytes()[..])
-            .bind(&user.email)
-            .bind(&user.email_key)
-            .bind(&user.username)
-            .bind(&user.username_key)
-            .bind(&user.password_hash)
-            .bind(user.is_anonymous)
-            .bind(user.created_at.as_millis())
-            .execute(&self.writer)
-            .await
-            .map_err(classify)?;
+        let insert = sqlx::query(&SQL.insert_user);
+        sql::bind_user(insert, user).bind(user.created_at.as_millis()).execute(&self.writer).await.map_err(classify)?;
         Ok(())
     }
 
     async fn find_user_by_email(&self, email_key: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE email_key = ?")
-            .bind(email_key)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        self.find_user_by(&SQL.find_user_by_email, email_key).await
     }
 
     async fn find_user_by_username(&self, username_key: &str) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username_key = ?")
-            .bind(username_key)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        self.find_user_by(&SQL.find_user_by_username, username_key).await
     }
 
     async fn find_user(&self, id: UserId) -> StoreResult<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
-            .bind(&id.as_bytes()[..])
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(user_from_row).transpose()
+        self.find_user_by(&SQL.find_user, &id.as_bytes()[..]).await
     }
 
     async fn update_user(&self, user: &User, expected_password_hash: Option<&str>) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE users SET email = ?, email_key = ?, username = ?, username_key = ?, password_hash = ?, \
-             is_anonymous = ? WHERE id = ? AND password_hash IS ?",
-        )
-        .bind(&user.email)
-        .bind(&user.email_key)
-        .bind(&user.username)
-        .bind(&user.username_key)
-        .bind(&user.password_hash)
-        .bind(user.is_anonymous)
-        .bind(&user.id.as_bytes()[..])
-        .bind(expected_password_hash)
-        .execute(&self.writer)
-        .await
-        .map_err(classify)?;
+        let update = sqlx::query(&SQL.update_user);
+        let done =
+            sql::bind_user(update, user).bind(expected_password_hash).execute(&self.writer).await.map_err(classify)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn delete_user(&self, id: UserId) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM users WHERE id = ?")
-            .bind(&id.as_bytes()[..])
-            .execute(&self.writer)
-            .await
-            .map_err(classify)?;
+        let done =
+            sqlx::query(&SQL.delete_user).bind(&id.as_bytes()[..]).execute(&self.writer).await.map_err(classify)?;
         Ok(done.rows_affected() == 1)
     }
 
     async fn guests(&self, created_before: Timestamp, after: Option<UserId>, limit: usize) -> StoreResult<Vec<UserId>> {
         let after = after.map_or([0u8; 16], |id| *id.as_bytes());
-        let rows = sqlx::query(GUESTS)
+        let rows = sqlx::query_as(GUESTS)
             .bind(created_before.as_millis())
             .bind(&after[..])
-            .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+            .bind(sql::limit(limit))
             .fetch_all(&self.readers)
             .await
             .map_err(classify)?;
-        rows.iter().map(user_id_from_row).collect()
+        rows.into_iter().map(sql::user_id).collect()
     }
 
     async fn ping(&self) -> StoreResult<()> {
@@ -360,7 +295,7 @@ impl UserStore for SqliteStore {
 #[async_trait]
 impl ClientStore for SqliteStore {
     async fn create_client(&self, client: &OAuthClient) -> StoreResult<()> {
-        sqlx::query("INSERT INTO oauth_clients (id, name, secret_digest, created_at) VALUES (?, ?, ?, ?)")
+        sqlx::query(&SQL.insert_client)
             .bind(&client.id)
             .bind(&client.name)
             .bind(&client.secret_digest)
@@ -372,28 +307,17 @@ impl ClientStore for SqliteStore {
     }
 
     async fn find_client(&self, id: &str) -> StoreResult<Option<OAuthClient>> {
-        let row = sqlx::query("SELECT * FROM oauth_clients WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.readers)
-            .await
-            .map_err(classify)?;
-        row.as_ref().map(client_from_row).transpose()
+        let row = sqlx::query_as(&SQL.find_client).bind(id).fetch_optional(&self.readers).await.map_err(classify)?;
+        Ok(row.map(sql::client))
     }
 
     async fn list_clients(&self) -> StoreResult<Vec<OAuthClient>> {
-        let rows = sqlx::query("SELECT * FROM oauth_clients ORDER BY created_at, id")
-            .fetch_all(&self.readers)
-            .await
-            .map_err(classify)?;
-        rows.iter().map(client_from_row).collect()
+        let rows = sqlx::query_as(&SQL.list_clients).fetch_all(&self.readers).await.map_err(classify)?;
+        Ok(rows.into_iter().map(sql::client).collect())
     }
 
     async fn delete_client(&self, id_or_name: &str) -> StoreResult<bool> {
-        let done = sqlx::query("DELETE FROM oauth_clients WHERE id = ?1 OR name = ?1")
-            .bind(id_or_name)
-            .execute(&self.writer)
-            .await
-            .map_err(classify)?;
+        let done = sqlx::query(&SQL.delete_client).bind(id_or_name).execute(&self.writer).await.map_err(classify)?;
         Ok(done.rows_affected() > 0)
     }
 }
@@ -401,17 +325,17 @@ impl ClientStore for SqliteStore {
 #[async_trait]
 impl SessionStore for SqliteStore {
     async fn create_session(&self, s: &Session) -> StoreResult<()> {
-        insert_session(&insert_session_query(), s)?.execute(&self.writer).await.map_err(classify)?;
+        sql::bind_session(sqlx::query(&SQL.insert_session), s)?.execute(&self.writer).await.map_err(classify)?;
         Ok(())
     }
 
     async fn get_session(&self, id: SessionId) -> StoreResult<Option<Session>> {
-        let row = sqlx::query(&format!("SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?"))
+        let row = sqlx::query_as(&SQL.get_session)
             .bind(&id.as_bytes()[..])
             .fetch_optional(&self.readers)
             .await
             .map_err(classify)?;
-        row.as_ref().map(session_from_row).transpose()
+        row.map(sql::session).transpose()
     }
 
     async fn rotate(
@@ -431,7 +355,7 @@ impl SessionStore for SqliteStore {
     }
 
     async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
-        let done = sqlx::query("UPDATE sessions SET ended_at = ? WHERE id = ? AND ended_at IS NULL")
+        let done = sqlx::query("UPDATE sessions SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL")
             .bind(now.as_millis())
             .bind(&id.as_bytes()[..])
             .execute(&self.writer)
@@ -441,33 +365,33 @@ impl SessionStore for SqliteStore {
     }
 
     async fn end_user_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<SessionId>> {
-        let rows = sqlx::query(END_USER_SESSIONS)
+        let rows = sqlx::query_as(END_USER_SESSIONS)
             .bind(now.as_millis())
             .bind(&user_id.as_bytes()[..])
             .fetch_all(&self.writer)
             .await
             .map_err(classify)?;
-        rows.iter().map(session_id_from_row).collect()
+        rows.into_iter().map(sql::session_id).collect()
     }
 
     async fn list_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<Session>> {
-        let rows = sqlx::query(&list_sessions_query())
+        let rows = sqlx::query_as(&SQL.list_sessions)
             .bind(&user_id.as_bytes()[..])
             .bind(now.as_millis())
             .fetch_all(&self.readers)
             .await
             .map_err(classify)?;
-        rows.iter().map(session_from_row).collect()
+        rows.into_iter().map(sql::session).collect()
     }
 
     async fn ended_after(&self, after: Option<FeedPosition>, max: usize) -> StoreResult<Vec<EndedSession>> {
-        let rows = sqlx::query(FEED_AFTER)
-            .bind(feed_position(after)?)
-            .bind(limit(max))
+        let rows = sqlx::query_as(&SQL.ended_after)
+            .bind(sql::feed_position(after)?)
+            .bind(sql::limit(max))
             .fetch_all(&self.readers)
             .await
             .map_err(classify)?;
-        rows.iter().map(ended_from_row).collect()
+        rows.into_iter().map(sql::ended).collect()
     }
 
     async fn purge(
@@ -477,13 +401,13 @@ impl SessionStore for SqliteStore {
         feed_before: Timestamp,
     ) -> StoreResult<u64> {
         let mut tx = self.writer.begin().await.map_err(classify)?;
-        let done = sqlx::query(PURGE_SESSIONS)
+        let done = sqlx::query(&SQL.purge_sessions)
             .bind(expired_before.as_millis())
             .bind(ended_before.as_millis())
             .execute(&mut *tx)
             .await
             .map_err(classify)?;
-        sqlx::query(PURGE_FEED).bind(feed_before.as_millis()).execute(&mut *tx).await.map_err(classify)?;
+        sqlx::query(&SQL.purge_feed).bind(feed_before.as_millis()).execute(&mut *tx).await.map_err(classify)?;
         tx.commit().await.map_err(classify)?;
         Ok(done.rows_affected())
     }
@@ -505,8 +429,8 @@ mod tests {
     async fn query_plans_use_indexes() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("plans.db"), false).await.unwrap();
-        let list = list_sessions_query();
-        let queries = [PURGE_SESSIONS, PURGE_FEED, FEED_AFTER, END_USER_SESSIONS, list.as_str(), GUESTS];
+        let queries =
+            [&SQL.purge_sessions, &SQL.purge_feed, &SQL.ended_after, END_USER_SESSIONS, &SQL.list_sessions, GUESTS];
         for sql in queries {
             let rows = sqlx::raw_sql(&format!("EXPLAIN QUERY PLAN {sql}")).fetch_all(&store.readers).await.unwrap();
             let plan: Vec<String> = rows.iter().map(|row| row.get::<String, _>("detail")).collect();

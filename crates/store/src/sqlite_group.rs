@@ -24,13 +24,13 @@ use std::collections::{HashMap, HashSet};
 
 use futures_util::StreamExt as _;
 use sqlx::sqlite::{SqliteConnection, SqlitePool};
-use sqlx::{Either, Executor as _};
+use sqlx::{Either, Executor as _, FromRow as _};
 use tessera_core::session::Rotation;
 use tessera_core::store::{StoreError, StoreResult};
 use tessera_core::{SessionId, Timestamp};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::sql::{SESSION_COLUMNS, generation, session_from_row};
+use crate::sql::{self, SESSION_COLUMNS, SessionRow, generation};
 
 /// Rotations committed together at most (SQLite allows 32 766 bound values; four per rotation).
 pub const MAX_GROUP: usize = 128;
@@ -124,7 +124,7 @@ async fn commit(writer: &SqlitePool, wanted: &[(SessionId, u64, Timestamp, Times
             query = query.bind(id.as_bytes().to_vec());
         }
         for row in query.fetch_all(&mut *conn).await.map_err(super::sqlite::classify)? {
-            let session = session_from_row(&row)?;
+            let session = sql::session(SessionRow::from_row(&row).map_err(StoreError::other)?)?;
             current.insert(session.id, session);
         }
     }
@@ -173,7 +173,7 @@ async fn rotate_in_rounds(
         match result.map_err(super::sqlite::classify)? {
             Either::Left(_done) => statement += 1,
             Either::Right(row) => {
-                let session = session_from_row(&row)?;
+                let session = sql::session(SessionRow::from_row(&row).map_err(StoreError::other)?)?;
                 let round = statement.checked_sub(1).and_then(|k| rounds.get(k));
                 if let Some(&i) = round.and_then(|r| r.iter().find(|&&i| wanted[i].0 == session.id)) {
                     rotated.insert(i, Rotation::Rotated(session));
