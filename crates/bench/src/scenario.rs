@@ -1,4 +1,7 @@
 //! The scenarios: which connections send what, how they are set up, and one run of each.
+//!
+//! (Over 400 lines: one function per row of the report's table, each short, listed together
+//! so that the rows are read side by side.)
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -5,6 +5,9 @@
  * (with `Access-Control-Allow-Origin: *`, so a page of another origin can import it); the same
  * file is the `tessera-js` package (packages/tessera-js), with type declarations.
  *
+ * (One file of about 870 lines, 170 of them documentation and comments, because one file with
+ * no build step is what a page imports: the helpers, then `createClient` and its client.)
+ *
  *     import { createClient } from "https://auth.example.com/tessera.js";
  *     const tessera = createClient({ url: "https://auth.example.com" });
  *     tessera.on("session_ended", ({ reason }) => showSignIn("Your session has ended"));

@@ -3,6 +3,9 @@
 //! A backend's test file calls [`store_contract_tests!`](crate::store_contract_tests) with an
 //! async function that returns fresh, empty [`Stores`]; the macro expands to one `#[tokio::test]`
 //! per check below. The checks speak only through the `tessera-core` traits.
+//!
+//! (Over 400 lines: the whole contract a backend must keep, one check per rule, kept in one
+//! file so that a backend's author reads it at once.)
 
 use std::any::Any;
 use std::sync::Arc;

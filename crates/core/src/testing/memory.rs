@@ -20,6 +20,10 @@
 //! No lock is ever held across an `.await` (no method awaits anything), and nothing that can
 //! panic runs while a lock is held, so a poisoned lock still guards consistent data and is used
 //! as it is.
+//!
+//! (Over 400 lines: every store trait over one set of maps under one mutex, kept in one file so
+//! that the invariants they share — a session's rotation, its end and its feed entry — read in
+//! one place.)
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, MutexGuard, PoisonError};

@@ -4,6 +4,9 @@
 //! Flags and variables come from [`ServeArgs`] (clap reads both, flag first); the TOML file
 //! uses the flag names with underscores (`access_ttl = "15m"`). Unknown TOML keys and unknown
 //! `TESSERA_*` variables are reported, so a typo never silently falls back to a default.
+//!
+//! (About 400 lines with its tests: resolving every setting from its three layers is one
+//! function, read top to bottom.)
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

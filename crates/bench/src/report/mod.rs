@@ -1,4 +1,7 @@
-//! Statistics of a run, the targets of the spec, and the Markdown report.
+//! Statistics of a run, the targets of each row, and the Markdown report.
+//!
+//! (About 400 lines: the statistics and the table they fill; the machine's description is
+//! `machine.rs`, the tests `tests.rs`.)
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -7,6 +10,10 @@ use tessera_core::password::HashParams;
 
 use crate::load::WorkerStats;
 use crate::scenario::{CEILING_ARGON2, CEILING_HTTP, CEILING_SQLITE, Ceiling};
+
+mod machine;
+
+pub use machine::{Machine, machine, store_kinds};
 
 /// What the spec asks of a row of the table.
 #[derive(Debug, Clone, Copy)]
@@ -414,212 +421,10 @@ pub fn verdict(met: Option<bool>) -> &'static str {
     }
 }
 
-/// The machine the benchmark ran on.
-#[derive(Debug, Clone)]
-pub struct Machine {
-    /// Logical CPUs available to this process.
-    pub cores: usize,
-    /// From `/proc/cpuinfo`: the model name, with the vendor's family and model numbers when
-    /// given (a VM's model name may say little).
-    pub cpu_model: String,
-    /// The kernel's release (`/proc/sys/kernel/osrelease`).
-    pub kernel: String,
-}
-
-impl std::fmt::Display for Machine {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}, {} cores, Linux {}", self.cpu_model, self.cores, self.kernel)
-    }
-}
-
-/// This machine.
-pub fn machine() -> Machine {
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let cpu_model =
-        std::fs::read_to_string("/proc/cpuinfo").map_or_else(|_| "unknown CPU".into(), |info| cpu_model(&info));
-    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-        .map_or_else(|_| "unknown".into(), |release| release.trim().to_owned());
-    Machine { cores, cpu_model, kernel }
-}
-
-/// The first processor's model of a `/proc/cpuinfo`.
-fn cpu_model(info: &str) -> String {
-    let field = |name: &str| {
-        info.lines().find_map(|line| {
-            let (key, value) = line.split_once(':')?;
-            (key.trim() == name).then(|| value.trim().to_owned()).filter(|v| !v.is_empty())
-        })
-    };
-    let numbers = match (field("cpu family"), field("model")) {
-        (Some(family), Some(model)) => Some(format!("family {family} model {model}")),
-        _ => None,
-    };
-    match (field("model name"), field("vendor_id"), numbers) {
-        (Some(name), _, Some(numbers)) => format!("{name} ({numbers})"),
-        (Some(name), _, None) => name,
-        (None, Some(vendor), Some(numbers)) => format!("{vendor} {numbers}"),
-        (None, Some(vendor), None) => vendor,
-        (None, None, Some(numbers)) => numbers,
-        (None, None, None) => "unknown CPU".into(),
-    }
-}
-
-/// The stores the server runs on, users' and sessions': it inherits `TESSERA_DATABASE_URL` and
-/// `TESSERA_SESSION_STORE_URL` from the benchmark's environment.
-pub fn store_kinds() -> (&'static str, &'static str) {
-    let kind = |var: &str| {
-        std::env::var(var).ok().filter(|url| !url.is_empty()).map(|url| {
-            if url.starts_with("redis") || url.starts_with("valkey") {
-                "Redis"
-            } else if url.starts_with("postgres") {
-                "PostgreSQL"
-            } else {
-                "SQLite"
-            }
-        })
-    };
-    let users = kind("TESSERA_DATABASE_URL").unwrap_or("SQLite");
-    let sessions = kind("TESSERA_SESSION_STORE_URL").unwrap_or(users);
-    (users, sessions)
-}
-
 fn stores() -> String {
     let (users, sessions) = store_kinds();
     format!("users in {users}, sessions in {sessions}")
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percentiles_use_the_nearest_rank() {
-        let sorted: Vec<u32> = (1..=100).map(|i| i * 1000).collect();
-        assert!((percentile_ms(&sorted, 50.0) - 50.0).abs() < 1e-9);
-        assert!((percentile_ms(&sorted, 99.0) - 99.0).abs() < 1e-9);
-        assert!((percentile_ms(&[7000], 99.0) - 7.0).abs() < 1e-9);
-        assert!(percentile_ms(&[], 50.0).abs() < 1e-9);
-    }
-
-    #[test]
-    fn the_median_run_is_the_middle_by_throughput() {
-        let run = |rps: f64| {
-            vec![Summary {
-                requests: 0,
-                errors: 0,
-                rps,
-                p50_ms: 0.0,
-                p99_ms: 0.0,
-                max_ms: 0.0,
-                first_error: None,
-                stopped: 0,
-                cpu_us_per_request: None,
-                server_cpu_us: None,
-                store_cpu_us: None,
-                client_cpu: None,
-            }]
-        };
-        assert_eq!(median_run(&[run(30.0), run(10.0), run(20.0)]), 2);
-        let (bare, layer) = ([run(100.0), run(50.0), run(200.0)], [run(90.0), run(100.0), run(160.0)]);
-        assert_eq!(paired_ratio(&layer, &bare), Some(0.9));
-        assert_eq!(paired_ratio(&[], &[]), None);
-    }
-
-    #[test]
-    fn the_layer_ratio_and_the_logout_delay_are_reported() {
-        let summary = |rps: f64, p99_ms: f64| Summary { rps, p99_ms, ..Summary::of_samples(vec![1000], 0, None, rps) };
-        let row = |label: &str, target, summary| Row {
-            label: label.into(),
-            connections: 32,
-            target,
-            summary,
-            ratio: None,
-            ceiling: None,
-            ceiling_ratio: None,
-        };
-        let ctx = context();
-        let layer = Target::Ratio { baseline: "rs-bare", min: 0.9 };
-        let delay = Target::Delay { max_p99_ms: 1000.0 };
-        let rows = [
-            row("rs-bare", Target::None, summary(1000.0, 1.0)),
-            row("rs-layer", layer, summary(950.0, 1.0)),
-            row("logout-latency: 1 instance", delay, summary(0.0, 1200.0)),
-        ];
-        let out = markdown(&ctx, &rows);
-        assert!(out.contains("rs-layer / rs-bare throughput: 0.950 (target ≥ 0.90: yes)"), "{out}");
-        assert!(out.contains("| rs-layer | 32 | 1 | 950 |"), "{out}");
-        assert!(out.contains("| logout-latency: 1 instance | 32 | 1 | — |"), "{out}");
-        assert!(out.contains("p99 ≤ 1000 ms | **no** |"), "{out}");
-        let mut paired = rows;
-        paired[1].ratio = Some(0.5);
-        paired[0].summary.cpu_us_per_request = Some(10.0);
-        paired[1].summary.cpu_us_per_request = Some(12.5);
-        let out = markdown(&ctx, &paired);
-        assert!(out.contains("rs-layer / rs-bare throughput: 0.500, median of"), "{out}");
-        assert!(out.contains("CPU per request: 0.800"), "{out}");
-        assert!(out.contains("rs-bare 10.00 µs, rs-layer 12.50 µs"), "{out}");
-        assert!(out.contains("≥ 0.90 × rs-bare req/s | **no** |"), "{out}");
-        let alone = markdown(&ctx, &paired[1..2]);
-        assert!(alone.contains("run rs-bare as well"), "{alone}");
-        assert!(alone.contains("≥ 0.90 × rs-bare req/s | — |"), "{alone}");
-    }
-
-    fn context() -> Context {
-        Context {
-            machine: Machine { cores: 2, cpu_model: "test CPU".into(), kernel: "6.1".into() },
-            duration: Duration::from_secs(3),
-            warmup: Duration::from_secs(1),
-            runs: 1,
-            connections: 32,
-            client_threads: 1,
-            peak_rss_kib: None,
-            poll_ms: 2,
-            sqlite_full: false,
-            trivial_body_bytes: Some(180),
-            argon2: HashParams::default(),
-        }
-    }
-
-    #[test]
-    fn rows_show_their_ratio_to_their_ceiling_and_the_load_generator_cpu() {
-        let summary = |rps: f64, client_cpu| Summary { client_cpu, ..Summary::of_samples(vec![1000], 0, None, rps) };
-        let row = |label: &str, summary, ceiling: Option<(&'static str, f64)>, ratio| Row {
-            label: label.into(),
-            connections: 32,
-            target: Target::None,
-            summary,
-            ratio: None,
-            ceiling: ceiling.map(|(name, min)| Ceiling { name, min }),
-            ceiling_ratio: ratio,
-        };
-        let rows = [
-            row("me", summary(40_000.0, Some(0.30)), Some((CEILING_HTTP, 0.6)), Some(0.44)),
-            row(CEILING_HTTP, summary(90_000.0, Some(0.48)), None, None),
-            row("refresh", summary(8_000.0, Some(0.2)), Some((CEILING_SQLITE, 1.5)), Some(1.6)),
-            row(CEILING_SQLITE, summary(5_000.0, None), None, None),
-            row("login", summary(100.0, Some(0.01)), Some((CEILING_ARGON2, 0.95)), None),
-        ];
-        let out = markdown(&context(), &rows);
-        assert!(out.contains("- machine: test CPU, 2 cores, Linux 6.1"), "{out}");
-        assert!(out.contains("| 0.44 × ceiling-http (≥ 0.60: **no**) | 30 % |"), "{out}");
-        assert!(out.contains("| 1.60 × ceiling-sqlite (≥ 1.50: yes) | 20 % |"), "{out}");
-        assert!(out.contains("| — (no ceiling-argon2) | 1 % |"), "{out}");
-        assert!(out.contains("| — | **48 %** |"), "{out}");
-        assert!(out.contains("| — | — |\n"), "{out}");
-        assert!(out.contains("**warning**: during `ceiling-http` the load generator used 48 %"), "{out}");
-        assert!(!out.contains("during `me`"), "{out}");
-        assert!(out.contains("180-byte `/api/auth/me` body"), "{out}");
-        assert!(out.contains("synchronous=NORMAL) committing"), "{out}");
-        assert!(!out.contains("`ceiling-argon2` (for"), "{out}");
-    }
-
-    #[test]
-    fn the_cpu_model_falls_back_to_the_vendor_numbers() {
-        let info =
-            "processor\t: 0\nvendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 1\nmodel name\t: AMD EPYC\n";
-        assert_eq!(cpu_model(info), "AMD EPYC (family 25 model 1)");
-        let bare = "processor\t: 0\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n";
-        assert_eq!(cpu_model(bare), "GenuineIntel family 6 model 85");
-        assert_eq!(cpu_model(""), "unknown CPU");
-    }
-}
+mod tests;
