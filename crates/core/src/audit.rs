@@ -117,4 +117,22 @@ mod tests {
         }
         assert!(offenders.is_empty(), "audit lines written without audit!: {offenders:?}");
     }
+
+    /// The README's list of audit events (README, "Operations") is exactly [`AuditEvent::ALL`].
+    #[test]
+    fn the_readme_lists_every_event_and_no_other() {
+        let readme = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(readme).unwrap();
+        let intro = "an `event` field:";
+        let start = readme.find(intro).expect("the README lists the audit events") + intro.len();
+        let end = start + readme[start..].find("No token or password").expect("the list's end");
+        let listed: std::collections::BTreeSet<&str> = readme[start..end]
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .filter(|word| word.bytes().all(|b| b.is_ascii_lowercase() || b == b'_'))
+            .collect();
+        let events: std::collections::BTreeSet<&str> = AuditEvent::ALL.iter().map(|e| e.as_str()).collect();
+        assert_eq!(listed, events);
+    }
 }
