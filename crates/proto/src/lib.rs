@@ -323,6 +323,15 @@ pub struct LogoutAllResponse {
     pub sessions_ended: u64,
 }
 
+/// The forward-auth check's answer (`GET /api/auth/verify`): whose token it is. The same caller
+/// is in the answer's `X-Tessera-*` headers, for a proxy to copy onto the request it passes on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct VerifyResponse {
+    pub user_id: String,
+    pub session_id: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MeResponse {

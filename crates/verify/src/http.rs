@@ -253,3 +253,44 @@ mod tests {
         assert_eq!(unavailable.headers()[header::RETRY_AFTER], "1");
     }
 }
+
+/// The headers that carry a verified caller to an app behind tessera: what `tessera gateway`
+/// adds to every request it passes on, and what tessera's forward-auth check
+/// (`GET /api/auth/verify`) answers for nginx, Traefik or Caddy to copy. Email and username are
+/// sent only when the account has them, as their UTF-8 bytes.
+pub mod identity {
+    use axum::http::{HeaderMap, HeaderName, HeaderValue};
+
+    use crate::claims::AccessClaims;
+
+    pub const USER_ID: HeaderName = HeaderName::from_static("x-tessera-user-id");
+    pub const SESSION_ID: HeaderName = HeaderName::from_static("x-tessera-session-id");
+    pub const EMAIL: HeaderName = HeaderName::from_static("x-tessera-email");
+    pub const USERNAME: HeaderName = HeaderName::from_static("x-tessera-username");
+    pub const ANONYMOUS: HeaderName = HeaderName::from_static("x-tessera-anonymous");
+    /// Every header of this prefix is tessera's to set: one a client sends is removed.
+    pub const PREFIX: &str = "x-tessera-";
+
+    /// Whether `name` is one of the headers only tessera may set.
+    pub fn is_identity_header(name: &HeaderName) -> bool {
+        name.as_str().starts_with(PREFIX)
+    }
+
+    /// Puts the caller of `claims` into `headers`, replacing any earlier values.
+    pub fn insert(headers: &mut HeaderMap, claims: &AccessClaims) {
+        let mut set = |name: HeaderName, value: &str| {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.insert(name, value);
+            }
+        };
+        set(USER_ID, &claims.sub);
+        set(SESSION_ID, &claims.sid);
+        if let Some(email) = &claims.email {
+            set(EMAIL, email);
+        }
+        if let Some(username) = &claims.preferred_username {
+            set(USERNAME, username);
+        }
+        set(ANONYMOUS, if claims.is_anonymous { "true" } else { "false" });
+    }
+}

@@ -4,6 +4,7 @@
 
 pub mod account;
 pub mod auth;
+pub mod forward_auth;
 pub mod meta;
 pub mod oauth;
 pub mod revocations;
@@ -63,6 +64,7 @@ fn api() -> OpenApiRouter<AppState> {
         .routes(documented(routes!(auth::logout), &[Bearer, JsonBody, Store]))
         .routes(documented(routes!(auth::logout_all), &[Bearer, Store]))
         .routes(documented(routes!(auth::me), &[Bearer, Store]))
+        .routes(documented(routes!(forward_auth::verify), &[Bearer]))
         .routes(routes!(account::settings))
         .routes(documented(routes!(account::anonymous), &[JsonBody, Store]))
         .routes(documented(routes!(account::upgrade), &[Bearer, JsonBody, RefreshToken, Store]))

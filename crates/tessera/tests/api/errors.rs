@@ -308,6 +308,7 @@ async fn no_malformed_input_reaches_a_server_error() {
         "/api/auth/logout",
         "/api/auth/logout-all",
         "/api/auth/me",
+        "/api/auth/verify",
         "/api/auth/sessions",
         "/api/auth/sessions/../../etc",
         "/api/auth/sessions/%00",

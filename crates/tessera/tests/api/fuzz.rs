@@ -76,6 +76,7 @@ fn path(rng: &mut Rng, who: &Credentials) -> String {
         "/api/auth/logout",
         "/api/auth/logout-all",
         "/api/auth/me",
+        "/api/auth/verify",
         "/api/auth/sessions",
         "/api/auth/sessions/{id}",
         "/api/auth/revocations",

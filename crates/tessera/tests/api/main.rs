@@ -9,6 +9,7 @@ mod client;
 mod cookies;
 mod errors;
 mod feed;
+mod forward_auth;
 mod fresh;
 mod fuzz;
 mod helpers;

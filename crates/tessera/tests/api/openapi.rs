@@ -139,6 +139,8 @@ async fn the_document_lists_every_route_and_every_status_it_answers() {
         case("/api/auth/account", M::DELETE),
         case("/api/auth/me", M::GET).bearer(&t.access),
         case("/api/auth/me", M::GET),
+        case("/api/auth/verify", M::GET).bearer(&t.access),
+        case("/api/auth/verify", M::GET),
         case("/api/auth/sessions", M::GET).bearer(&t.access),
         case("/api/auth/sessions", M::GET),
         case("/api/auth/sessions/{id}", M::DELETE).path(format!("/api/auth/sessions/{other_sid}")).bearer(&t.access),
