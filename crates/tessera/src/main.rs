@@ -1,4 +1,5 @@
-//! The `tessera` binary: `tessera serve` runs the server, `tessera keys rotate` adds a signing key,
+//! The `tessera` binary: `tessera serve` runs the server, `tessera gateway` the identity-aware
+//! proxy in front of a service, `tessera keys rotate` adds a signing key,
 //! and `login`, `status`, `logout`, `whoami`, `token`, `sessions` and `passwd` are the
 //! command-line client.
 
@@ -37,6 +38,9 @@ struct Cli {
 enum Command {
     /// Run the authentication server.
     Serve(Box<ServeArgs>),
+    /// Run an identity-aware reverse proxy in front of one service: every request's token is
+    /// checked, the caller passed on in X-Tessera-* headers, and WebSockets closed at logout.
+    Gateway(Box<tessera_gateway::GatewayArgs>),
     /// Manage signing keys.
     Keys {
         #[command(subcommand)]
@@ -123,6 +127,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
+        Command::Gateway(args) => gateway(*args),
         Command::Keys { command: KeysCommand::Rotate { config, data_dir, activate_in, access_ttl } } => {
             ServeArgs::from_env().and_then(|env| {
                 let stores = StoreArgs { config, data_dir, ..env.stores };
@@ -151,12 +156,26 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let settings = Settings::resolve(args)?;
     // Held to the end: dropping it writes out the last log lines.
     let _logs = tessera_server::telemetry::init(settings.log_format);
-    for name in tessera_server::config::unknown_variables() {
-        tracing::warn!(variable = %name, "unknown TESSERA_* variable ignored; check its spelling");
-    }
+    warn_unknown_variables();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     // The signal handlers are installed first thing inside the runtime.
     runtime.block_on(async { tessera_server::serve(settings, tessera_server::shutdown_signal()).await })
+}
+
+fn gateway(args: tessera_gateway::GatewayArgs) -> anyhow::Result<()> {
+    let settings = tessera_gateway::GatewaySettings::resolve(args)?;
+    let _logs = tessera_server::telemetry::init(settings.log_format);
+    warn_unknown_variables();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async { tessera_gateway::serve(settings, tessera_server::shutdown_signal()).await })
+}
+
+/// `TESSERA_*` variables that neither the server nor the gateway reads: likely typos.
+fn warn_unknown_variables() {
+    let unknown = tessera_server::config::unknown_variables();
+    for name in unknown.iter().filter(|name| !tessera_gateway::config::VARIABLES.contains(&name.as_str())) {
+        tracing::warn!(variable = %name, "unknown TESSERA_* variable ignored; check its spelling");
+    }
 }
 
 /// Adds a signing key in the server's key directory, with the data directory and the access-token

@@ -118,23 +118,13 @@ impl Settings {
         };
         let trusted_proxies =
             TrustedProxies::parse(&trusted_proxies).map_err(anyhow::Error::msg).context("--trusted-proxies")?;
-        let defaults_conn = ConnLimits::default();
-        let connections = ConnLimits {
-            header_timeout: duration(args.header_timeout, file.header_timeout, "10s", "header-timeout")?,
-            idle_timeout: duration(args.idle_timeout, file.idle_timeout, "60s", "idle-timeout")?,
-            max_connections: args.max_connections.or(file.max_connections).unwrap_or(defaults_conn.max_connections),
-            max_connections_per_address: args
-                .max_connections_per_address
-                .or(file.max_connections_per_address)
-                .unwrap_or(defaults_conn.max_connections_per_address),
-            max_header_bytes: defaults_conn.max_header_bytes,
-        };
-        if connections.header_timeout.is_zero() || connections.idle_timeout.is_zero() {
-            bail!("--header-timeout and --idle-timeout must be longer than 0s");
-        }
-        if connections.max_connections == 0 || connections.max_connections_per_address == 0 {
-            bail!("--max-connections and --max-connections-per-address must be at least 1");
-        }
+        let connections = ConnLimits::from_flags(
+            duration(args.header_timeout, file.header_timeout, "10s", "header-timeout")?,
+            duration(args.idle_timeout, file.idle_timeout, "60s", "idle-timeout")?,
+            args.max_connections.or(file.max_connections),
+            args.max_connections_per_address.or(file.max_connections_per_address),
+        )
+        .map_err(anyhow::Error::msg)?;
         let defaults = HashParams::default();
         let hash_params = HashParams {
             memory_kib: args.argon2_memory_kib.or(file.argon2_memory_kib).unwrap_or(defaults.memory_kib),

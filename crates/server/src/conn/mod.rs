@@ -69,6 +69,33 @@ impl Default for ConnLimits {
     }
 }
 
+impl ConnLimits {
+    /// The limits the flags name, each defaulted when not given, refused when it would turn a
+    /// protection off (a zero timeout or cap).
+    pub fn from_flags(
+        header_timeout: Duration,
+        idle_timeout: Duration,
+        max_connections: Option<usize>,
+        max_connections_per_address: Option<usize>,
+    ) -> Result<Self, &'static str> {
+        let defaults = Self::default();
+        let limits = Self {
+            header_timeout,
+            idle_timeout,
+            max_connections: max_connections.unwrap_or(defaults.max_connections),
+            max_connections_per_address: max_connections_per_address.unwrap_or(defaults.max_connections_per_address),
+            max_header_bytes: defaults.max_header_bytes,
+        };
+        if limits.header_timeout.is_zero() || limits.idle_timeout.is_zero() {
+            return Err("--header-timeout and --idle-timeout must be longer than 0s");
+        }
+        if limits.max_connections == 0 || limits.max_connections_per_address == 0 {
+            return Err("--max-connections and --max-connections-per-address must be at least 1");
+        }
+        Ok(limits)
+    }
+}
+
 /// How often a kind of refusal is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -162,7 +189,8 @@ async fn serve_connection(
     let io = TokioIo::new(WatchedIo { inner: stream, activity: activity.clone() });
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.header_read_timeout(None).max_buf_size(limits.max_header_bytes.max(8192));
-    let connection = builder.serve_connection(io, service);
+    // With upgrades: the gateway proxies WebSockets over this same loop.
+    let connection = builder.serve_connection(io, service).with_upgrades();
     tokio::pin!(connection);
     let mut stopping = *stop.borrow();
     if stopping {

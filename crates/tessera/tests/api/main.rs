@@ -12,6 +12,7 @@ mod feed;
 mod forward_auth;
 mod fresh;
 mod fuzz;
+mod gateway;
 mod helpers;
 mod instances;
 mod limits;

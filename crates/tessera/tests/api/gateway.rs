@@ -1,0 +1,408 @@
+//! `tessera gateway` in front of a service in another language: the real binary, a real tessera,
+//! and a Node app (`tests/upstream/app.mjs`, with the `ws` package) that reports what reached it.
+
+use std::io::{BufRead, BufReader, Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::helpers::*;
+
+/// The Node app behind the gateway.
+pub struct Upstream {
+    pub base: String,
+    child: Child,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Upstream {
+    pub fn start() -> Self {
+        let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/upstream");
+        assert!(
+            dir.join("node_modules/ws").exists(),
+            "{} has no node_modules: run `npm ci` there (scripts/test does)",
+            dir.display()
+        );
+        let mut child = Command::new("node")
+            .arg("app.mjs")
+            .current_dir(&dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start node (the test upstream needs Node.js)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let port = line.trim().strip_prefix("listening ").unwrap_or_else(|| panic!("the upstream said {line:?}"));
+        Self { base: format!("http://127.0.0.1:{port}"), child }
+    }
+
+    /// What the app received, asked directly (not through the gateway).
+    pub async fn get(&self, path: &str) -> Value {
+        http_client().get(format!("{}{path}", self.base)).send().await.unwrap().json().await.unwrap()
+    }
+
+    /// Whether any request target the app received contains `needle`.
+    pub async fn saw(&self, needle: &str) -> bool {
+        self.get("/seen").await.as_array().unwrap().iter().any(|t| t.as_str().unwrap().contains(needle))
+    }
+}
+
+pub struct Gateway {
+    pub base: String,
+    child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Gateway {
+    /// `tessera gateway` trusting `issuer`, in front of `upstream`.
+    pub async fn start(issuer: &TestServer, upstream: &str, extra: &[&str]) -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+            .args(["gateway", "--listen", "127.0.0.1:0", "--log-format", "json"])
+            .args(["--issuer", &issuer.base, "--upstream", upstream])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start tessera gateway");
+        let (logs, addr) = follow_logs(child.stdout.take().unwrap(), Duration::from_secs(30)).await;
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            panic!("tessera gateway did not start ({extra:?}): {}", logs.lock().unwrap().join("\n"))
+        };
+        Self { base: format!("http://{addr}"), child, logs }
+    }
+
+    pub fn logs(&self) -> String {
+        self.logs.lock().unwrap().join("\n")
+    }
+
+    pub async fn send(&self, method: Method, path: &str, bearer: Option<&str>, headers: &[(&str, &str)]) -> Reply {
+        let mut request = http_client().request(method, format!("{}{path}", self.base));
+        if let Some(token) = bearer {
+            request = request.bearer_auth(token);
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        read(request.send().await.expect("request to the gateway")).await
+    }
+
+    pub async fn get(&self, path: &str, bearer: Option<&str>) -> Reply {
+        self.send(Method::GET, path, bearer, &[]).await
+    }
+
+    /// Opens `/ws` the way a browser does: `tessera` and `tessera.bearer.<token>` offered.
+    pub async fn socket(&self, token: &str) -> Result<(crate::todos::Socket, Option<String>), tungstenite::Error> {
+        let mut request = format!("{}/ws", self.base.replace("http://", "ws://")).into_client_request().unwrap();
+        let offer = format!("tessera, tessera.bearer.{token}");
+        request.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_str(&offer).unwrap());
+        let (socket, response) = tokio_tungstenite::connect_async(request).await?;
+        let protocol = response.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_owned());
+        Ok((socket, protocol))
+    }
+}
+
+/// A tessera, the Node app, and a gateway in front of it with `extra` flags.
+async fn setup(server_args: &[&str], extra: &[&str]) -> (TestServer, Upstream, Gateway) {
+    let server = TestServer::start_with(server_args).await;
+    let upstream = Upstream::start();
+    let gateway = Gateway::start(&server, &upstream.base, extra).await;
+    (server, upstream, gateway)
+}
+
+async fn logout(server: &TestServer, access: &str) {
+    let reply = server.send(Method::POST, "/api/auth/logout", Some(access), None, &[]).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+}
+
+#[tokio::test]
+async fn no_token_a_bad_one_or_a_forged_one_never_reaches_the_app() {
+    let (server, upstream, gateway) = setup(&[], &[]).await;
+    let tokens = server.user(&unique_email()).await;
+
+    let none = gateway.get("/echo?probe=none", None).await;
+    assert_eq!(none.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(none.header("www-authenticate"), Some("Bearer"));
+
+    let garbage = gateway.get("/echo?probe=garbage", Some("garbage")).await;
+    assert_eq!(garbage.status, StatusCode::UNAUTHORIZED);
+    assert!(garbage.header("www-authenticate").is_some_and(|v| v.contains(r#"error="invalid_token""#)));
+
+    // The same claims under a signature that is not tessera's.
+    let (header, claims) = jwt_parts(&tokens.access);
+    let key = jsonwebtoken::EncodingKey::from_secret(b"not tessera's key");
+    let mut forged_header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    forged_header.kid = header["kid"].as_str().map(str::to_owned);
+    let forged = jsonwebtoken::encode(&forged_header, &claims, &key).unwrap();
+    assert_eq!(gateway.get("/echo?probe=forged", Some(&forged)).await.status, StatusCode::UNAUTHORIZED);
+
+    let two = gateway
+        .send(Method::GET, "/echo?probe=two", None, &[("authorization", "Bearer a"), ("authorization", "Bearer b")])
+        .await;
+    assert_eq!(two.status, StatusCode::BAD_REQUEST);
+
+    for probe in ["none", "garbage", "forged", "two"] {
+        assert!(!upstream.saw(&format!("probe={probe}")).await, "probe={probe} reached the app");
+    }
+    assert_eq!(gateway.get("/echo?probe=good", Some(&tokens.access)).await.status, StatusCode::OK);
+    assert!(upstream.saw("probe=good").await);
+}
+
+#[tokio::test]
+async fn the_caller_arrives_in_headers_and_spoofed_ones_do_not() {
+    let (server, _upstream, gateway) = setup(&[], &[]).await;
+    let email = unique_email();
+    let reply =
+        server.post("/api/auth/register", json!({"email": email, "username": "gate_ada", "password": PASSWORD})).await;
+    assert_eq!(reply.status, StatusCode::CREATED);
+    let tokens = server.login(&email).await;
+    let claims = jwt_parts(&tokens.access).1;
+    let spoofs = [("x-tessera-user-id", "someone-else"), ("x-tessera-admin", "true"), ("X-Tessera-Anonymous", "true")];
+
+    let echo = gateway.send(Method::GET, "/echo?x=1", Some(&tokens.access), &spoofs).await;
+    assert_eq!(echo.status, StatusCode::OK, "{}", echo.body);
+    let headers = &echo.body["headers"];
+    assert_eq!(headers["x-tessera-user-id"], claims["sub"]);
+    assert_eq!(headers["x-tessera-session-id"], claims["sid"]);
+    assert_eq!(headers["x-tessera-email"], email.as_str());
+    assert_eq!(headers["x-tessera-username"], "gate_ada");
+    assert_eq!(headers["x-tessera-anonymous"], "false");
+    assert!(headers.get("x-tessera-admin").is_none(), "{headers}");
+    assert_eq!(headers["authorization"], format!("Bearer {}", tokens.access).as_str(), "passed on unchanged");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-proto"], "http");
+    assert_eq!(headers["x-forwarded-host"], gateway.base.trim_start_matches("http://"));
+    assert_eq!(echo.body["path"], "/echo?x=1");
+}
+
+#[tokio::test]
+async fn public_paths_need_no_token_but_refuse_a_dead_one() {
+    let (server, _upstream, gateway) = setup(&[], &["--public", "/public"]).await;
+    let tokens = server.user(&unique_email()).await;
+
+    let anonymous = gateway.send(Method::GET, "/public/page", None, &[("x-tessera-user-id", "forged")]).await;
+    assert_eq!(anonymous.status, StatusCode::OK, "{}", anonymous.body);
+    assert!(anonymous.body["headers"].get("x-tessera-user-id").is_none(), "{}", anonymous.body);
+    assert_eq!(gateway.get("/publicity", None).await.status, StatusCode::UNAUTHORIZED, "a prefix is whole segments");
+
+    let known = gateway.get("/public/page", Some(&tokens.access)).await;
+    assert_eq!(known.body["headers"]["x-tessera-user-id"], jwt_parts(&tokens.access).1["sub"]);
+
+    logout(&server, &tokens.access).await;
+    let dead = gateway.get("/public/page", Some(&tokens.access)).await;
+    assert_eq!(dead.status, StatusCode::UNAUTHORIZED, "a dead token never passes as an anonymous visitor");
+}
+
+#[tokio::test]
+async fn logout_and_a_replayed_refresh_token_reach_the_gateway_within_a_second() {
+    let (server, _upstream, gateway) = setup(&[], &[]).await;
+    let email = unique_email();
+    let tokens = server.user(&email).await;
+    assert_eq!(gateway.get("/echo", Some(&tokens.access)).await.status, StatusCode::OK);
+    logout(&server, &tokens.access).await;
+    let refused = eventually(Duration::from_secs(1), async || {
+        gateway.get("/echo", Some(&tokens.access)).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "a logged-out token still passes the gateway after a second");
+
+    // A thief replays a refresh token its owner already used: the session ends everywhere.
+    let owner = server.login(&email).await;
+    let rotated = tokens_of(&server.refresh(&owner.refresh).await);
+    assert_eq!(gateway.get("/echo", Some(&rotated.access)).await.status, StatusCode::OK);
+    server.refresh(&owner.refresh).await.assert_error(401, "INVALID_TOKEN");
+    let refused = eventually(Duration::from_secs(1), async || {
+        gateway.get("/echo", Some(&rotated.access)).await.status == StatusCode::UNAUTHORIZED
+    })
+    .await;
+    assert!(refused, "the session a replay ended still passes the gateway after a second");
+}
+
+#[tokio::test]
+async fn responses_stream_and_a_large_upload_passes() {
+    let (server, _upstream, gateway) = setup(&[], &[]).await;
+    let tokens = server.user(&unique_email()).await;
+
+    // Server-sent events arrive one by one, as the app writes them.
+    let response = http_client().get(format!("{}/sse", gateway.base)).bearer_auth(&tokens.access).send().await.unwrap();
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let mut response = response;
+    let first = response.chunk().await.unwrap().unwrap();
+    assert_eq!(&first[..], b"data: 1\n\n", "the first event came alone, before the stream ended");
+    let mut rest = Vec::new();
+    while let Some(chunk) = response.chunk().await.unwrap() {
+        rest.extend_from_slice(&chunk);
+    }
+    assert_eq!(String::from_utf8(rest).unwrap(), "data: 2\n\ndata: 3\n\n");
+
+    let upload: Vec<u8> = (0..3 * 1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let digest = hex(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, &upload).as_ref());
+    let reply = read(
+        http_client()
+            .post(format!("{}/upload", gateway.base))
+            .bearer_auth(&tokens.access)
+            .body(upload.clone())
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+    assert_eq!(reply.body["bytes"], upload.len());
+    assert_eq!(reply.body["sha256"], digest.as_str());
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test]
+async fn an_unreachable_upstream_is_502_and_a_slow_one_504() {
+    let server = TestServer::start().await;
+    let tokens = server.user(&unique_email()).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let nowhere = format!("http://{}", closed.local_addr().unwrap());
+    drop(closed);
+    let down = Gateway::start(&server, &nowhere, &[]).await;
+    let reply = down.get("/echo", Some(&tokens.access)).await;
+    assert_eq!(reply.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(reply.body["error"], "bad_gateway", "{}", reply.body);
+
+    let upstream = Upstream::start();
+    let slow = Gateway::start(&server, &upstream.base, &["--upstream-timeout", "1s"]).await;
+    let reply = slow.get("/slow", Some(&tokens.access)).await;
+    assert_eq!(reply.status, StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(reply.body["error"], "gateway_timeout", "{}", reply.body);
+}
+
+#[tokio::test]
+async fn ambiguous_framing_never_reaches_the_app() {
+    let (server, upstream, gateway) = setup(&[], &[]).await;
+    let tokens = server.user(&unique_email()).await;
+    let addr = gateway.base.trim_start_matches("http://").to_owned();
+    let exchange = |probe: &str, framing: &str, body: &str| {
+        let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let request = format!(
+            "POST /upload?probe={probe} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n{framing}\r\n{body}",
+            tokens.access
+        );
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut answer = Vec::new();
+        let _ = stream.read_to_end(&mut answer);
+        String::from_utf8_lossy(&answer).to_string()
+    };
+    // Two lengths: refused.
+    let answer = exchange("lengths", "Content-Length: 5\r\nContent-Length: 6\r\n", "hello");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(!upstream.saw("probe=lengths").await, "two lengths reached the app");
+    // A length and chunked: read as chunked (RFC 9112 §6.3), the length never passed on, and the
+    // connection closed after the answer (read_to_end returned), so no second request can hide
+    // in the body.
+    let answer = exchange("both", "Content-Length: 100\r\nTransfer-Encoding: chunked\r\n", "5\r\nhello\r\n0\r\n\r\n");
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains(r#""bytes":5"#), "the app read the chunked body: {answer}");
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_4001_when_its_session_ends_and_the_app_sees_it() {
+    let (server, upstream, gateway) = setup(&[], &[]).await;
+    let tokens = server.user(&unique_email()).await;
+    let claims = jwt_parts(&tokens.access).1;
+    let (mut socket, protocol) = gateway.socket(&tokens.access).await.expect("handshake");
+    assert_eq!(protocol.as_deref(), Some("tessera"), "the browser gets one of its offers");
+    let hello: Value = serde_json::from_str(&socket.next().await.unwrap().unwrap().into_text().unwrap()).unwrap();
+    assert_eq!(hello["user"], claims["sub"], "{hello}");
+    assert!(
+        !hello["offered"].as_str().unwrap_or_default().contains("tessera.bearer"),
+        "the token never reaches the app: {hello}"
+    );
+    socket.send(Message::text("ping?")).await.unwrap();
+    assert_eq!(socket.next().await.unwrap().unwrap().into_text().unwrap(), "ping?");
+
+    logout(&server, &tokens.access).await;
+    let closed = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match socket.next().await {
+                Some(Ok(Message::Close(frame))) => return frame,
+                Some(Ok(_)) => continue,
+                other => panic!("the socket ended without a close frame: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the socket was not closed within a second of the logout");
+    let frame = closed.expect("a close frame with a code");
+    assert_eq!(frame.code, CloseCode::Library(4001));
+    assert_eq!(frame.reason.as_str(), "session ended");
+    let app_saw = eventually(Duration::from_secs(2), async || {
+        upstream.get("/ws-closes").await.as_array().unwrap().iter().any(|c| c["code"] == 4001)
+    })
+    .await;
+    assert!(app_saw, "the app did not see the socket close: {}", upstream.get("/ws-closes").await);
+
+    // Reconnecting with the ended session's token is refused at the handshake.
+    match gateway.socket(&tokens.access).await {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 401),
+        other => panic!("the handshake of an ended session was not refused: {:?}", other.map(|(_, p)| p)),
+    }
+}
+
+#[tokio::test]
+async fn a_socket_closes_with_4002_when_its_token_expires() {
+    let (server, _upstream, gateway) = setup(&["--access-ttl", "2s"], &[]).await;
+    let tokens = server.user(&unique_email()).await;
+    let (mut socket, _) = gateway.socket(&tokens.access).await.expect("handshake");
+    let frame = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if let Some(Ok(Message::Close(frame))) = socket.next().await {
+                return frame;
+            }
+        }
+    })
+    .await
+    .expect("the socket outlived its token")
+    .expect("a close frame with a code");
+    assert_eq!(frame.code, CloseCode::Library(4002));
+    assert_eq!(frame.reason.as_str(), "token expired");
+}
+
+#[tokio::test]
+async fn the_gateways_own_routes_never_reach_the_app() {
+    let (server, upstream, gateway) = setup(&[], &[]).await;
+    let tokens = server.user(&unique_email()).await;
+    let health = gateway.get("/.tessera/healthz", None).await;
+    assert_eq!(health.status, StatusCode::OK);
+    assert_eq!(health.body["status"], "ok");
+    assert_eq!(gateway.get("/echo", Some(&tokens.access)).await.status, StatusCode::OK);
+    assert_eq!(gateway.get("/echo", None).await.status, StatusCode::UNAUTHORIZED);
+    let metrics = gateway.get("/.tessera/metrics", None).await;
+    let text = metrics.body.as_str().unwrap_or_default();
+    assert!(text.contains(r#"tessera_gateway_requests_total{outcome="forwarded"} 1"#), "{text}");
+    assert!(text.contains(r#"tessera_gateway_requests_total{outcome="no_token"} 1"#), "{text}");
+    assert!(text.contains("tessera_gateway_feed_connected 1"), "{text}");
+    assert_eq!(gateway.get("/.tessera/other", Some(&tokens.access)).await.status, StatusCode::NOT_FOUND);
+    assert!(!upstream.saw(".tessera").await, "{}", gateway.logs());
+}
