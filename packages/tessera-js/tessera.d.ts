@@ -133,6 +133,12 @@ export interface TesseraClient {
   fetch(input: RequestInfo | URL, init?: RequestInit): Promise<Response>;
   /** A valid access token, refreshed when due; `forceRefresh` when the one you had was refused. */
   getToken(options?: { forceRefresh?: boolean }): Promise<string>;
+  /**
+   * `["tessera", "tessera.bearer.<access token>"]` with a valid token, for each (re)connect of a
+   * WebSocket or Socket.IO client through `tessera gateway`. Rejects with `SessionEndedError`
+   * once the session ended: stop reconnecting.
+   */
+  socketProtocols(): Promise<string[]>;
   on<K extends keyof TesseraEvents>(name: K, callback: (detail: TesseraEvents[K]) => void): () => void;
   /** Stops timers and leaves the tab channel. */
   close(): void;

@@ -53,6 +53,12 @@
  *     A valid access token on every call, refreshed when due — for WebSockets, EventSource
  *     URLs and other transports. `forceRefresh`: the token you hold was refused; get a new one
  *     (unless another caller already did).
+ *   client.socketProtocols() → Promise<string[]>
+ *     `["tessera", "tessera.bearer.<access token>"]` with a valid token, for each (re)connect of a
+ *     WebSocket or Socket.IO client through `tessera gateway` (or any server that reads the token
+ *     from the subprotocol): `new WebSocket(url, await client.socketProtocols())`, or Socket.IO's
+ *     `protocols` option with `transports: ["websocket"]`. Ask again before every reconnect;
+ *     after the session ended it rejects with `SessionEndedError` — stop reconnecting and say so.
  *   client.on(name, callback) → unsubscribe()
  *     "signed_in"       {user, restored?, otherTab?}
  *     "token_refreshed" {expiresAt, otherTab?}
@@ -138,6 +144,10 @@
 const REFRESH_MARGIN_MS = 5 * 60 * 1000;
 const REFRESH_FRACTION = 0.2;
 const MAX_TIMER_MS = 2 ** 31 - 1;
+/** The WebSocket subprotocols of tessera (README, "Protecting your API"): the token rides in
+ * `tessera.bearer.<jwt>`, and the server (or `tessera gateway`) selects `tessera`. */
+const SOCKET_PROTOCOL = "tessera";
+const SOCKET_TOKEN_PREFIX = "tessera.bearer.";
 const EVENTS = ["signed_in", "token_refreshed", "user_updated", "signed_out", "session_ended", "error"];
 /** How long tessera's frame may take to load before the client does without it. */
 const FRAME_LOAD_MS = 5000;
@@ -837,6 +847,10 @@ export function createClient(options = {}) {
       if (state !== "signed_in") throw notSignedIn();
       if (forceRefresh) return (await refresh(access.token)).token;
       return currentToken(refresh);
+    },
+
+    async socketProtocols() {
+      return [SOCKET_PROTOCOL, SOCKET_TOKEN_PREFIX + (await this.getToken())];
     },
 
     async fetch(input, init) {

@@ -140,6 +140,22 @@ test("getToken gives a valid token on every call, refreshing only when due or fo
   assert.equal(server.count("/refresh"), 2);
 });
 
+test("socketProtocols carries a valid token for each connect, and refuses after the session ended", async () => {
+  const { clock, server, tab } = browser();
+  const client = tab();
+  await assert.rejects(client.socketProtocols(), SessionEndedError, "nobody is signed in");
+  await client.signIn({ email: "ada@example.com", password: PASSWORD });
+  const [protocol, bearer] = await client.socketProtocols();
+  assert.equal(protocol, "tessera");
+  assert.equal(bearer, `tessera.bearer.${await client.getToken()}`);
+  clock.jump(12 * 60 * 1000);
+  const [, fresh] = await client.socketProtocols();
+  assert.notEqual(fresh, bearer, "a reconnect after the token was due gets a fresh one");
+  assert.equal(server.count("/refresh"), 1);
+  await client.signOut();
+  await assert.rejects(client.socketProtocols(), SessionEndedError, "never a socket for nobody");
+});
+
 // ---- retry on 401 --------------------------------------------------------------------------
 
 test("a 401 UNAUTHORIZED refreshes once and retries once", async () => {
