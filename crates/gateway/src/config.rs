@@ -227,13 +227,31 @@ impl GatewaySettings {
     }
 
     /// Whether `path` is under one of the `--public` prefixes: the prefix itself, or below it
-    /// (`/static` covers `/static` and `/static/app.js`, not `/statics`).
+    /// (`/static` covers `/static` and `/static/app.js`, not `/statics`). A path the upstream
+    /// could read as another one (`/static/../admin`, also percent-encoded, or an encoded slash)
+    /// is never public: it needs a token like any other.
     pub fn is_public(&self, path: &str) -> bool {
+        if !is_plain(path) {
+            return false;
+        }
         self.public.iter().any(|prefix| {
             path.strip_prefix(prefix.as_str())
                 .is_some_and(|rest| rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'))
         })
     }
+}
+
+/// No segment that is `.` or `..` (percent-encoded or not), no encoded `/` or `\`, and no
+/// backslash: nothing an upstream could normalise into another path.
+fn is_plain(path: &str) -> bool {
+    let lower = path.to_ascii_lowercase();
+    if lower.contains("%2f") || lower.contains("%5c") || path.contains('\\') {
+        return false;
+    }
+    lower.split('/').all(|segment| {
+        let segment = segment.replace("%2e", ".");
+        segment != "." && segment != ".."
+    })
 }
 
 fn read_file(path: &Path) -> anyhow::Result<FileConfig> {
@@ -275,6 +293,25 @@ mod tests {
         assert!(!s.is_public("/doc"));
         assert!(!s.is_public("/"));
         assert!(settings(GatewayArgs { public: vec!["static".into()], ..Default::default() }).is_err());
+    }
+
+    #[test]
+    fn a_path_that_could_mean_another_is_never_public() {
+        let s = settings(GatewayArgs { public: vec!["/static".into()], ..Default::default() }).unwrap();
+        for path in [
+            "/static/../admin",
+            "/static/./x",
+            "/static/%2e%2e/admin",
+            "/static/%2E./admin",
+            "/static/..",
+            "/static%2f..%2fadmin",
+            "/static/%2F/x",
+            "/static/..\\admin",
+            "/static/%5c../admin",
+        ] {
+            assert!(!s.is_public(path), "{path}");
+        }
+        assert!(s.is_public("/static/a..b/c.d"), "dots inside a name are fine");
     }
 
     #[test]
