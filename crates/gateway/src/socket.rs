@@ -26,6 +26,7 @@ use axum::response::Response;
 use futures_util::{SinkExt, StreamExt};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use tessera_server::conn::ConnectionHold;
 use tessera_verify::http::{WS_PROTOCOL, WS_TOKEN_PROTOCOL_PREFIX};
 use tessera_verify::{Authenticated, VerifyError};
 use tokio_tungstenite::WebSocketStream;
@@ -63,6 +64,9 @@ pub async fn proxy(
         return error(StatusCode::BAD_REQUEST, "invalid_request", "the request target cannot be forwarded");
     };
     let client_side = hyper::upgrade::on(&mut request);
+    // The socket keeps its connection's place among the open connections (the caps) until it
+    // closes, although the HTTP connection's task ends with the upgrade.
+    let kept = request.extensions().get::<ConnectionHold>().map(ConnectionHold::keep);
     let (mut parts, _) = request.into_parts();
     let offered: Vec<String> = parts
         .headers
@@ -101,7 +105,10 @@ pub async fn proxy(
     if !parts.headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) && offered.iter().any(|p| p == WS_PROTOCOL) {
         parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(WS_PROTOCOL));
     }
-    tokio::spawn(relay(gateway, caller, client_side, upstream_side));
+    tokio::spawn(async move {
+        relay(gateway, caller, client_side, upstream_side).await;
+        drop(kept);
+    });
     Response::from_parts(parts, Body::empty())
 }
 

@@ -96,6 +96,29 @@ impl ConnLimits {
     }
 }
 
+/// A request's hold on its connection's place among the open connections. A handler that takes
+/// the connection over — a proxied WebSocket, once upgraded, outlives the HTTP connection's
+/// task — [`keep`](Self::keep)s it, so that the socket still counts toward the connection caps
+/// and is never pushed out as idle, until the returned guard drops.
+#[derive(Clone)]
+pub struct ConnectionHold {
+    ticket: Arc<registry::Ticket>,
+    activity: Arc<Activity>,
+}
+
+impl ConnectionHold {
+    /// The connection stays in its place, busy, while the guard lives.
+    pub fn keep(&self) -> KeptConnection {
+        KeptConnection { _ticket: self.ticket.clone(), _busy: self.activity.begin_request() }
+    }
+}
+
+/// See [`ConnectionHold::keep`].
+pub struct KeptConnection {
+    _ticket: Arc<registry::Ticket>,
+    _busy: activity::Busy,
+}
+
 /// How often a kind of refusal is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
@@ -140,12 +163,13 @@ pub async fn serve(
             }
         };
         let _ = stream.set_nodelay(true);
-        let connection = serve_connection(stream, peer, activity, router.clone(), limits.clone(), stop.clone());
+        let hold = ConnectionHold { ticket: Arc::new(ticket), activity: activity.clone() };
+        let connection = serve_connection(stream, peer, hold.clone(), router.clone(), limits.clone(), stop.clone());
         let closed_tx = closed_tx.clone();
         let open = crate::metrics::open_connection();
         tokio::spawn(async move {
             connection.await;
-            drop((ticket, closed_tx, open));
+            drop((hold, closed_tx, open));
         });
     }
     drop(listener);
@@ -162,11 +186,12 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
-    activity: Arc<Activity>,
+    hold: ConnectionHold,
     router: Router,
     limits: Arc<ConnLimits>,
     mut stop: watch::Receiver<bool>,
 ) {
+    let activity = hold.activity.clone();
     let service = {
         let activity = activity.clone();
         let max_head = limits.max_header_bytes;
@@ -179,6 +204,7 @@ async fn serve_connection(
             }
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
+            request.extensions_mut().insert(hold.clone());
             let response = router.clone().oneshot(request);
             futures_util::future::Either::Right(async move {
                 let response = response.await?;

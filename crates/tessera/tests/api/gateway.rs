@@ -426,3 +426,20 @@ async fn a_logout_on_one_instance_reaches_a_gateway_fed_by_another() {
     assert_eq!(frame.code, CloseCode::Library(4001));
     assert_eq!(gateway.get("/echo", Some(&tokens.access)).await.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn open_sockets_count_toward_the_connection_cap() {
+    let (server, _upstream, gateway) = setup(&[], &["--max-connections", "2"]).await;
+    let tokens = server.user(&unique_email()).await;
+    let (first, _) = gateway.socket(&tokens.access).await.expect("first socket");
+    let (_second, _) = gateway.socket(&tokens.access).await.expect("second socket");
+    // Both places are taken by sockets, which are never pushed out as idle: a newcomer is refused.
+    let refused = http_client().get(format!("{}/.tessera/healthz", gateway.base)).send().await;
+    assert!(refused.is_err(), "a third connection was served: {refused:?}");
+    drop(first);
+    let served = eventually(Duration::from_secs(3), async || {
+        http_client().get(format!("{}/.tessera/healthz", gateway.base)).send().await.is_ok()
+    })
+    .await;
+    assert!(served, "a closed socket did not give its place back");
+}
