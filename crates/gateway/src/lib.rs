@@ -84,6 +84,8 @@ pub fn app(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/.tessera/healthz", get(healthz))
         .route("/.tessera/metrics", get(metrics::render))
+        .route("/.tessera", axum::routing::any(not_here))
+        .route("/.tessera/", axum::routing::any(not_here))
         .route("/.tessera/{*rest}", axum::routing::any(not_here))
         .fallback(handle)
         .with_state(gateway)

@@ -389,7 +389,9 @@ async fn the_gateways_own_routes_never_reach_the_app() {
     assert!(text.contains(r#"tessera_gateway_requests_total{outcome="forwarded"} 1"#), "{text}");
     assert!(text.contains(r#"tessera_gateway_requests_total{outcome="no_token"} 1"#), "{text}");
     assert!(text.contains("tessera_gateway_feed_connected 1"), "{text}");
-    assert_eq!(gateway.get("/.tessera/other", Some(&tokens.access)).await.status, StatusCode::NOT_FOUND);
+    for path in ["/.tessera/other", "/.tessera", "/.tessera/"] {
+        assert_eq!(gateway.get(path, Some(&tokens.access)).await.status, StatusCode::NOT_FOUND, "{path}");
+    }
     assert!(!upstream.saw(".tessera").await, "{}", gateway.logs());
 }
 
