@@ -28,11 +28,6 @@ use tracing_subscriber::{EnvFilter, Layer};
 use crate::log_writer::{self, LogGuard};
 use crate::metrics::AuditCounter;
 
-/// Starts logging. Lines are written to stdout by a thread of their own, many per system call
-/// ([`log_writer`]): a request no longer pays for a `write`. Nothing is dropped: when a
-/// megabyte is waiting, callers wait. Keep the guard until the process ends: dropping it writes
-/// out what is left.
-#[must_use = "dropping the guard stops the logging thread"]
 /// How log lines are written: text for people, JSON lines for machines.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -40,6 +35,22 @@ pub enum LogFormat {
     Json,
 }
 
+impl LogFormat {
+    /// The `--log-format` of a command: `text` (the default) or `json`.
+    pub fn from_flag(value: Option<&str>) -> anyhow::Result<Self> {
+        match value {
+            None | Some("text") => Ok(Self::Text),
+            Some("json") => Ok(Self::Json),
+            Some(other) => anyhow::bail!("--log-format must be text or json, not `{other}`"),
+        }
+    }
+}
+
+/// Starts logging. Lines are written to stdout by a thread of their own, many per system call
+/// ([`log_writer`]): a request no longer pays for a `write`. Nothing is dropped: when a
+/// megabyte is waiting, callers wait. Keep the guard until the process ends: dropping it writes
+/// out what is left.
+#[must_use = "dropping the guard stops the logging thread"]
 pub fn init(format: LogFormat) -> LogGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let filter = match "audit=info".parse() {

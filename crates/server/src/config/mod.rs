@@ -136,11 +136,7 @@ impl Settings {
             Some("full" | "FULL") => true,
             Some(other) => bail!("--sqlite-synchronous must be normal or full, not `{other}`"),
         };
-        let log_format = match args.log_format.or(file.log_format).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => bail!("--log-format must be text or json, not `{other}`"),
-        };
+        let log_format = LogFormat::from_flag(args.log_format.or(file.log_format).as_deref())?;
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir,

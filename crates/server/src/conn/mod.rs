@@ -99,7 +99,8 @@ impl ConnLimits {
 /// A request's hold on its connection's place among the open connections. A handler that takes
 /// the connection over — a proxied WebSocket, once upgraded, outlives the HTTP connection's
 /// task — [`keep`](Self::keep)s it, so that the socket still counts toward the connection caps
-/// and is never pushed out as idle, until the returned guard drops.
+/// and is never pushed out as idle, until the returned guard drops. Requests with an `Upgrade`
+/// header carry it as an extension.
 #[derive(Clone)]
 pub struct ConnectionHold {
     ticket: Arc<registry::Ticket>,
@@ -204,7 +205,11 @@ async fn serve_connection(
             }
             let mut request = request.map(Body::new);
             request.extensions_mut().insert(ConnectInfo(peer));
-            request.extensions_mut().insert(hold.clone());
+            // Only a request that may take the connection over (an upgrade) gets the hold: no
+            // other request pays for it.
+            if request.headers().contains_key(hyper::header::UPGRADE) {
+                request.extensions_mut().insert(hold.clone());
+            }
             let response = router.clone().oneshot(request);
             futures_util::future::Either::Right(async move {
                 let response = response.await?;
