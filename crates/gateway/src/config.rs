@@ -162,6 +162,23 @@ impl Upstream {
     }
 }
 
+impl Upstream {
+    /// A request's target at the upstream: its path (below the upstream's own path) and query;
+    /// `None` for a target that is not a path (`*`, an absolute URL).
+    pub fn target(&self, uri: &Uri) -> Option<Uri> {
+        let target = uri.path_and_query().map_or("/", |p| p.as_str());
+        if !target.starts_with('/') || uri.authority().is_some() {
+            return None;
+        }
+        Uri::builder()
+            .scheme(self.scheme.as_str())
+            .authority(self.authority.as_str())
+            .path_and_query(format!("{}{target}", self.path))
+            .build()
+            .ok()
+    }
+}
+
 impl GatewaySettings {
     pub fn resolve(args: GatewayArgs) -> anyhow::Result<Self> {
         let file = match &args.config {
@@ -204,11 +221,7 @@ impl GatewaySettings {
         if upstream_timeout.is_zero() {
             bail!("--upstream-timeout must be longer than 0s");
         }
-        let log_format = match args.log_format.or(file.log_format).as_deref() {
-            None | Some("text") => LogFormat::Text,
-            Some("json") => LogFormat::Json,
-            Some(other) => bail!("--log-format must be text or json, not `{other}`"),
-        };
+        let log_format = LogFormat::from_flag(args.log_format.or(file.log_format).as_deref())?;
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
             upstream: Upstream::parse(&upstream)?,
@@ -312,6 +325,57 @@ mod tests {
             assert!(!s.is_public(path), "{path}");
         }
         assert!(s.is_public("/static/a..b/c.d"), "dots inside a name are fine");
+    }
+
+    #[test]
+    fn a_target_goes_below_the_upstreams_path() {
+        let s = GatewaySettings::resolve(GatewayArgs {
+            upstream: Some("http://127.0.0.1:9000/app/".into()),
+            issuer: Some("http://127.0.0.1:8080".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let target = |t: &str| s.upstream.target(&t.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(target("/x?y=1").as_deref(), Some("http://127.0.0.1:9000/app/x?y=1"));
+        assert_eq!(target("/").as_deref(), Some("http://127.0.0.1:9000/app/"));
+        assert_eq!(target("http://elsewhere/x"), None, "an absolute target is not forwarded elsewhere");
+        assert_eq!(target("*"), None);
+    }
+
+    #[test]
+    fn the_toml_file_is_read_and_flags_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("gateway.toml");
+        let toml = "listen = \"127.0.0.1:7000\"\nupstream = \"http://127.0.0.1:9000\"\nissuer = \"http://i\"\n\
+                    public = [\"/a\"]\nupstream_timeout = \"5s\"\n";
+        std::fs::write(&path, toml).unwrap();
+        let args = GatewayArgs { config: Some(path.clone()), ..Default::default() };
+        let s = GatewaySettings::resolve(args).unwrap();
+        assert_eq!(s.listen, SocketAddr::from(([127, 0, 0, 1], 7000)));
+        assert_eq!(s.public, ["/a"]);
+        assert_eq!(s.upstream_timeout, Duration::from_secs(5));
+        let flag = SocketAddr::from(([127, 0, 0, 1], 7001));
+        let args = GatewayArgs { config: Some(path.clone()), listen: Some(flag), ..Default::default() };
+        assert_eq!(GatewaySettings::resolve(args).unwrap().listen, flag);
+        std::fs::write(&path, "upstrem = \"http://typo\"\n").unwrap();
+        assert!(GatewaySettings::resolve(GatewayArgs { config: Some(path), ..Default::default() }).is_err());
+    }
+
+    /// [`VARIABLES`] (what `tessera serve` does not take for typos) is every gateway variable.
+    #[test]
+    fn every_gateway_variable_is_listed() {
+        use clap::Args;
+        let command = GatewayArgs::augment_args(clap::Command::new("gateway"));
+        let mut read: Vec<String> = command
+            .get_arguments()
+            .filter_map(|a| a.get_env())
+            .map(|v| v.to_string_lossy().into_owned())
+            .filter(|v| v.starts_with("TESSERA_GATEWAY_"))
+            .collect();
+        read.sort();
+        let mut listed: Vec<String> = VARIABLES.iter().map(|v| (*v).to_owned()).collect();
+        listed.sort();
+        assert_eq!(read, listed);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderName};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use tessera_verify::Authenticated;
 use tessera_verify::http::identity;
@@ -30,7 +30,7 @@ const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection")
 
 pub async fn proxy(gateway: &Gateway, peer: SocketAddr, caller: Option<&Authenticated>, request: Request) -> Response {
     let (mut parts, body) = request.into_parts();
-    let Some(uri) = upstream_uri(gateway, &parts.uri) else {
+    let Some(uri) = gateway.settings.upstream.target(&parts.uri) else {
         gateway.metrics.count(Outcome::BadRequest);
         return error(StatusCode::BAD_REQUEST, "invalid_request", "the request target cannot be forwarded");
     };
@@ -64,21 +64,6 @@ pub async fn send(gateway: &Gateway, request: Request) -> Result<Response<hyper:
             Err(error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &description))
         }
     }
-}
-
-/// The request's target at the upstream: its path (below the upstream's own) and query.
-pub fn upstream_uri(gateway: &Gateway, uri: &Uri) -> Option<Uri> {
-    let upstream = &gateway.settings.upstream;
-    let target = uri.path_and_query().map_or("/", |p| p.as_str());
-    if !target.starts_with('/') {
-        return None;
-    }
-    Uri::builder()
-        .scheme(upstream.scheme.as_str())
-        .authority(upstream.authority.as_str())
-        .path_and_query(format!("{}{target}", upstream.path))
-        .build()
-        .ok()
 }
 
 /// The request's headers as the upstream gets them (see the module docs). For a WebSocket

@@ -107,14 +107,21 @@ pub async fn run(
         upstream = %format!("{}://{}{}", gateway.settings.upstream.scheme, gateway.settings.upstream.authority, gateway.settings.upstream.path),
         "listening"
     );
-    let serving = tessera_server::conn::serve(listener, app(gateway), limits, proxies, stop_rx);
+    let serving = tessera_server::conn::serve(listener, app(gateway.clone()), limits, proxies, stop_rx);
     tokio::pin!(serving);
     tokio::select! {
         () = &mut serving => {}
         () = shutdown => {
+            // Sockets close themselves (1001) and outlive their HTTP connections: wait for both.
             stop_tx.send_replace(true);
-            if tokio::time::timeout(shutdown_timeout, serving).await.is_err() {
-                tracing::warn!(timeout = ?shutdown_timeout, "in-flight requests did not finish within the shutdown timeout");
+            let drained = async {
+                serving.await;
+                while gateway.metrics.open_sockets() > 0 {
+                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                }
+            };
+            if tokio::time::timeout(shutdown_timeout, drained).await.is_err() {
+                tracing::warn!(timeout = ?shutdown_timeout, "in-flight requests and sockets did not finish within the shutdown timeout");
             }
         }
     }

@@ -84,6 +84,11 @@ impl Metrics {
         OpenSocket(self.clone())
     }
 
+    /// How many proxied sockets are open (or switching protocols) now.
+    pub fn open_sockets(&self) -> i64 {
+        self.open_sockets.load(Ordering::Relaxed)
+    }
+
     pub fn count_closed(&self, why: Closed) {
         self.closed[why as usize].fetch_add(1, Ordering::Relaxed);
     }

@@ -23,18 +23,19 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::Response;
+use futures_util::stream::SplitSink;
 use futures_util::{SinkExt, StreamExt};
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tessera_server::conn::ConnectionHold;
 use tessera_verify::http::{WS_PROTOCOL, WS_TOKEN_PROTOCOL_PREFIX};
 use tessera_verify::{Authenticated, VerifyError};
 use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::forward::{prepare_headers, remove_hop_by_hop, send, upstream_uri};
+use crate::forward::{prepare_headers, remove_hop_by_hop, send};
 use crate::metrics::{Closed, Outcome};
 use crate::{Gateway, error};
 
@@ -59,7 +60,7 @@ pub async fn proxy(
     caller: Option<Authenticated>,
     mut request: Request,
 ) -> Response {
-    let Some(uri) = upstream_uri(&gateway, request.uri()) else {
+    let Some(uri) = gateway.settings.upstream.target(request.uri()) else {
         gateway.metrics.count(Outcome::BadRequest);
         return error(StatusCode::BAD_REQUEST, "invalid_request", "the request target cannot be forwarded");
     };
@@ -105,9 +106,11 @@ pub async fn proxy(
     if !parts.headers.contains_key(header::SEC_WEBSOCKET_PROTOCOL) && offered.iter().any(|p| p == WS_PROTOCOL) {
         parts.headers.insert(header::SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_static(WS_PROTOCOL));
     }
+    // Counted from here, so that a stopping gateway waits for it to close.
+    let open = gateway.metrics.open_socket();
     tokio::spawn(async move {
         relay(gateway, caller, client_side, upstream_side).await;
-        drop(kept);
+        drop((kept, open));
     });
     Response::from_parts(parts, Body::empty())
 }
@@ -121,7 +124,6 @@ async fn relay(gateway: Arc<Gateway>, caller: Option<Authenticated>, client: OnU
             return;
         }
     };
-    let _open = gateway.metrics.open_socket();
     let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
     let upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
     let (mut to_client, mut from_client) = client.split();
@@ -145,40 +147,16 @@ async fn relay(gateway: Arc<Gateway>, caller: Option<Authenticated>, client: OnU
     tokio::pin!(ended, expiry, stopped);
     let why = loop {
         tokio::select! {
-            message = from_client.next() => match message {
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(frame))) => {
-                    let _ = to_upstream.send(Message::Close(frame)).await;
-                    break Closed::Client;
+            message = from_client.next() => {
+                if let Some(why) = pass_on(message, &mut to_upstream, &mut to_client, Closed::Client, Closed::Upstream).await {
+                    break why;
                 }
-                Some(Ok(message)) => {
-                    if to_upstream.send(message).await.is_err() {
-                        let _ = to_client.send(Message::Close(None)).await;
-                        break Closed::Upstream;
-                    }
+            }
+            message = from_upstream.next() => {
+                if let Some(why) = pass_on(message, &mut to_client, &mut to_upstream, Closed::Upstream, Closed::Client).await {
+                    break why;
                 }
-                Some(Err(_)) | None => {
-                    let _ = to_upstream.send(Message::Close(None)).await;
-                    break Closed::Client;
-                }
-            },
-            message = from_upstream.next() => match message {
-                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                Some(Ok(Message::Close(frame))) => {
-                    let _ = to_client.send(Message::Close(frame)).await;
-                    break Closed::Upstream;
-                }
-                Some(Ok(message)) => {
-                    if to_client.send(message).await.is_err() {
-                        let _ = to_upstream.send(Message::Close(None)).await;
-                        break Closed::Client;
-                    }
-                }
-                Some(Err(_)) | None => {
-                    let _ = to_client.send(Message::Close(None)).await;
-                    break Closed::Upstream;
-                }
-            },
+            }
             e = &mut ended => break if e == VerifyError::Unavailable { Closed::FeedLost } else { Closed::SessionEnded },
             () = &mut expiry => break Closed::TokenExpired,
             () = &mut stopped => break Closed::Shutdown,
@@ -203,6 +181,37 @@ async fn relay(gateway: Arc<Gateway>, caller: Option<Authenticated>, client: OnU
         })
     };
     let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+}
+
+type Side = SplitSink<WebSocketStream<TokioIo<Upgraded>>, Message>;
+
+/// Passes a message read from side `from` on to the other side (`to`); with the side that closed
+/// when the relay ends there. Each hop answers its own pings.
+async fn pass_on(
+    message: Option<Result<Message, tungstenite::Error>>,
+    to: &mut Side,
+    back: &mut Side,
+    from: Closed,
+    other: Closed,
+) -> Option<Closed> {
+    match message {
+        Some(Ok(Message::Ping(_) | Message::Pong(_))) => None,
+        Some(Ok(Message::Close(frame))) => {
+            let _ = to.send(Message::Close(frame)).await;
+            Some(from)
+        }
+        Some(Ok(message)) => {
+            if to.send(message).await.is_ok() {
+                return None;
+            }
+            let _ = back.send(Message::Close(None)).await;
+            Some(other)
+        }
+        Some(Err(_)) | None => {
+            let _ = to.send(Message::Close(None)).await;
+            Some(from)
+        }
+    }
 }
 
 /// Time left until the caller's access token expires.

@@ -103,6 +103,10 @@ impl Gateway {
         self.logs.lock().unwrap().join("\n")
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn send(&self, method: Method, path: &str, bearer: Option<&str>, headers: &[(&str, &str)]) -> Reply {
         let mut request = http_client().request(method, format!("{}{path}", self.base));
         if let Some(token) = bearer {
@@ -184,7 +188,13 @@ async fn the_caller_arrives_in_headers_and_spoofed_ones_do_not() {
     assert_eq!(reply.status, StatusCode::CREATED);
     let tokens = server.login(&email).await;
     let claims = jwt_parts(&tokens.access).1;
-    let spoofs = [("x-tessera-user-id", "someone-else"), ("x-tessera-admin", "true"), ("X-Tessera-Anonymous", "true")];
+    let spoofs = [
+        ("x-tessera-user-id", "someone-else"),
+        ("x-tessera-admin", "true"),
+        ("X-Tessera-Anonymous", "true"),
+        ("x-forwarded-for", "203.0.113.9"),
+        ("x-forwarded-proto", "https"),
+    ];
 
     let echo = gateway.send(Method::GET, "/echo?x=1", Some(&tokens.access), &spoofs).await;
     assert_eq!(echo.status, StatusCode::OK, "{}", echo.body);
@@ -196,10 +206,23 @@ async fn the_caller_arrives_in_headers_and_spoofed_ones_do_not() {
     assert_eq!(headers["x-tessera-anonymous"], "false");
     assert!(headers.get("x-tessera-admin").is_none(), "{headers}");
     assert_eq!(headers["authorization"], format!("Bearer {}", tokens.access).as_str(), "passed on unchanged");
-    assert_eq!(headers["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(headers["x-forwarded-for"], "127.0.0.1", "a client's own X-Forwarded-For is not believed");
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-host"], gateway.base.trim_start_matches("http://"));
     assert_eq!(echo.body["path"], "/echo?x=1");
+}
+
+#[tokio::test]
+async fn a_trusted_proxys_forwarding_headers_are_kept() {
+    let (server, _upstream, gateway) = setup(&[], &["--trusted-proxies", "127.0.0.1"]).await;
+    let tokens = server.user(&unique_email()).await;
+    let forwarded =
+        [("x-forwarded-for", "203.0.113.9"), ("x-forwarded-proto", "https"), ("x-forwarded-host", "app.test")];
+    let echo = gateway.send(Method::GET, "/echo", Some(&tokens.access), &forwarded).await;
+    let headers = &echo.body["headers"];
+    assert_eq!(headers["x-forwarded-for"], "203.0.113.9, 127.0.0.1", "{headers}");
+    assert_eq!(headers["x-forwarded-proto"], "https");
+    assert_eq!(headers["x-forwarded-host"], "app.test");
 }
 
 #[tokio::test]
@@ -444,4 +467,32 @@ async fn open_sockets_count_toward_the_connection_cap() {
     })
     .await;
     assert!(served, "a closed socket did not give its place back");
+}
+
+#[tokio::test]
+async fn a_silent_feed_closes_sockets_with_1013_and_refuses_requests() {
+    let (mut server, _upstream, gateway) = setup(&[], &["--max-feed-silence", "2s"]).await;
+    let tokens = server.user(&unique_email()).await;
+    let (mut socket, _) = gateway.socket(&tokens.access).await.expect("handshake");
+    server.stop(true);
+    let frame = close_frame(&mut socket, Duration::from_secs(10)).await.expect("a close frame with a code");
+    assert_eq!(frame.code, CloseCode::Again);
+    let refused = gateway.get("/echo", Some(&tokens.access)).await;
+    assert_eq!(refused.status, StatusCode::SERVICE_UNAVAILABLE, "fails closed: {}", refused.body);
+    assert!(refused.header("retry-after").is_some());
+}
+
+#[tokio::test]
+async fn a_stopping_gateway_closes_its_sockets_with_1001() {
+    let (server, upstream, gateway) = setup(&[], &[]).await;
+    let tokens = server.user(&unique_email()).await;
+    let (mut socket, _) = gateway.socket(&tokens.access).await.expect("handshake");
+    signal_term(gateway.pid());
+    let frame = close_frame(&mut socket, Duration::from_secs(5)).await.expect("a close frame with a code");
+    assert_eq!(frame.code, CloseCode::Away);
+    let app_saw = eventually(Duration::from_secs(2), async || {
+        upstream.get("/ws-closes").await.as_array().unwrap().iter().any(|c| c["code"] == 1001)
+    })
+    .await;
+    assert!(app_saw, "the app did not see the socket close");
 }
