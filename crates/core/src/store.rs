@@ -143,6 +143,24 @@ pub trait SessionStore: Send + Sync + 'static {
 
     /// Answers when the backend is reachable.
     async fn ping(&self) -> StoreResult<()>;
+
+    /// A watcher told of new ends as they commit, on a connection of its own, so that an
+    /// instance hears of another's end at once rather than at its next read of the feed (which
+    /// goes on, as the safety net). `None`, the default, where the backend cannot push: then
+    /// the feed is only read on a period.
+    fn feed_watcher(&self) -> Option<Box<dyn FeedWatcher>> {
+        None
+    }
+}
+
+/// Waits for the feed of ended sessions to grow (see [`SessionStore::feed_watcher`]). One
+/// reader at a time: it holds its own connection, opened on first use and again after a
+/// failure.
+#[async_trait]
+pub trait FeedWatcher: Send {
+    /// `Ok(true)` as soon as the feed may hold entries after `after` (it may be wrong, never
+    /// late: the caller reads the feed to see), `Ok(false)` when `within` passed first.
+    async fn wait(&mut self, after: Option<FeedPosition>, within: Duration) -> StoreResult<bool>;
 }
 
 /// Budgets shared by every instance (token buckets), so that rate limits count requests to the

@@ -221,11 +221,14 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// How often the store's feed of ended sessions is read for ends made by other instances.
+/// How often the store's feed of ended sessions is read for ends made by other instances: at
+/// once where the store pushes them (PostgreSQL, Redis), and on this period everywhere, the
+/// safety net for a push that was lost.
 const REVOCATION_POLL: Duration = Duration::from_millis(250);
 const KEY_RELOAD: Duration = Duration::from_secs(1);
 
-/// Loads the sessions ended within the retention window, then runs the service's maintenance
+/// Loads the sessions ended within the retention window, follows the ends the store pushes
+/// ([`AuthService::follow_pushed_ends`]), and runs the service's maintenance
 /// ([`Maintenance::tick`]: the revocation view and the feed's journal kept fresh, unconfirmed
 /// ends retried, the hourly purge) and keeps the key set fresh, in the background.
 async fn spawn_maintenance(state: AppState, key_dir: KeyDir, guest_retention: Duration) -> tokio::task::JoinHandle<()> {
@@ -235,6 +238,10 @@ async fn spawn_maintenance(state: AppState, key_dir: KeyDir, guest_retention: Du
             "could not load ended sessions; retrying in the background"
         );
     }
+    if let Some(watcher) = state.auth().feed_watcher() {
+        let state = state.clone();
+        tokio::spawn(async move { state.auth().follow_pushed_ends(watcher, state.clock()).await });
+    }
     tokio::spawn(async move {
         let mut maintenance = Maintenance::new(guest_retention);
         let mut known_keys = key_dir.signing_key_files().unwrap_or_default();
@@ -242,7 +249,8 @@ async fn spawn_maintenance(state: AppState, key_dir: KeyDir, guest_retention: Du
         let mut key_tick = tokio::time::interval(KEY_RELOAD);
         loop {
             tokio::select! {
-                // An end made here is published at once; ends made elsewhere by the next poll.
+                // An end made here is published at once; ends made elsewhere as the store pushes
+                // them, or by the next poll.
                 () = state.auth().session_ended_here() => {}
                 _ = revocation_tick.tick() => {}
                 _ = key_tick.tick() => {

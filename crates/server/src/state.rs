@@ -56,6 +56,11 @@ impl AppState {
         self.0.clock.now()
     }
 
+    /// The server's clock, for work that outlives a request (the maintenance).
+    pub fn clock(&self) -> &dyn Clock {
+        &*self.0.clock
+    }
+
     pub fn auth(&self) -> &AuthService {
         &self.0.auth
     }

@@ -23,6 +23,8 @@ pub struct Stores {
     pub users: Arc<dyn UserStore>,
     pub clients: Arc<dyn ClientStore>,
     pub sessions: Arc<dyn SessionStore>,
+    /// Whether the session store pushes its ends to a [`FeedWatcher`](tessera_core::store::FeedWatcher).
+    pub pushes_ends: bool,
     pub guard: Box<dyn Any + Send + Sync>,
 }
 
@@ -59,6 +61,7 @@ macro_rules! store_contract_tests {
             the_feed_lists_each_end_once_in_commit_order,
             the_feed_orders_by_commit_not_by_clock,
             a_reader_following_the_feed_during_concurrent_ends_sees_each_once,
+            a_feed_watcher_wakes_when_an_end_commits,
             ping_answers
         );
     };
@@ -435,6 +438,37 @@ pub async fn a_reader_following_the_feed_during_concurrent_ends_sees_each_once(s
     seen.sort();
     ids.sort();
     assert_eq!(seen, ids, "every end exactly once, none skipped by a reader that resumed mid-way");
+}
+
+pub async fn a_feed_watcher_wakes_when_an_end_commits(s: &Stores) {
+    let Some(mut watcher) = s.sessions.feed_watcher() else {
+        assert!(!s.pushes_ends, "a store that pushes its ends has a feed watcher");
+        return;
+    };
+    assert!(s.pushes_ends, "a feed watcher from a store said not to push");
+    let session = stored(s, session(UserId::generate())).await;
+    let head = s.sessions.ended_after(None, 100_000).await.unwrap().last().map(|e| e.position);
+    // With nothing ending, a wait runs out (the first may wake at once: it may be wrong, never late).
+    let mut quiet = false;
+    for _ in 0..3 {
+        if !watcher.wait(head, Duration::from_millis(300)).await.unwrap() {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "a watcher wakes with nothing ending");
+    let ender = {
+        let sessions = s.sessions.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            sessions.end_session(session.id, t(10)).await.unwrap();
+        })
+    };
+    let started = std::time::Instant::now();
+    assert!(watcher.wait(head, Duration::from_secs(30)).await.unwrap(), "woken by the end");
+    assert!(started.elapsed() < Duration::from_secs(10), "woken as the end committed, not at the wait's end");
+    ender.await.unwrap();
+    assert_eq!(feed_of(s, head, &[session.id]).await.len(), 1);
 }
 
 pub async fn purge_deletes_only_dead_sessions(s: &Stores) {

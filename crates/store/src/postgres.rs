@@ -6,7 +6,7 @@
 //! (connect and acquire 2 s) so that an unreachable database answers `503` quickly instead of
 //! holding requests; the pool reconnects by itself when the database returns.
 
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -15,9 +15,10 @@ use tessera_core::account::User;
 use tessera_core::clients::OAuthClient;
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{ClientStore, SessionStore, StoreError, StoreResult, UserStore};
+use tessera_core::store::{ClientStore, FeedWatcher, SessionStore, StoreError, StoreResult, UserStore};
 use tessera_core::{SessionId, Timestamp, UserId};
 
+use crate::postgres_watch::{self, PostgresWatcher};
 use crate::sql::{self, IdRow, SESSION_COLUMNS, SessionRow, Statements, generation, unique_key};
 
 /// The statements PostgreSQL runs as SQLite does, on its `tessera_` tables.
@@ -93,6 +94,8 @@ const MIGRATION_LOCK: i64 = 0x0074_6573_7365_7261; // "tessera" in ASCII
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    /// Where this store's ends are announced: its schema's channel ([`postgres_watch::channel`]).
+    channel: Arc<str>,
 }
 
 impl PostgresStore {
@@ -110,7 +113,8 @@ impl PostgresStore {
             .await
             .map_err(classify)?;
         migrate(&pool).await?;
-        Ok(Self { pool })
+        let schema: String = sqlx::query_scalar("SELECT current_schema()").fetch_one(&pool).await.map_err(classify)?;
+        Ok(Self { pool, channel: postgres_watch::channel(&schema).into() })
     }
 }
 
@@ -130,6 +134,10 @@ impl PostgresStore {
         .fetch_all(&mut *tx)
         .await
         .map_err(classify)?;
+        if !rows.is_empty() {
+            // Delivered to the feed's watchers when (and only if) the transaction commits.
+            sqlx::query("SELECT pg_notify($1, '')").bind(&*self.channel).execute(&mut *tx).await.map_err(classify)?;
+        }
         tx.commit().await.map_err(classify)?;
         rows.into_iter().map(sql::session_id).collect()
     }
@@ -362,5 +370,9 @@ impl SessionStore for PostgresStore {
 
     async fn ping(&self) -> StoreResult<()> {
         UserStore::ping(self).await
+    }
+
+    fn feed_watcher(&self) -> Option<Box<dyn FeedWatcher>> {
+        Some(Box::new(PostgresWatcher::new(self.pool.clone(), self.channel.clone())))
     }
 }

@@ -19,6 +19,7 @@ async fn fresh_faulty() -> Stores {
         users: accounts.clone(),
         clients: accounts,
         sessions: Arc::new(FaultyStore::with_faults(sessions, faults.clone())),
+        pushes_ends: true,
         guard: Box::new(faults),
     }
 }

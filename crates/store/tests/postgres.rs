@@ -25,7 +25,7 @@ async fn fresh_postgres() -> Stores {
         .await
         .expect("open the PostgreSQL store");
     let store = Arc::new(store);
-    Stores { users: store.clone(), clients: store.clone(), sessions: store, guard: Box::new(admin) }
+    Stores { users: store.clone(), clients: store.clone(), sessions: store, pushes_ends: true, guard: Box::new(admin) }
 }
 
 tessera_store::store_contract_tests!(fresh_postgres);

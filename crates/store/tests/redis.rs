@@ -38,7 +38,13 @@ async fn fresh_redis() -> Stores {
     let dir = tempfile::tempdir().expect("temp dir");
     let users = SqliteStore::open(&dir.path().join("users.db"), false).await.expect("open SQLite");
     let users = Arc::new(users);
-    Stores { users: users.clone(), clients: users, sessions: Arc::new(sessions), guard: Box::new(dir) }
+    Stores {
+        users: users.clone(),
+        clients: users,
+        sessions: Arc::new(sessions),
+        pushes_ends: true,
+        guard: Box::new(dir),
+    }
 }
 
 tessera_store::store_contract_tests!(fresh_redis, without_sweep);

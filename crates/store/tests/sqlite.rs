@@ -8,7 +8,7 @@ use tessera_store::sqlite::SqliteStore;
 async fn fresh_sqlite() -> Stores {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = Arc::new(SqliteStore::open(&dir.path().join("tessera.db"), false).await.expect("open SQLite"));
-    Stores { users: store.clone(), clients: store.clone(), sessions: store, guard: Box::new(dir) }
+    Stores { users: store.clone(), clients: store.clone(), sessions: store, pushes_ends: false, guard: Box::new(dir) }
 }
 
 tessera_store::store_contract_tests!(fresh_sqlite);

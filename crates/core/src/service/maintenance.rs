@@ -4,8 +4,14 @@
 use std::time::Duration;
 
 use super::{AuthService, UnfinishedEnd};
-use crate::clock::Timestamp;
-use crate::store::StoreError;
+use crate::clock::{Clock, Timestamp};
+use crate::store::{FeedWatcher, StoreError};
+
+/// How long a watcher of pushed ends waits at most before it asks again (a blocking read on
+/// the store's side; the periodic catch-up goes on meanwhile).
+const WATCH_FOR: Duration = Duration::from_secs(10);
+/// How long to wait after a watcher or a catch-up it woke failed, before watching again.
+const WATCH_RETRY: Duration = Duration::from_secs(1);
 
 /// How often dead sessions and old guests are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(3600);
@@ -84,11 +90,40 @@ async fn purge(auth: &AuthService, now: Timestamp, guest_retention: Duration) {
 }
 
 impl AuthService {
+    /// The session store's watcher of new ends, where the store pushes them
+    /// ([`SessionStore::feed_watcher`](crate::store::SessionStore::feed_watcher)).
+    pub fn feed_watcher(&self) -> Option<Box<dyn FeedWatcher>> {
+        self.sessions.feed_watcher()
+    }
+
+    /// Catches up with the feed whenever `watcher` says it grew past the journal's head, so
+    /// that ends made on other instances reach this one (its revocation view, its feed's
+    /// subscribers) as they commit, not at the next periodic catch-up. Runs until the task is
+    /// dropped; failures are only logged at debug level, since the periodic catch-up, which
+    /// reports its own, still finds every end.
+    pub async fn follow_pushed_ends(&self, mut watcher: Box<dyn FeedWatcher>, clock: &dyn Clock) {
+        loop {
+            let woken = watcher.wait(self.journal.head(), WATCH_FOR).await;
+            let failed = match woken {
+                Ok(false) => None,
+                Ok(true) => self.catch_up_revocations(clock.now()).await.err(),
+                Err(e) => Some(e),
+            };
+            if let Some(e) = failed {
+                tracing::debug!(error = crate::error_chain(&e), "pushed ends: watching again shortly");
+                tokio::time::sleep(WATCH_RETRY).await;
+            }
+        }
+    }
+
     /// Reads the store's feed of ended sessions (every instance's) from the journal's head into
     /// the journal and the revocation view, and forgets ends whose tokens have all expired.
     /// Returns how many ends were new.
     pub async fn catch_up_revocations(&self, now: Timestamp) -> Result<usize, StoreError> {
         const PAGE: usize = 1000;
+        // One catch-up at a time (the periodic one and the pushed one): each appends what it
+        // read after the head it started from.
+        let _one_at_a_time = self.catching_up.lock().await;
         let mut read = 0;
         loop {
             let batch = self.sessions.ended_after(self.journal.head(), PAGE).await?;

@@ -204,6 +204,8 @@ pub struct AuthService {
     hasher: PasswordHasher,
     revoked: RevokedSessions,
     journal: EndedJournal,
+    /// Held by a catch-up with the store's feed (see `catch_up_revocations`).
+    catching_up: tokio::sync::Mutex<()>,
     /// Woken when this instance ends a session, so the feed publishes it without waiting for
     /// the next poll.
     ended_here: tokio::sync::Notify,
@@ -241,6 +243,7 @@ impl AuthService {
             hasher,
             revoked: RevokedSessions::new(retention),
             journal: EndedJournal::new(retention),
+            catching_up: tokio::sync::Mutex::new(()),
             ended_here: tokio::sync::Notify::new(),
             unfinished: std::sync::Mutex::default(),
             profiles: quick_cache::sync::Cache::new(PROFILE_CACHE_CAPACITY),

@@ -317,3 +317,28 @@ async fn a_token_signed_while_the_rotation_commits_says_what_one_signed_after_it
     let (_, none) = w.auth.sign_while_rotating(session.id, None, std::future::ready(rotation), w.now()).await;
     assert!(none.is_none(), "without the user known, nothing is signed early");
 }
+
+/// An end on one instance reaches another that follows the store's pushed ends as it commits,
+/// with no periodic catch-up; a feed read that fails when woken is tried again shortly.
+#[tokio::test]
+async fn an_end_on_one_instance_reaches_another_following_pushed_ends() {
+    let w = world();
+    let other = Arc::new(service(&w.keys, &w.store, w.lifetimes));
+    let watcher = other.feed_watcher().expect("the memory store pushes its ends");
+    let follower = tokio::spawn({
+        let other = other.clone();
+        async move { other.follow_pushed_ends(watcher, &crate::clock::SystemClock).await }
+    });
+    let mut heard_there = other.journal().subscribe();
+    let within = Duration::from_secs(5);
+    for (email, failing_reads) in [("ada@example.com", 0), ("grace@example.com", 1)] {
+        let tokens = w.user(email).await;
+        assert!(other.authenticate(&tokens.access.token, w.now()).is_ok());
+        w.faults.fail_next(Op::EndedAfter, failing_reads);
+        w.auth.logout(&w.caller(&tokens), None, w.now()).await.unwrap();
+        tokio::time::timeout(within, heard_there.changed()).await.expect("heard of the end").unwrap();
+        assert!(other.authenticate(&tokens.access.token, w.now()).is_err(), "{email}: refused there too");
+        assert_eq!(w.faults.injected(Op::EndedAfter), failing_reads);
+    }
+    follower.abort();
+}

@@ -26,13 +26,14 @@
 //! one place.)
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use crate::account::User;
 use crate::clients::OAuthClient;
 use crate::revocation::{EndedSession, FeedPosition};
 use crate::session::{Rotation, Session};
-use crate::store::{ClientStore, SessionStore, StoreError, StoreResult, UniqueKey, UserStore};
+use crate::store::{ClientStore, FeedWatcher, SessionStore, StoreError, StoreResult, UniqueKey, UserStore};
 use crate::{SessionId, Timestamp, UserId};
 use async_trait::async_trait;
 
@@ -54,6 +55,8 @@ use async_trait::async_trait;
 pub struct MemoryStore {
     accounts: Mutex<Accounts>,
     sessions: Mutex<Sessions>,
+    /// The feed's last position, for [`FeedWatcher`]s: the store pushes its ends.
+    pushed: Arc<tokio::sync::watch::Sender<FeedPosition>>,
 }
 
 #[derive(Default)]
@@ -105,6 +108,29 @@ impl MemoryStore {
 
     fn sessions(&self) -> MutexGuard<'_, Sessions> {
         self.sessions.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Tells the watchers where the feed ends (under the sessions' lock, so in order).
+    fn push(&self, state: &Sessions) {
+        self.pushed.send_if_modified(|last| {
+            let at = FeedPosition::new(state.last_position, 0);
+            std::mem::replace(last, at) != at
+        });
+    }
+}
+
+/// The memory store's [`FeedWatcher`].
+struct MemoryWatcher(tokio::sync::watch::Receiver<FeedPosition>);
+
+#[async_trait]
+impl FeedWatcher for MemoryWatcher {
+    async fn wait(&mut self, after: Option<FeedPosition>, within: Duration) -> StoreResult<bool> {
+        let after = after.unwrap_or_default();
+        match tokio::time::timeout(within, self.0.wait_for(|last| *last > after)).await {
+            Ok(Ok(_)) => Ok(true),
+            Ok(Err(_)) => Err(StoreError::other("the memory store is gone")),
+            Err(_) => Ok(false),
+        }
     }
 }
 
@@ -302,7 +328,10 @@ impl SessionStore for MemoryStore {
     }
 
     async fn end_session(&self, id: SessionId, now: Timestamp) -> StoreResult<bool> {
-        Ok(self.sessions().end(id, now))
+        let mut state = self.sessions();
+        let ended = state.end(id, now);
+        self.push(&state);
+        Ok(ended)
     }
 
     async fn end_user_sessions(&self, user_id: UserId, now: Timestamp) -> StoreResult<Vec<SessionId>> {
@@ -316,6 +345,7 @@ impl SessionStore for MemoryStore {
             .collect();
         active.sort();
         let ended = active.into_iter().map(|(_, id)| id).filter(|id| state.end(*id, now)).collect();
+        self.push(&state);
         Ok(ended)
     }
 
@@ -348,6 +378,10 @@ impl SessionStore for MemoryStore {
 
     async fn ping(&self) -> StoreResult<()> {
         Ok(())
+    }
+
+    fn feed_watcher(&self) -> Option<Box<dyn FeedWatcher>> {
+        Some(Box::new(MemoryWatcher(self.pushed.subscribe())))
     }
 }
 

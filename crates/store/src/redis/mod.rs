@@ -40,12 +40,14 @@ use redis::streams::StreamRangeReply;
 use redis::{AsyncCommands, Script};
 use tessera_core::revocation::{EndedSession, FeedPosition};
 use tessera_core::session::{Rotation, Session};
-use tessera_core::store::{LimitStore, SessionStore, StoreError, StoreResult};
+use tessera_core::store::{FeedWatcher, LimitStore, SessionStore, StoreError, StoreResult};
 use tessera_core::{SessionId, Timestamp, UserId};
 
 use scripts::{BUCKET, CREATE, END, INDEX_ADD, INDEX_PRELUDE, INDEX_READ, ROTATE};
+use watch::{RedisWatcher, WatchSource};
 
 mod scripts;
+mod watch;
 
 /// How long a dead session's hash is kept (for reuse detection and the record).
 const KEEP_MS: i64 = 86_400_000;
@@ -61,6 +63,8 @@ pub struct RedisStore<C = ConnectionManager> {
     prefix: String,
     scripts: Arc<Scripts>,
     cluster: bool,
+    /// Where feed watchers connect; `None` for a store over a caller's connection.
+    watch: Option<WatchSource>,
 }
 
 struct Scripts {
@@ -90,8 +94,8 @@ impl RedisStore<ConnectionManager> {
             .set_connection_timeout(COMMAND_TIMEOUT)
             .set_response_timeout(COMMAND_TIMEOUT)
             .set_number_of_retries(1);
-        let conn = ConnectionManager::new_with_config(client, config).await.map_err(classify)?;
-        Ok(Self::with_connection(conn, prefix, false))
+        let conn = ConnectionManager::new_with_config(client.clone(), config).await.map_err(classify)?;
+        Ok(Self { watch: Some(WatchSource::Server(client)), ..Self::with_connection(conn, prefix, false) })
     }
 }
 
@@ -105,7 +109,7 @@ impl RedisStore<ClusterConnection> {
             .build()
             .map_err(StoreError::other)?;
         let conn = client.get_async_connection().await.map_err(classify)?;
-        Ok(Self::with_connection(conn, prefix, true))
+        Ok(Self { watch: Some(WatchSource::cluster(nodes)?), ..Self::with_connection(conn, prefix, true) })
     }
 }
 
@@ -123,7 +127,7 @@ impl<C> RedisStore<C> {
             index_read: index(INDEX_READ),
             bucket: Script::new(BUCKET),
         };
-        Self { conn, prefix: prefix.to_owned(), scripts: Arc::new(scripts), cluster }
+        Self { conn, prefix: prefix.to_owned(), scripts: Arc::new(scripts), cluster, watch: None }
     }
 }
 
@@ -453,5 +457,10 @@ impl<C: ConnectionLike + Clone + Send + Sync + 'static> SessionStore for RedisSt
         let mut conn = self.conn.clone();
         let _: String = redis::cmd("PING").query_async(&mut conn).await.map_err(classify)?;
         Ok(())
+    }
+
+    fn feed_watcher(&self) -> Option<Box<dyn FeedWatcher>> {
+        let source = self.watch.clone()?;
+        Some(Box::new(RedisWatcher::new(source, self.feed_key())))
     }
 }

@@ -11,7 +11,7 @@ use crate::account::User;
 use crate::clients::OAuthClient;
 use crate::revocation::{EndedSession, FeedPosition};
 use crate::session::{Rotation, Session};
-use crate::store::{ClientStore, SessionStore, StoreResult, UserStore};
+use crate::store::{ClientStore, FeedWatcher, SessionStore, StoreResult, UserStore};
 use crate::{SessionId, Timestamp, UserId};
 
 /// A store that delegates to `inner` and fails the operations its [`Faults`] say.
@@ -146,6 +146,12 @@ impl<S: SessionStore + ?Sized> SessionStore for FaultyStore<S> {
 
     async fn ping(&self) -> StoreResult<()> {
         self.faults.run(Op::SessionPing, SessionStore::ping(&*self.inner)).await
+    }
+
+    /// The inner store's, without faults: a failing watcher only delays what the feed's
+    /// periodic read finds.
+    fn feed_watcher(&self) -> Option<Box<dyn FeedWatcher>> {
+        self.inner.feed_watcher()
     }
 }
 
