@@ -19,6 +19,10 @@ single-row updates one transaction at a time; ceiling-argon2, raw argon2id on ev
 rs-bare and rs-layer load a resource server inside the benchmark (GET /bare, and GET /protected
 behind tessera-verify's layer); logout-latency times logout -> 401 at that resource server, on the
 benchmark's server and, when TESSERA_TEST_REDIS_URL is set, on two instances sharing that Redis.
+gateway loads `tessera gateway` in front of a trivial upstream, beside the same upstream reached
+directly (upstream-direct), through Debian's nginx (nginx-proxy) and through nginx with auth_request
+to tessera (nginx-auth-request), which run with it; then times logout -> 401 and logout -> socket
+close through it, and its memory with --idle-sockets idle WebSockets.
 scale runs refresh against stores filled with 1 000 and with --scale-sessions sessions, on SQLite
 and, when TESSERA_TEST_REDIS_URL is set, on that Redis; it takes minutes, so only --only runs it.";
 
@@ -59,7 +63,8 @@ struct RunArgs {
     runs: usize,
     /// Run only these scenarios (a row's ceiling runs with it; scale runs only when named):
     /// me, introspect-access, introspect-refresh, refresh, login, me-during-login, rs-bare,
-    /// rs-layer, logout-latency, ceiling-http, ceiling-sqlite, ceiling-argon2, scale.
+    /// rs-layer, upstream-direct, nginx-proxy, nginx-auth-request, gateway, logout-latency,
+    /// ceiling-http, ceiling-sqlite, ceiling-argon2, scale.
     #[arg(long, value_name = "NAME,...", value_delimiter = ',')]
     only: Option<Vec<String>>,
     /// The server's SQLite durability, and the SQLite ceiling's [default:
@@ -69,6 +74,9 @@ struct RunArgs {
     /// Logouts timed by logout-latency, per row.
     #[arg(long, value_name = "N", default_value_t = 100)]
     logouts: usize,
+    /// Idle WebSockets held open through the gateway for its memory.
+    #[arg(long, value_name = "N", default_value_t = 10_000)]
+    idle_sockets: usize,
     /// Stored sessions of scale's large rows.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     scale_sessions: u64,
@@ -91,6 +99,7 @@ pub struct Args {
     pub server_bin: PathBuf,
     pub client_threads: usize,
     pub logouts: usize,
+    pub idle_sockets: usize,
     pub scale_sessions: u64,
     /// `--sqlite-synchronous full`: the server's SQLite fsyncs every commit, and so does the
     /// SQLite ceiling.
@@ -150,6 +159,7 @@ impl Args {
             server_bin: dir.join("tessera"),
             client_threads: 1,
             logouts: 100,
+            idle_sockets: 10_000,
             scale_sessions: 1_000_000,
             sqlite_full: false,
             sqlite_flag: false,
@@ -164,8 +174,8 @@ impl Args {
         if self.connections == 0 || (splits && self.connections < 2) {
             return Err("--connections must be at least 1, and 2 for me-during-login".into());
         }
-        if self.runs == 0 || self.client_threads == 0 || self.logouts == 0 {
-            return Err("--runs, --client-threads and --logouts must be at least 1".into());
+        if self.runs == 0 || self.client_threads == 0 || self.logouts == 0 || self.idle_sockets == 0 {
+            return Err("--runs, --client-threads, --logouts and --idle-sockets must be at least 1".into());
         }
         if self.scale_sessions < crate::scale::SMALL {
             return Err(format!("--scale-sessions must be at least {}", crate::scale::SMALL).into());
@@ -216,6 +226,7 @@ pub fn parse(argv: impl Iterator<Item = String>) -> Result<Command, BoxError> {
         server_bin: run.server_bin.unwrap_or(defaults.server_bin),
         client_threads: run.client_threads,
         logouts: run.logouts,
+        idle_sockets: run.idle_sockets,
         scale_sessions: run.scale_sessions,
         sqlite_full,
         sqlite_flag,

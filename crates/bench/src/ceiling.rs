@@ -33,7 +33,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use argon2::{Algorithm, Argon2, Block, Params, Version};
 use axum::Router;
+use axum::extract::ws::WebSocketUpgrade;
 use axum::http::header::CONTENT_TYPE;
+use axum::response::Response;
 use axum::routing::get;
 use axum::serve::ListenerExt as _;
 use hyper::body::Bytes;
@@ -96,9 +98,11 @@ impl TrivialServer {
 
 /// `tessera-bench serve-trivial --body JSON`: answers `GET /api/auth/me` with `body` as
 /// `application/json` on a free port of 127.0.0.1, on a runtime like `tessera serve`'s (one worker
-/// per core), with `TCP_NODELAY` as tessera sets it. Prints `listening ADDR` on stdout, then serves
-/// until its stdin closes.
+/// per core), with `TCP_NODELAY` as tessera sets it; and holds WebSockets open at [`SOCKET`]
+/// (the gateway's upstream, `crate::gateway`), answering nothing until they close. Prints
+/// `listening ADDR` on stdout, then serves until its stdin closes.
 pub fn serve_trivial(body: String) -> Result<(), BoxError> {
+    crate::raise_file_limit();
     // The parent holds the write end: it closes when the parent exits, however it exits.
     std::thread::Builder::new().name("stdin-watch".into()).spawn(|| {
         let _ = std::io::stdin().lock().read_to_end(&mut Vec::new());
@@ -109,19 +113,29 @@ pub fn serve_trivial(body: String) -> Result<(), BoxError> {
         let listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
         println!("listening {}", listener.local_addr()?);
         let body = Bytes::from(body);
-        let app = Router::new().route(
-            api::ME,
-            get(move || {
-                let body = body.clone();
-                async move { ([(CONTENT_TYPE, "application/json")], body) }
-            }),
-        );
+        let app = Router::new()
+            .route(
+                api::ME,
+                get(move || {
+                    let body = body.clone();
+                    async move { ([(CONTENT_TYPE, "application/json")], body) }
+                }),
+            )
+            .route(SOCKET, get(hold_socket));
         let listener = listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
         axum::serve(listener, app).await?;
         Ok(())
     })
+}
+
+/// The trivial server's WebSocket route.
+pub const SOCKET: &str = "/socket";
+
+/// Keeps the socket open, reading (and dropping) what comes, until either side closes it.
+async fn hold_socket(upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(|mut socket| async move { while let Some(Ok(_)) = socket.recv().await {} })
 }
 
 // ---------------------------------------------------------------------------------------------

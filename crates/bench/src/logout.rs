@@ -1,9 +1,10 @@
-//! `logout-latency`: how long a resource server keeps accepting an access token after its
-//! session was logged out on tessera.
+//! `logout-latency`: how long a resource server (or the gateway, `crate::gateway`) keeps
+//! accepting an access token after its session was logged out on tessera.
 //!
-//! Each sample logs a fresh session in on tessera, checks that the resource server's
-//! `/protected` answers 200 with its access token, logs it out with `POST /api/auth/logout`, and
-//! from the moment that answer arrives polls `/protected` every [`POLL`] until it answers 401
+//! Each sample logs a fresh session in on tessera, checks that the target's path (the resource
+//! server's `/protected`) answers 200 with its access token, logs it out with
+//! `POST /api/auth/logout`, and from the moment that answer arrives polls the path every
+//! [`POLL`] until it answers 401
 //! (session ended). A sample that still gets no 401 after [`GIVE_UP`] counts as a failure, as
 //! does any other step that fails or takes longer than [`STEP_TIMEOUT`]. One connection to each
 //! server, one sample after another.
@@ -19,9 +20,8 @@ use crate::BoxError;
 use crate::api;
 use crate::http::{Conn, Reply};
 use crate::report::Summary;
-use crate::resource;
 
-/// Time between two polls of `/protected` after the logout.
+/// Time between two polls after the logout.
 pub const POLL: Duration = Duration::from_millis(2);
 /// How long a logged-out token may still be accepted before the sample counts as a failure.
 pub const GIVE_UP: Duration = Duration::from_secs(5);
@@ -33,8 +33,10 @@ pub struct Target {
     pub label: &'static str,
     /// The tessera instance that logs sessions in and out.
     pub tessera: SocketAddr,
-    /// The resource server whose verifier is fed by some tessera instance.
+    /// The resource server (or gateway) whose verifier is fed by some tessera instance.
     pub resource: SocketAddr,
+    /// Its path that needs a token.
+    pub path: &'static str,
     pub login_body: Bytes,
 }
 
@@ -78,17 +80,17 @@ async fn open(target: &Target) -> Result<Conns, BoxError> {
 async fn sample(target: &Target, conns: &mut Conns) -> Result<Duration, String> {
     let tokens = step("login", api::login(&mut conns.tessera, target.login_body.clone())).await?;
     let bearer = api::bearer(&tokens).map_err(|e| e.to_string())?;
-    let reply = step("GET /protected before the logout", conns.resource.get(resource::PROTECTED, &bearer)).await?;
+    let reply = step("GET before the logout", conns.resource.get(target.path, &bearer)).await?;
     if reply.status != StatusCode::OK {
-        return Err(format!("GET /protected before the logout: {}", reply.describe()));
+        return Err(format!("GET {} before the logout: {}", target.path, reply.describe()));
     }
     step("logout", api::logout(&mut conns.tessera, &bearer)).await?;
     let logged_out = Instant::now();
     let deadline = logged_out + GIVE_UP;
     loop {
-        let poll = tokio::time::timeout_at(deadline, conns.resource.get(resource::PROTECTED, &bearer)).await;
+        let poll = tokio::time::timeout_at(deadline, conns.resource.get(target.path, &bearer)).await;
         let reply = match poll {
-            Ok(reply) => reply.map_err(|e| format!("GET /protected after the logout: {e}"))?,
+            Ok(reply) => reply.map_err(|e| format!("GET {} after the logout: {e}", target.path))?,
             Err(_) => return Err(gave_up(None)),
         };
         if reply.status == StatusCode::UNAUTHORIZED {
@@ -96,7 +98,7 @@ async fn sample(target: &Target, conns: &mut Conns) -> Result<Duration, String> 
             return if session_ended(&reply) {
                 Ok(elapsed)
             } else {
-                Err(format!("GET /protected after the logout: 401 for another reason: {}", reply.describe()))
+                Err(format!("GET {} after the logout: 401 for another reason: {}", target.path, reply.describe()))
             };
         }
         // 200 until the verifier learns of the logout; anything else is worth reporting.

@@ -52,6 +52,15 @@
 //! sessions are logged in and out on instance A while the verifier follows instance B's feed.
 //! Without the variable that row is skipped, with a note on stderr.
 //!
+//! And the gateway's rows ([`gateway`]): `upstream-direct`, `nginx-proxy`, `nginx-auth-request`
+//! and `gateway` load the same trivial upstream directly, through Debian's nginx as a plain
+//! proxy and with `auth_request` to tessera, and through `tessera gateway`, taking turns run by
+//! run (targets: the gateway ≥ 0.90 × nginx-proxy and ≥ 2 × nginx-auth-request req/s, ≤ 25 µs of
+//! its CPU and ≤ 1 ms more p99 than direct per request); then logout → 401 through the gateway
+//! (fed by the benchmark's server, and by instance B of the pair, target p99 ≤ 50 ms when
+//! another instance logged out), logout → socket close for 100 sessions, and a fresh gateway's
+//! memory with `--idle-sockets` idle WebSockets (target ≤ 128 MiB for 10 000).
+//!
 //! And, only when `--only` names it (it takes minutes), `scale` ([`scale`]): docs/benchmarks.md's scale
 //! row, refresh's p99 with 1 000 000 stored sessions against that with 1 000 (target ≤ 2×),
 //! on SQLite and, when `TESSERA_TEST_REDIS_URL` is set, on Redis. Each size gets a fresh server
@@ -73,6 +82,7 @@ mod api;
 mod args;
 mod ceiling;
 mod cpu;
+mod gateway;
 mod http;
 mod load;
 mod logout;
@@ -92,8 +102,8 @@ use crate::report::{Row, Summary, Target};
 use crate::resource::{Issuer, ResourceServer};
 use crate::scale::SCALE;
 use crate::scenario::{
-    CEILING_HTTP, INTROSPECT_ACCESS, INTROSPECT_REFRESH, Kind, LOGOUT_LATENCY, RS_BARE, RS_LAYER, SCENARIOS, Scenario,
-    Setup,
+    CEILING_HTTP, GATEWAY, INTROSPECT_ACCESS, INTROSPECT_REFRESH, Kind, LOGOUT_LATENCY, RS_BARE, RS_LAYER, SCENARIOS,
+    Scenario, Setup,
 };
 use crate::server::{Pair, Server};
 
@@ -101,8 +111,39 @@ use crate::server::{Pair, Server};
 const REDIS_URL_VAR: &str = "TESSERA_TEST_REDIS_URL";
 /// The target of `logout-latency`: a logged-out token refused within a second.
 const LOGOUT_TARGET: Target = Target::Delay { max_p99_ms: 1000.0 };
+/// The target when another instance did the logout: it pushes the end to the instance that
+/// feeds the verifier.
+const CROSS_INSTANCE_TARGET: Target = Target::Delay { max_p99_ms: 50.0 };
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// This process's (soft) limit on open files, which its children inherit.
+#[allow(unsafe_code)]
+pub fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct passed.
+    (unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0).then_some(limit.rlim_cur)
+}
+
+/// Raises this process's limit on open files (which its children inherit) as far as it may:
+/// the gateway's idle sockets need tens of thousands.
+#[allow(unsafe_code)]
+pub fn raise_file_limit() {
+    const WANTED: libc::rlim_t = 100_000;
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return;
+        }
+        let raised = libc::rlimit { rlim_cur: WANTED.max(limit.rlim_cur), rlim_max: WANTED.max(limit.rlim_max) };
+        // Raising the hard limit needs privileges; without them, the soft one goes up to it.
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) != 0 {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
 
 fn main() -> ExitCode {
     match run() {
@@ -119,6 +160,8 @@ fn run() -> Result<(), BoxError> {
         Command::ServeTrivial { body } => return ceiling::serve_trivial(body),
         Command::Run(args) => args,
     };
+    // The children (the servers, the gateway, nginx) inherit it.
+    raise_file_limit();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().worker_threads(args.client_threads).enable_all().build()?;
     let mut failed_requests = 0;
@@ -159,7 +202,11 @@ fn everything_but_scale(
     let peak_rss_kib = server.peak_rss_kib().inspect_err(|e| eprintln!("tessera-bench: {e}")).ok();
     drop(server);
     // Started only now, so that they sit idle through none of the other scenarios.
-    let pair_error = if args.selects(LOGOUT_LATENCY) { two_instances(runtime, args, &mut outcome).err() } else { None };
+    let pair_error = if args.selects(LOGOUT_LATENCY) || args.selects(GATEWAY) {
+        two_instances(runtime, args, &mut outcome).err()
+    } else {
+        None
+    };
     let context = report::Context {
         machine: report::machine(),
         duration: args.duration,
@@ -172,6 +219,7 @@ fn everything_but_scale(
         sqlite_full: args.sqlite_full,
         trivial_body_bytes: outcome.trivial_body_bytes,
         argon2: ceiling::argon2_params(),
+        idle_sockets: outcome.idle_sockets,
     };
     Ok((report::markdown(&context, &outcome.rows), outcome.failed_requests, pair_error))
 }
@@ -182,10 +230,12 @@ struct Outcome {
     failed_requests: u64,
     /// The size of `/me`'s body, which the trivial server answered.
     trivial_body_bytes: Option<usize>,
+    /// The gateway's memory with idle sockets.
+    idle_sockets: Option<gateway::IdleSockets>,
 }
 
-/// The two-instance row of `logout-latency`, when the environment names a Redis: starts the
-/// instances, measures, and stops them.
+/// The two-instance rows of `logout-latency` and `gateway`, when the environment names a Redis:
+/// starts the instances, measures, and stops them.
 fn two_instances(runtime: &tokio::runtime::Runtime, args: &Args, outcome: &mut Outcome) -> Result<(), BoxError> {
     let Some(url) = std::env::var(REDIS_URL_VAR).ok().filter(|url| !url.is_empty()) else {
         eprintln!(
@@ -215,7 +265,7 @@ async fn bench(args: &Args, server: &Server, client: Option<String>) -> Result<O
     setup.client = client.map(|c| hyper::header::HeaderValue::from_str(&c)).transpose()?;
     setup.sqlite_full = args.sqlite_full;
     eprintln!("tessera-bench: one login on the idle server takes {:.1} ms", setup.login_ms);
-    let mut outcome = Outcome { rows: Vec::new(), failed_requests: 0, trivial_body_bytes: None };
+    let mut outcome = Outcome { rows: Vec::new(), failed_requests: 0, trivial_body_bytes: None, idle_sockets: None };
     let sqlite_sessions = report::store_kinds().1 == "SQLite";
     let batches: Vec<Vec<Scenario>> = scenario::all(args.connections, setup.cores, sqlite_sessions)
         .into_iter()
@@ -233,8 +283,10 @@ async fn bench(args: &Args, server: &Server, client: Option<String>) -> Result<O
     } else {
         None
     };
+    let gateway_rows =
+        [Kind::UpstreamDirect, Kind::NginxProxy, Kind::NginxAuthRequest, Kind::Gateway].into_iter().any(loads);
     // Killed when dropped, at the end of the scenarios.
-    let _trivial = if loads(Kind::CeilingHttp) {
+    let _trivial = if loads(Kind::CeilingHttp) || gateway_rows {
         let body = setup.me_body().await?;
         let trivial = ceiling::TrivialServer::start(&body).await?;
         eprintln!(
@@ -248,9 +300,28 @@ async fn bench(args: &Args, server: &Server, client: Option<String>) -> Result<O
     } else {
         None
     };
+    let proxies = match setup.trivial.filter(|_| gateway_rows) {
+        Some(upstream) => {
+            let bin = args.server_bin.clone();
+            let proxies = tokio::task::spawn_blocking(move || gateway::Proxies::start(&bin, upstream, addr)).await??;
+            let addrs = proxies.addrs();
+            eprintln!(
+                "tessera-bench: gateway on {}, nginx on {:?}, in front of {upstream}",
+                addrs.gateway, addrs.nginx
+            );
+            setup.proxies = Some(addrs);
+            setup.gateway_cpu = Some(CpuProbe::Process(proxies.gateway_pid()));
+            Some(proxies)
+        }
+        None => None,
+    };
     for batch in &batches {
         measure(&setup, batch, args, &mut outcome).await?;
     }
+    if let (Some(addrs), Some(upstream)) = (setup.proxies.filter(|_| args.selects(GATEWAY)), setup.trivial) {
+        measure_gateway(&setup, addrs.gateway, upstream, args, &mut outcome).await?;
+    }
+    drop(proxies);
     if let Some(resource) = &resource
         && args.selects(LOGOUT_LATENCY)
     {
@@ -258,46 +329,122 @@ async fn bench(args: &Args, server: &Server, client: Option<String>) -> Result<O
             label: "logout-latency: 1 instance",
             tessera: addr,
             resource: resource.addr(),
+            path: resource::PROTECTED,
             login_body: setup.login_body.clone(),
         };
-        measure_logouts(&target, args, &mut outcome).await;
+        measure_logouts(&target, LOGOUT_TARGET, args, &mut outcome).await;
     }
     Ok(outcome)
 }
 
-/// The two-instance row: log in and out on A, a resource server fed by B.
+/// The gateway's rows beyond the load: logouts through it, sockets closed on logout, and its
+/// memory with idle sockets.
+async fn measure_gateway(
+    setup: &Setup,
+    gateway: std::net::SocketAddr,
+    upstream: std::net::SocketAddr,
+    args: &Args,
+    outcome: &mut Outcome,
+) -> Result<(), BoxError> {
+    let target = logout::Target {
+        label: "logout-latency: gateway",
+        tessera: setup.addr,
+        resource: gateway,
+        path: api::ME,
+        login_body: setup.login_body.clone(),
+    };
+    measure_logouts(&target, LOGOUT_TARGET, args, outcome).await;
+    let closing = gateway::sockets::close_on_logout(setup.addr, gateway, &setup.login_body, gateway::CLOSING_SESSIONS);
+    let summary = closing.await?;
+    eprintln!(
+        "socket-close: {} sockets, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+        summary.requests, summary.p50_ms, summary.p99_ms, summary.max_ms, summary.errors
+    );
+    push_delay_row(outcome, "socket-close: gateway, 100 sessions", LOGOUT_TARGET, summary);
+    let mut bearers = Vec::with_capacity(gateway::IDLE_SESSIONS);
+    for _ in 0..gateway::IDLE_SESSIONS {
+        bearers.push(setup.fresh_bearer().await?);
+    }
+    let idle = gateway::idle_sockets(&args.server_bin, upstream, setup.addr, bearers, args.idle_sockets).await?;
+    if idle.sockets < idle.wanted {
+        eprintln!(
+            "tessera-bench: the open-file limit ({:?}) leaves the gateway room for {} of the {} idle sockets asked \
+             for (it holds two files for each)",
+            open_file_limit(),
+            idle.sockets,
+            idle.wanted
+        );
+    }
+    eprintln!(
+        "idle sockets: {} through a fresh gateway: {:.1} MiB resident, {:.2} KiB per socket",
+        idle.sockets,
+        idle.after_kib as f64 / 1024.0,
+        idle.per_socket_kib()
+    );
+    outcome.idle_sockets = Some(idle);
+    Ok(())
+}
+
+/// The two-instance rows: log in and out on A, a resource server and a gateway fed by B.
 async fn measure_pair(pair: &Pair, args: &Args, outcome: &mut Outcome) -> Result<(), BoxError> {
     let account = Account { email: "bench-pair@example.com".into(), password: "correct horse battery staple".into() };
     api::register(&mut Conn::open(pair.a.addr()).await?, &account).await?;
-    let issuer = Issuer { issuer: Pair::ISSUER.into(), tessera_url: Some(format!("http://{}", pair.b.addr())) };
-    let resource = ResourceServer::start("pair", issuer).await?;
-    eprintln!("tessera-bench: resource server on {}, verifier fed by instance B", resource.addr());
-    let target = logout::Target {
-        label: "logout-latency: 2 instances, Redis",
-        tessera: pair.a.addr(),
-        resource: resource.addr(),
-        login_body: account.login_body()?,
-    };
-    measure_logouts(&target, args, outcome).await;
+    let login_body = account.login_body()?;
+    if args.selects(LOGOUT_LATENCY) {
+        let issuer = Issuer { issuer: Pair::ISSUER.into(), tessera_url: Some(format!("http://{}", pair.b.addr())) };
+        let resource = ResourceServer::start("pair", issuer).await?;
+        eprintln!("tessera-bench: resource server on {}, verifier fed by instance B", resource.addr());
+        let target = logout::Target {
+            label: "logout-latency: 2 instances, Redis",
+            tessera: pair.a.addr(),
+            resource: resource.addr(),
+            path: resource::PROTECTED,
+            login_body: login_body.clone(),
+        };
+        measure_logouts(&target, CROSS_INSTANCE_TARGET, args, outcome).await;
+    }
+    if args.selects(GATEWAY) {
+        // Killed when dropped, after the gateway.
+        let upstream = ceiling::TrivialServer::start(b"{}").await?;
+        let (bin, to, tessera_b) = (args.server_bin.clone(), upstream.addr(), format!("http://{}", pair.b.addr()));
+        let gateway = tokio::task::spawn_blocking(move || {
+            gateway::start_gateway(&bin, "gateway B", to, Pair::ISSUER, Some(&tessera_b))
+        });
+        let gateway = gateway.await??;
+        eprintln!("tessera-bench: gateway on {}, fed by instance B", gateway.addr());
+        let target = logout::Target {
+            label: "logout-latency: 2 instances, Redis, gateway",
+            tessera: pair.a.addr(),
+            resource: gateway.addr(),
+            path: api::ME,
+            login_body,
+        };
+        measure_logouts(&target, CROSS_INSTANCE_TARGET, args, outcome).await;
+    }
     Ok(())
 }
 
 /// Takes `--logouts` samples of `target` and adds its row to `outcome`.
-async fn measure_logouts(target: &logout::Target, args: &Args, outcome: &mut Outcome) {
+async fn measure_logouts(target: &logout::Target, goal: Target, args: &Args, outcome: &mut Outcome) {
     let s = logout::measure(target, args.logouts).await;
     eprintln!(
         "{}: {} logouts, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
         target.label, s.requests, s.p50_ms, s.p99_ms, s.max_ms, s.errors
     );
-    if let Some(error) = &s.first_error {
+    push_delay_row(outcome, target.label, goal, s);
+}
+
+/// Adds a row of delays (one sample per logout) to `outcome`.
+fn push_delay_row(outcome: &mut Outcome, label: &str, target: Target, summary: Summary) {
+    if let Some(error) = &summary.first_error {
         eprintln!("  first error: {error}");
     }
-    outcome.failed_requests += s.errors;
+    outcome.failed_requests += summary.errors;
     outcome.rows.push(Row {
-        label: target.label.to_owned(),
+        label: label.to_owned(),
         connections: 1,
-        target: LOGOUT_TARGET,
-        summary: s,
+        target,
+        summary,
         ratio: None,
         ceiling: None,
         ceiling_ratio: None,

@@ -29,6 +29,10 @@ pub const SCENARIOS: &[&str] = &[
     "me-during-login",
     RS_BARE,
     RS_LAYER,
+    UPSTREAM_DIRECT,
+    NGINX_PROXY,
+    NGINX_AUTH_REQUEST,
+    GATEWAY,
     LOGOUT_LATENCY,
     CEILING_HTTP,
     CEILING_SQLITE,
@@ -40,6 +44,13 @@ pub const INTROSPECT_ACCESS: &str = "introspect-access";
 pub const INTROSPECT_REFRESH: &str = "introspect-refresh";
 pub const RS_BARE: &str = "rs-bare";
 pub const RS_LAYER: &str = "rs-layer";
+/// The gateway's rows (`crate::gateway`): the trivial upstream reached directly, through
+/// nginx as a plain proxy, through nginx with `auth_request` to tessera, and through
+/// `tessera gateway`. The first three run whenever `gateway` does.
+pub const UPSTREAM_DIRECT: &str = "upstream-direct";
+pub const NGINX_PROXY: &str = "nginx-proxy";
+pub const NGINX_AUTH_REQUEST: &str = "nginx-auth-request";
+pub const GATEWAY: &str = "gateway";
 /// Not a load scenario: see `crate::logout`.
 pub const LOGOUT_LATENCY: &str = "logout-latency";
 /// The machine's limits (see `crate::ceiling`).
@@ -56,6 +67,12 @@ pub const MIN_ARGON2_RATIO: f64 = 0.95;
 
 /// The least `rs-layer / rs-bare` throughput: the verification layer costs at most 10 %.
 pub const MIN_LAYER_RATIO: f64 = 0.90;
+
+/// The least `gateway / nginx-proxy` throughput: checking every token costs the gateway less
+/// than nginx's own proxying does.
+pub const MIN_GATEWAY_VS_NGINX: f64 = 0.90;
+/// The least `gateway / nginx-auth-request` throughput: local checks against a call per request.
+pub const MIN_GATEWAY_VS_AUTH_REQUEST: f64 = 2.0;
 
 /// Sequential logins timed on the idle server to estimate the cost of one hash.
 const LOGIN_PROBES: usize = 20;
@@ -75,6 +92,14 @@ pub enum Kind {
     RsLayer,
     /// `GET /api/auth/me` on the trivial server (the HTTP ceiling), with the same bearer token.
     CeilingHttp,
+    /// The same request to the trivial server, as the gateway's upstream reached directly.
+    UpstreamDirect,
+    /// The same through nginx as a plain reverse proxy.
+    NginxProxy,
+    /// The same through nginx with `auth_request` to tessera's `/api/auth/verify`.
+    NginxAuthRequest,
+    /// The same through `tessera gateway`.
+    Gateway,
     /// Single-row updates committed one at a time by one SQLite connection, in-process.
     CeilingSqlite,
     /// argon2id hashes on every core, in-process.
@@ -82,9 +107,17 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Whether the requests go to `tessera serve`.
+    /// Whether the requests go to `tessera serve` (with `auth_request`, through nginx).
     pub fn on_tessera(self) -> bool {
-        matches!(self, Self::Me | Self::Login | Self::Refresh | Self::IntrospectAccess | Self::IntrospectRefresh)
+        matches!(
+            self,
+            Self::Me
+                | Self::Login
+                | Self::Refresh
+                | Self::IntrospectAccess
+                | Self::IntrospectRefresh
+                | Self::NginxAuthRequest
+        )
     }
 
     /// Whether the benchmark's own process does the work (no server, no HTTP).
@@ -203,6 +236,21 @@ pub fn all(connections: usize, cores: usize, sqlite_sessions: bool) -> Vec<Vec<S
                 )],
             ),
         ],
+        vec![
+            ceiling(UPSTREAM_DIRECT, Kind::UpstreamDirect, connections, GATEWAY),
+            ceiling(NGINX_PROXY, Kind::NginxProxy, connections, GATEWAY),
+            ceiling(NGINX_AUTH_REQUEST, Kind::NginxAuthRequest, connections, GATEWAY),
+            Scenario::new(
+                GATEWAY,
+                vec![Group {
+                    label: GATEWAY,
+                    kind: Kind::Gateway,
+                    connections,
+                    target: Target::Ratio { baseline: NGINX_AUTH_REQUEST, min: MIN_GATEWAY_VS_AUTH_REQUEST },
+                    ceiling: Some(Ceiling { name: NGINX_PROXY, min: MIN_GATEWAY_VS_NGINX }),
+                }],
+            ),
+        ],
     ]
 }
 
@@ -220,8 +268,12 @@ pub struct Setup {
     pub server_cpu: Option<CpuProbe>,
     /// The CPU time of the Redis server holding the sessions, when it is one.
     pub store_cpu: Option<CpuProbe>,
-    /// The HTTP ceiling's trivial server, when a scenario needs it.
+    /// The HTTP ceiling's trivial server, when a scenario needs it (the gateway rows' upstream).
     pub trivial: Option<SocketAddr>,
+    /// The gateway rows' proxies, when they run.
+    pub proxies: Option<crate::gateway::Addrs>,
+    /// The CPU time of the `tessera gateway` process.
+    pub gateway_cpu: Option<CpuProbe>,
     /// Logical CPUs of the machine: the threads of the argon2 ceiling, and the machine's CPU
     /// time per second for the load generator's share.
     pub cores: usize,
@@ -254,6 +306,8 @@ impl Setup {
             server_cpu: None,
             store_cpu: None,
             trivial: None,
+            proxies: None,
+            gateway_cpu: None,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             sqlite_full: false,
             client: None,
@@ -288,10 +342,11 @@ impl Setup {
         }
         let window = Window::starting_now(warmup, duration);
         let loads_resource = scenario.groups.iter().any(|g| matches!(g.kind, Kind::RsBare | Kind::RsLayer));
+        let loads_gateway = scenario.groups.iter().any(|g| g.kind == Kind::Gateway);
         // tessera's and its store's CPU time per request, on rows with one kind of tessera request.
         let loads_tessera = matches!(scenario.groups.as_slice(), [group] if group.kind.on_tessera());
         let probes = [
-            self.resource_cpu.clone().filter(|_| loads_resource),
+            self.resource_cpu.clone().filter(|_| loads_resource).or(self.gateway_cpu.clone().filter(|_| loads_gateway)),
             self.server_cpu.clone().filter(|_| loads_tessera),
             self.store_cpu.clone().filter(|_| loads_tessera),
         ];
@@ -323,7 +378,9 @@ impl Setup {
         // The load generator's share of the machine's CPU time: the process's, less the resource
         // server's thread, over all cores for the window.
         let client_cpu = process_cpu.map(|process| {
-            let client = process.saturating_sub(resource_cpu.unwrap_or_default());
+            // The gateway's probe is another process's time: only the resource server's is ours.
+            let own = resource_cpu.filter(|_| loads_resource).unwrap_or_default();
+            let client = process.saturating_sub(own);
             client.as_secs_f64() / (self.cores as f64 * measured.as_secs_f64().max(1e-3))
         });
         Ok(stats
@@ -357,13 +414,20 @@ impl Setup {
         // A fresh access token per run, so no run outlives its token.
         let bearer = match group.kind {
             Kind::Me | Kind::RsBare | Kind::RsLayer | Kind::CeilingHttp => Some(self.fresh_bearer().await?),
+            Kind::UpstreamDirect | Kind::NginxProxy | Kind::NginxAuthRequest | Kind::Gateway => {
+                Some(self.fresh_bearer().await?)
+            }
             Kind::IntrospectAccess | Kind::IntrospectRefresh => Some(self.introspection(group.kind).await?),
             Kind::Login | Kind::Refresh => None,
             Kind::CeilingSqlite | Kind::CeilingArgon2 => return Err("an in-process ceiling has no connections".into()),
         };
+        let proxies = || self.proxies.as_ref().ok_or("the gateway rows' proxies are not running");
         let addr = match group.kind {
             Kind::RsBare | Kind::RsLayer => self.resource.ok_or("the resource server is not running")?,
-            Kind::CeilingHttp => self.trivial.ok_or("the trivial server is not running")?,
+            Kind::CeilingHttp | Kind::UpstreamDirect => self.trivial.ok_or("the trivial server is not running")?,
+            Kind::NginxProxy => proxies()?.nginx.ok_or("nginx is not running")?.plain,
+            Kind::NginxAuthRequest => proxies()?.nginx.ok_or("nginx is not running")?.auth_request,
+            Kind::Gateway => proxies()?.gateway,
             Kind::Me | Kind::Login | Kind::Refresh | Kind::IntrospectAccess | Kind::IntrospectRefresh => self.addr,
             Kind::CeilingSqlite | Kind::CeilingArgon2 => return Err("an in-process ceiling has no connections".into()),
         };
@@ -392,7 +456,7 @@ impl Setup {
         Ok(HeaderValue::from_str(&format!("token={token}"))?)
     }
 
-    async fn fresh_bearer(&self) -> Result<HeaderValue, BoxError> {
+    pub async fn fresh_bearer(&self) -> Result<HeaderValue, BoxError> {
         let mut conn = Conn::open(self.addr).await?;
         let tokens = api::login(&mut conn, self.login_body.clone()).await?;
         api::bearer(&tokens)
@@ -414,9 +478,22 @@ async fn open_worker(
         }
         (Kind::IntrospectAccess | Kind::IntrospectRefresh, None) => return Err("no token to introspect".into()),
         (Kind::Me | Kind::CeilingHttp, Some(bearer)) => Load::Get { path: api::ME, bearer },
+        (Kind::UpstreamDirect | Kind::NginxProxy | Kind::NginxAuthRequest | Kind::Gateway, Some(bearer)) => {
+            Load::Get { path: api::ME, bearer }
+        }
         (Kind::RsBare, Some(bearer)) => Load::Get { path: resource::BARE, bearer },
         (Kind::RsLayer, Some(bearer)) => Load::Get { path: resource::PROTECTED, bearer },
-        (Kind::Me | Kind::RsBare | Kind::RsLayer | Kind::CeilingHttp, None) => {
+        (
+            Kind::Me
+            | Kind::RsBare
+            | Kind::RsLayer
+            | Kind::CeilingHttp
+            | Kind::UpstreamDirect
+            | Kind::NginxProxy
+            | Kind::NginxAuthRequest
+            | Kind::Gateway,
+            None,
+        ) => {
             return Err("a GET connection needs an access token".into());
         }
         (Kind::CeilingSqlite | Kind::CeilingArgon2, _) => return Err("an in-process ceiling has no connections".into()),

@@ -55,18 +55,35 @@ impl Server {
         Self::spawn(bin, name, self.data_dir.clone(), extra)
     }
 
+    /// `bin gateway` with `flags` (its upstream, issuer and so on) on a free port of 127.0.0.1,
+    /// once it says it listens; `name` prefixes its log lines.
+    pub fn gateway(bin: &Path, name: &str, flags: &[String]) -> Result<Self, BoxError> {
+        let mut command = Command::new(bin);
+        command.args(["gateway", "--listen", "127.0.0.1:0", "--log-format", "json"]).args(flags);
+        // The gateway keeps no data, but a `Server` has a directory.
+        let data_dir = tempfile::Builder::new().prefix("tessera-bench-gateway-").tempdir()?;
+        Self::run(command, name, Arc::new(data_dir))
+    }
+
     fn spawn(bin: &Path, name: &str, data_dir: Arc<TempDir>, extra: &[String]) -> Result<Self, BoxError> {
-        let mut child = Command::new(bin)
+        let mut command = Command::new(bin);
+        command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(data_dir.path())
             .args(["--login-rate-limit", "off", "--login-failure-limit", "off", "--log-format", "json"])
-            .args(extra)
-            .env("RUST_LOG", "warn,tessera_server=info")
+            .args(extra);
+        Self::run(command, name, data_dir)
+    }
+
+    fn run(mut command: Command, name: &str, data_dir: Arc<TempDir>) -> Result<Self, BoxError> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        let mut child = command
+            .env("RUST_LOG", "warn,tessera_server=info,tessera_gateway=info")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+            .map_err(|e| format!("cannot start {program}: {e}"))?;
         let stdout = child.stdout.take().ok_or("the server's stdout is not piped")?;
         let mut server = Self { child, addr: SocketAddr::from(([127, 0, 0, 1], 0)), data_dir };
         server.addr = server.wait_for_listening(name, stdout)?;
@@ -102,13 +119,23 @@ impl Server {
 
     /// Peak resident set size of the server so far (`VmHWM`), in KiB.
     pub fn peak_rss_kib(&self) -> Result<u64, BoxError> {
+        self.status_kib("VmHWM")
+    }
+
+    /// Resident set size of the server now (`VmRSS`), in KiB.
+    pub fn rss_kib(&self) -> Result<u64, BoxError> {
+        self.status_kib("VmRSS")
+    }
+
+    /// A `kB` line of the process's `/proc/PID/status`.
+    fn status_kib(&self, field: &str) -> Result<u64, BoxError> {
         let path = format!("/proc/{}/status", self.child.id());
         let status = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
         status
             .lines()
-            .find_map(|line| line.strip_prefix("VmHWM:"))
+            .find_map(|line| line.strip_prefix(field)?.strip_prefix(':'))
             .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
-            .ok_or_else(|| format!("no VmHWM line in {path}").into())
+            .ok_or_else(|| format!("no {field} line in {path}").into())
     }
 
     fn wait_for_listening(&mut self, name: &str, stdout: ChildStdout) -> Result<SocketAddr, BoxError> {

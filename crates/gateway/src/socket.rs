@@ -32,7 +32,7 @@ use tessera_verify::http::{WS_PROTOCOL, WS_TOKEN_PROTOCOL_PREFIX};
 use tessera_verify::{Authenticated, VerifyError};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::forward::{prepare_headers, remove_hop_by_hop, send};
@@ -42,6 +42,17 @@ use crate::{Gateway, error};
 /// The close codes the gateway sends (README, "Protecting a service in any language").
 pub const SESSION_ENDED: u16 = 4001;
 pub const TOKEN_EXPIRED: u16 = 4002;
+
+/// How much each side of a socket reads at once. tungstenite's default (128 KiB) is allocated
+/// up front for each side (and zeroed, so resident), which idle sockets pay for: 10 000 of
+/// them would hold 2.5 GiB. A
+/// larger message is still read whole, in more reads.
+const READ_BUFFER: usize = 2048;
+
+/// The relay's WebSocket settings on both sides: tungstenite's, but for the read buffer.
+fn frames() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(READ_BUFFER)
+}
 
 /// How long a close handshake may take before the connection is dropped.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -124,8 +135,8 @@ async fn relay(gateway: Arc<Gateway>, caller: Option<Authenticated>, client: OnU
             return;
         }
     };
-    let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, None).await;
-    let upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, None).await;
+    let client = WebSocketStream::from_raw_socket(TokioIo::new(client), Role::Server, Some(frames())).await;
+    let upstream = WebSocketStream::from_raw_socket(TokioIo::new(upstream), Role::Client, Some(frames())).await;
     let (mut to_client, mut from_client) = client.split();
     let (mut to_upstream, mut from_upstream) = upstream.split();
     let ended = async {

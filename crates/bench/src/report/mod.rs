@@ -11,6 +11,7 @@ use tessera_core::password::HashParams;
 use crate::load::WorkerStats;
 use crate::scenario::{CEILING_ARGON2, CEILING_HTTP, CEILING_SQLITE, Ceiling};
 
+mod gateway;
 mod machine;
 
 pub use machine::{Machine, machine, store_kinds};
@@ -155,6 +156,8 @@ pub struct Context {
     /// The size of the body the trivial server answered (that of `/me` in this run).
     pub trivial_body_bytes: Option<usize>,
     pub argon2: HashParams,
+    /// The gateway's memory with idle sockets, when it was measured.
+    pub idle_sockets: Option<crate::gateway::IdleSockets>,
 }
 
 pub const MEMORY_TARGET_MIB: f64 = 128.0;
@@ -271,7 +274,7 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
              its own with 1 worker thread; `/protected` behind tessera-verify's `require()` layer, `/bare` without"
         );
     }
-    for line in ctx.ceiling_lines(rows) {
+    for line in ctx.ceiling_lines(rows).into_iter().chain(gateway::setup_lines(ctx, rows)) {
         let _ = writeln!(out, "{line}");
     }
     let _ = writeln!(out);
@@ -312,11 +315,13 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
         );
     }
     let _ = writeln!(out);
-    for line in ratio_lines(rows).into_iter().chain(client_cpu_warnings(rows)) {
+    let lines = ratio_lines(rows).into_iter().chain(gateway::result_lines(ctx, rows)).chain(client_cpu_warnings(rows));
+    for line in lines {
         let _ = writeln!(out, "{line}");
     }
     let cpu: Vec<String> = rows
         .iter()
+        .filter(|row| row.label.starts_with("rs-"))
         .filter_map(|row| Some(format!("{} {:.2} µs", row.label, row.summary.cpu_us_per_request?)))
         .collect();
     if !cpu.is_empty() {
@@ -330,7 +335,7 @@ pub fn markdown(ctx: &Context, rows: &[Row]) -> String {
         let _ = writeln!(
             out,
             "logout-latency rows: from the logout answer on tessera to the first 401 of the resource \
-             server's /protected (polled every {} ms), one sample per logout",
+             server's /protected, or of the gateway on its rows (polled every {} ms), one sample per logout",
             ctx.poll_ms
         );
     }

@@ -88,6 +88,7 @@ fn context() -> Context {
         sqlite_full: false,
         trivial_body_bytes: Some(180),
         argon2: HashParams::default(),
+        idle_sockets: None,
     }
 }
 
