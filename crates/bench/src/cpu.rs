@@ -12,15 +12,22 @@ pub enum CpuProbe {
     Threads(String),
     /// Every thread of another process.
     Process(u32),
+    /// Every thread of another process and of its children (nginx's master and workers).
+    Tree(u32),
 }
 
 impl CpuProbe {
     /// The summed on-CPU time of the probe's threads; `None` where the kernel does not say or
     /// none is found.
     pub fn read(&self) -> Option<Duration> {
+        if let Self::Tree(pid) = self {
+            let children = std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).ok()?;
+            let pids = children.split_whitespace().filter_map(|c| c.parse().ok()).chain([*pid]);
+            return pids.map(|p| Self::Process(p).read()).sum();
+        }
         let (dir, name) = match self {
             Self::Threads(name) => ("/proc/self/task".to_owned(), Some(name.as_str())),
-            Self::Process(pid) => (format!("/proc/{pid}/task"), None),
+            Self::Process(pid) | Self::Tree(pid) => (format!("/proc/{pid}/task"), None),
         };
         let mut total = 0u64;
         let mut found = false;
@@ -65,5 +72,6 @@ mod tests {
         assert!(CpuProbe::Process(std::process::id()).read().is_some_and(|t| t > Duration::ZERO));
         assert!(CpuProbe::Threads("no-such-thread".into()).read().is_none());
         assert!(CpuProbe::Process(u32::MAX).read().is_none());
+        assert!(CpuProbe::Tree(std::process::id()).read().is_some_and(|t| t > Duration::ZERO));
     }
 }

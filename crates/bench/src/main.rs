@@ -311,6 +311,7 @@ async fn bench(args: &Args, server: &Server, client: Option<String>) -> Result<O
             );
             setup.proxies = Some(addrs);
             setup.gateway_cpu = Some(CpuProbe::Process(proxies.gateway_pid()));
+            setup.nginx_cpu = Some(CpuProbe::Tree(proxies.nginx_pid()));
             Some(proxies)
         }
         None => None,

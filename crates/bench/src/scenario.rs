@@ -274,6 +274,8 @@ pub struct Setup {
     pub proxies: Option<crate::gateway::Addrs>,
     /// The CPU time of the `tessera gateway` process.
     pub gateway_cpu: Option<CpuProbe>,
+    /// The CPU time of nginx (its master and workers).
+    pub nginx_cpu: Option<CpuProbe>,
     /// Logical CPUs of the machine: the threads of the argon2 ceiling, and the machine's CPU
     /// time per second for the load generator's share.
     pub cores: usize,
@@ -308,6 +310,7 @@ impl Setup {
             trivial: None,
             proxies: None,
             gateway_cpu: None,
+            nginx_cpu: None,
             cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
             sqlite_full: false,
             client: None,
@@ -342,11 +345,18 @@ impl Setup {
         }
         let window = Window::starting_now(warmup, duration);
         let loads_resource = scenario.groups.iter().any(|g| matches!(g.kind, Kind::RsBare | Kind::RsLayer));
-        let loads_gateway = scenario.groups.iter().any(|g| g.kind == Kind::Gateway);
+        let loads = |kinds: &[Kind]| scenario.groups.iter().any(|g| kinds.contains(&g.kind));
+        let loads_gateway = loads(&[Kind::Gateway]);
+        let loads_nginx = loads(&[Kind::NginxProxy, Kind::NginxAuthRequest]);
         // tessera's and its store's CPU time per request, on rows with one kind of tessera request.
         let loads_tessera = matches!(scenario.groups.as_slice(), [group] if group.kind.on_tessera());
         let probes = [
-            self.resource_cpu.clone().filter(|_| loads_resource).or(self.gateway_cpu.clone().filter(|_| loads_gateway)),
+            // The process under test: the resource server's thread, the gateway or nginx.
+            self.resource_cpu
+                .clone()
+                .filter(|_| loads_resource)
+                .or_else(|| self.gateway_cpu.clone().filter(|_| loads_gateway))
+                .or_else(|| self.nginx_cpu.clone().filter(|_| loads_nginx)),
             self.server_cpu.clone().filter(|_| loads_tessera),
             self.store_cpu.clone().filter(|_| loads_tessera),
         ];

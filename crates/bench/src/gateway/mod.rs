@@ -73,6 +73,11 @@ impl Proxies {
     pub fn gateway_pid(&self) -> u32 {
         self.gateway.pid()
     }
+
+    /// nginx's master, whose children are its workers.
+    pub fn nginx_pid(&self) -> u32 {
+        self.nginx.pid()
+    }
 }
 
 /// `bin gateway` in front of `upstream` for tokens of `issuer`, fed by `tessera_url` (by the

@@ -51,6 +51,10 @@ impl Nginx {
         BINARIES.into_iter().find(|p| Path::new(p).exists())
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Starts nginx proxying to `upstream`, checking tokens with `tessera`.
     pub fn start(binary: &str, upstream: SocketAddr, tessera: SocketAddr) -> Result<Self, BoxError> {
         let dir = tempfile::Builder::new().prefix("tessera-bench-nginx-").tempdir()?;

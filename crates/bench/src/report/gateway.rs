@@ -2,7 +2,7 @@
 //! not show — the latency the gateway adds, its CPU per request, its memory with idle sockets.
 
 use super::{Context, MEMORY_TARGET_MIB, Row, verdict};
-use crate::scenario::{GATEWAY, UPSTREAM_DIRECT};
+use crate::scenario::{GATEWAY, NGINX_AUTH_REQUEST, NGINX_PROXY, UPSTREAM_DIRECT};
 
 /// The most CPU time the gateway may spend on a request, in microseconds (an Istio sidecar
 /// spends about 200).
@@ -50,9 +50,20 @@ pub fn result_lines(ctx: &Context, rows: &[Row]) -> Vec<String> {
         ));
     }
     if let Some(us) = find(GATEWAY).and_then(|s| s.cpu_us_per_request) {
+        let cpu = |label: &str| find(label).and_then(|s| s.cpu_us_per_request);
+        let mut others: Vec<String> = Vec::new();
+        if let Some(nginx) = cpu(NGINX_PROXY) {
+            others.push(format!("{NGINX_PROXY} {nginx:.1} µs"));
+        }
+        if let Some(nginx) = cpu(NGINX_AUTH_REQUEST) {
+            let tessera = find(NGINX_AUTH_REQUEST).and_then(|s| s.server_cpu_us);
+            let tessera = tessera.map_or_else(String::new, |t| format!(" + tessera {t:.1} µs"));
+            others.push(format!("{NGINX_AUTH_REQUEST} {nginx:.1} µs{tessera}"));
+        }
+        let others = if others.is_empty() { String::new() } else { format!("; nginx's: {}", others.join(", ")) };
         lines.push(format!(
             "gateway CPU per request (the `tessera gateway` process's CPU time in the measured window / requests): \
-             {us:.1} µs (target ≤ {MAX_CPU_US:.0} µs: {})",
+             {us:.1} µs (target ≤ {MAX_CPU_US:.0} µs: {}){others}",
             verdict(Some(us <= MAX_CPU_US))
         ));
     }

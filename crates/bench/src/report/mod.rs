@@ -390,6 +390,7 @@ fn ratio_lines(rows: &[Row]) -> Vec<String> {
             match base.and_then(|base| row_ratio(row, base)) {
                 Some(r) => {
                     let by_cpu = base
+                        .filter(|base| base.label.starts_with("rs-"))
                         .and_then(|base| Some(base.summary.cpu_us_per_request? / row.summary.cpu_us_per_request?))
                         .map_or_else(String::new, |c| format!("; by the resource server's CPU per request: {c:.3}"));
                     format!(

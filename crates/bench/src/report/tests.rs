@@ -133,3 +133,42 @@ fn the_cpu_model_falls_back_to_the_vendor_numbers() {
     assert_eq!(cpu_model(bare), "GenuineIntel family 6 model 85");
     assert_eq!(cpu_model(""), "unknown CPU");
 }
+
+#[test]
+fn the_gateway_lines_say_what_it_adds_and_what_idle_sockets_cost() {
+    let summary = |p50_ms: f64, p99_ms: f64, cpu: Option<f64>| Summary {
+        p50_ms,
+        p99_ms,
+        cpu_us_per_request: cpu,
+        ..Summary::of_samples(vec![1000], 0, None, 1000.0)
+    };
+    let row = |label: &str, summary| Row {
+        label: label.into(),
+        connections: 32,
+        target: Target::None,
+        summary,
+        ratio: None,
+        ceiling: None,
+        ceiling_ratio: None,
+    };
+    let rows = [
+        row("upstream-direct", summary(0.2, 0.5, None)),
+        row("nginx-proxy", summary(0.4, 0.9, Some(10.0))),
+        row("gateway", summary(0.5, 1.7, Some(30.0))),
+    ];
+    let idle = crate::gateway::IdleSockets {
+        wanted: 10_000,
+        sockets: 5_000,
+        sessions: 10,
+        before_kib: 10_240,
+        after_kib: 51_200,
+    };
+    let ctx = Context { idle_sockets: Some(idle), ..context() };
+    let out = markdown(&ctx, &rows);
+    assert!(out.contains("p50 +0.30 ms, p99 +1.20 ms (target p99 ≤ +1 ms: **no**)"), "{out}");
+    assert!(out.contains("30.0 µs (target ≤ 25 µs: **no**); nginx's: nginx-proxy 10.0 µs"), "{out}");
+    // 8.2 KiB per socket over 10 MiB: 90 MiB at 10 000, extrapolated from the 5 000 opened.
+    assert!(out.contains("10000 idle proxied WebSockets of 10 sessions"), "{out}");
+    assert!(out.contains("90.0 MiB resident (extrapolated: the open-file limit left room for 5000 sockets"), "{out}");
+    assert!(out.contains("8.2 KiB per socket"), "{out}");
+}
