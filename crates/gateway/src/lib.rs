@@ -98,7 +98,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let (stop_tx, stop_rx) = watch::channel(false);
-    let limits = settings.connections.clone();
+    let mut limits = settings.connections.clone();
+    // A proxied connection (a socket too) holds a file for the client and one for the upstream.
+    limits.max_connections = tessera_server::fit_to_file_limit(limits.max_connections, 2);
     let proxies = Arc::new(settings.trusted_proxies.clone());
     let shutdown_timeout = settings.shutdown_timeout;
     let gateway = Gateway::new(settings, stop_rx.clone()).await?;

@@ -150,7 +150,7 @@ pub async fn run(
     let stopping = state.clone();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut limits = settings.connections.clone();
-    limits.max_connections = fit_to_file_limit(limits.max_connections);
+    limits.max_connections = fit_to_file_limit(limits.max_connections, 1);
     let serving = conn::serve(listener, app(state), limits, proxies, stop_rx);
     tokio::pin!(serving);
     tokio::select! {
@@ -177,12 +177,16 @@ pub async fn run(
 /// Raises the soft limit on open files to the hard limit (as Go's runtime does), and returns
 /// `wanted`, lowered if the limit still leaves no room for it plus the server's own files, so
 /// that the connection cap, not `EMFILE`, is what refuses connections.
-fn fit_to_file_limit(wanted: usize) -> usize {
+/// `wanted` connections, or as many as the open-file limit (raised first as far as it may go)
+/// leaves room for, each holding `files_per_connection` files (a proxy's holds two: the client's
+/// and the upstream's); a warning says when they are fewer.
+pub fn fit_to_file_limit(wanted: usize, files_per_connection: u64) -> usize {
     const RESERVED: u64 = 256;
     let Some(limit) = raise_file_limit() else {
         return wanted;
     };
-    let room = usize::try_from(limit.saturating_sub(RESERVED).max(16)).unwrap_or(usize::MAX);
+    let room = limit.saturating_sub(RESERVED).max(16) / files_per_connection.max(1);
+    let room = usize::try_from(room).unwrap_or(usize::MAX);
     if room < wanted {
         tracing::warn!(
             max_connections = room,

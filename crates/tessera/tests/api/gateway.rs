@@ -82,7 +82,12 @@ impl Gateway {
     }
 
     pub async fn start_raw(issuer: &[&str], upstream: &str, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_tessera"))
+        Self::start_in(Command::new(env!("CARGO_BIN_EXE_tessera")), issuer, upstream, extra).await
+    }
+
+    /// The gateway run by `command` (the binary, or a wrapper that runs it).
+    async fn start_in(mut command: Command, issuer: &[&str], upstream: &str, extra: &[&str]) -> Self {
+        let mut child = command
             .args(["gateway", "--listen", "127.0.0.1:0", "--log-format", "json"])
             .args(issuer)
             .args(["--upstream", upstream])
@@ -210,6 +215,49 @@ async fn the_caller_arrives_in_headers_and_spoofed_ones_do_not() {
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-host"], gateway.base.trim_start_matches("http://"));
     assert_eq!(echo.body["path"], "/echo?x=1");
+}
+
+/// Under an open-file limit too small for `--max-connections`, the gateway takes only the
+/// connections the limit holds (two files each: the client's and the upstream's). Those past
+/// it are refused, and every one it takes reaches the app: none gets a `502` for want of a file.
+#[tokio::test]
+async fn the_open_file_limit_caps_connections_so_none_fails_for_want_of_a_file() {
+    let server = TestServer::start().await;
+    let upstream = Upstream::start();
+    let mut limited = Command::new("prlimit");
+    limited.args(["--nofile=320:320", "--", env!("CARGO_BIN_EXE_tessera")]);
+    let caps = ["--max-connections", "1000", "--max-connections-per-address", "1000"];
+    let gateway = Gateway::start_in(limited, &["--issuer", &server.base], &upstream.base, &caps).await;
+    assert!(gateway.logs().contains("the open-file limit leaves room for fewer connections"), "{}", gateway.logs());
+    let email = unique_email();
+    server.post("/api/auth/register", json!({"email": email, "password": PASSWORD})).await;
+    let token = server.login(&email).await.access;
+    let addr = gateway.base.trim_start_matches("http://").to_owned();
+    let request = format!("GET /echo HTTP/1.1\r\nHost: app\r\nAuthorization: Bearer {token}\r\n\r\n");
+    // Held open all at once, each with one request: more than the limit holds without a cap.
+    let mut held = Vec::new();
+    for _ in 0..200 {
+        let mut conn = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        use tokio::io::AsyncWriteExt as _;
+        let _ = conn.write_all(request.as_bytes()).await;
+        held.push(conn);
+    }
+    let (mut answered, mut refused) = (0, 0);
+    for mut conn in held {
+        use tokio::io::AsyncReadExt as _;
+        let mut head = [0u8; 12];
+        match tokio::time::timeout(Duration::from_secs(10), conn.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {
+                let status = String::from_utf8_lossy(&head[9..12]).into_owned();
+                assert_eq!(status, "200", "an accepted connection was not proxied");
+                answered += 1;
+            }
+            Ok(Err(_)) => refused += 1,
+            Err(_) => panic!("a connection got neither an answer nor a refusal"),
+        }
+    }
+    assert!(answered > 0 && refused > 0, "{answered} answered, {refused} refused");
+    assert_eq!(gateway.get("/echo", Some(&token)).await.status, StatusCode::OK, "still serving");
 }
 
 #[tokio::test]
