@@ -9,7 +9,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use axum::http::Uri;
+use axum::http::HeaderValue;
+use axum::http::uri::{Authority, Parts, PathAndQuery, Scheme, Uri};
 use serde::Deserialize;
 use tessera_server::conn::ConnLimits;
 use tessera_server::net::TrustedProxies;
@@ -143,6 +144,11 @@ pub struct Upstream {
     pub scheme: String,
     pub authority: String,
     pub path: String,
+    /// The same, parsed once: every request's target is built from them.
+    uri_scheme: Scheme,
+    uri_authority: Authority,
+    /// `Host` as the upstream gets it.
+    pub host: HeaderValue,
 }
 
 impl Upstream {
@@ -158,7 +164,15 @@ impl Upstream {
             bail!("--upstream `{url}` must not have a query");
         }
         let path = uri.path().trim_end_matches('/').to_owned();
-        Ok(Self { scheme: scheme.to_owned(), authority: authority.as_str().to_owned(), path })
+        let host = HeaderValue::from_str(authority.as_str()).with_context(|| format!("--upstream `{url}`"))?;
+        Ok(Self {
+            scheme: scheme.to_owned(),
+            authority: authority.as_str().to_owned(),
+            path,
+            uri_scheme: Scheme::HTTP,
+            uri_authority: authority.clone(),
+            host,
+        })
     }
 }
 
@@ -170,12 +184,15 @@ impl Upstream {
         if !target.starts_with('/') || uri.authority().is_some() {
             return None;
         }
-        Uri::builder()
-            .scheme(self.scheme.as_str())
-            .authority(self.authority.as_str())
-            .path_and_query(format!("{}{target}", self.path))
-            .build()
-            .ok()
+        let mut parts = Parts::default();
+        parts.scheme = Some(self.uri_scheme.clone());
+        parts.authority = Some(self.uri_authority.clone());
+        // Below no path of the upstream's own, the client's target is the upstream's as it is.
+        parts.path_and_query = match (self.path.is_empty(), uri.path_and_query()) {
+            (true, Some(target)) => Some(target.clone()),
+            _ => Some(PathAndQuery::try_from(format!("{}{target}", self.path)).ok()?),
+        };
+        Uri::from_parts(parts).ok()
     }
 }
 
@@ -340,6 +357,16 @@ mod tests {
         assert_eq!(target("/").as_deref(), Some("http://127.0.0.1:9000/app/"));
         assert_eq!(target("http://elsewhere/x"), None, "an absolute target is not forwarded elsewhere");
         assert_eq!(target("*"), None);
+        let at_root = GatewaySettings::resolve(GatewayArgs {
+            upstream: Some("http://127.0.0.1:9000".into()),
+            issuer: Some("http://127.0.0.1:8080".into()),
+            ..Default::default()
+        })
+        .unwrap();
+        let target = |t: &str| at_root.upstream.target(&t.parse().unwrap()).map(|u| u.to_string());
+        assert_eq!(target("/x/../y?z=%20").as_deref(), Some("http://127.0.0.1:9000/x/../y?z=%20"), "as sent");
+        assert_eq!(target("http://elsewhere/x"), None);
+        assert_eq!(at_root.upstream.host, "127.0.0.1:9000");
     }
 
     #[test]

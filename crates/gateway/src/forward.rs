@@ -105,9 +105,7 @@ pub fn prepare_headers(
             }
         }
     }
-    if let Ok(host) = HeaderValue::from_str(&gateway.settings.upstream.authority) {
-        headers.insert(header::HOST, host);
-    }
+    headers.insert(header::HOST, gateway.settings.upstream.host.clone());
 }
 
 /// Removes the headers of one hop: `Connection`, those it names, and the fixed list. With
