@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use axum::http::HeaderValue;
-use axum::http::uri::{Authority, Parts, PathAndQuery, Scheme, Uri};
+use axum::http::uri::{PathAndQuery, Uri};
 use serde::Deserialize;
 use tessera_server::conn::ConnLimits;
 use tessera_server::net::TrustedProxies;
@@ -144,9 +144,6 @@ pub struct Upstream {
     pub scheme: String,
     pub authority: String,
     pub path: String,
-    /// The same, parsed once: every request's target is built from them.
-    uri_scheme: Scheme,
-    uri_authority: Authority,
     /// `Host` as the upstream gets it.
     pub host: HeaderValue,
 }
@@ -165,34 +162,25 @@ impl Upstream {
         }
         let path = uri.path().trim_end_matches('/').to_owned();
         let host = HeaderValue::from_str(authority.as_str()).with_context(|| format!("--upstream `{url}`"))?;
-        Ok(Self {
-            scheme: scheme.to_owned(),
-            authority: authority.as_str().to_owned(),
-            path,
-            uri_scheme: Scheme::HTTP,
-            uri_authority: authority.clone(),
-            host,
-        })
+        Ok(Self { scheme: scheme.to_owned(), authority: authority.as_str().to_owned(), path, host })
     }
 }
 
 impl Upstream {
-    /// A request's target at the upstream: its path (below the upstream's own path) and query;
-    /// `None` for a target that is not a path (`*`, an absolute URL).
+    /// A request's target at the upstream, in origin form (RFC 9112 §3.2.1: its path, below the
+    /// upstream's own path, and query; the upstream is named by `Host`); `None` for a target
+    /// that is not a path (`*`, an absolute URL).
     pub fn target(&self, uri: &Uri) -> Option<Uri> {
         let target = uri.path_and_query().map_or("/", |p| p.as_str());
         if !target.starts_with('/') || uri.authority().is_some() {
             return None;
         }
-        let mut parts = Parts::default();
-        parts.scheme = Some(self.uri_scheme.clone());
-        parts.authority = Some(self.uri_authority.clone());
         // Below no path of the upstream's own, the client's target is the upstream's as it is.
-        parts.path_and_query = match (self.path.is_empty(), uri.path_and_query()) {
-            (true, Some(target)) => Some(target.clone()),
-            _ => Some(PathAndQuery::try_from(format!("{}{target}", self.path)).ok()?),
+        let target = match (self.path.is_empty(), uri.path_and_query()) {
+            (true, Some(target)) => target.clone(),
+            _ => PathAndQuery::try_from(format!("{}{target}", self.path)).ok()?,
         };
-        Uri::from_parts(parts).ok()
+        Some(Uri::from(target))
     }
 }
 
@@ -353,8 +341,8 @@ mod tests {
         })
         .unwrap();
         let target = |t: &str| s.upstream.target(&t.parse().unwrap()).map(|u| u.to_string());
-        assert_eq!(target("/x?y=1").as_deref(), Some("http://127.0.0.1:9000/app/x?y=1"));
-        assert_eq!(target("/").as_deref(), Some("http://127.0.0.1:9000/app/"));
+        assert_eq!(target("/x?y=1").as_deref(), Some("/app/x?y=1"));
+        assert_eq!(target("/").as_deref(), Some("/app/"));
         assert_eq!(target("http://elsewhere/x"), None, "an absolute target is not forwarded elsewhere");
         assert_eq!(target("*"), None);
         let at_root = GatewaySettings::resolve(GatewayArgs {
@@ -364,7 +352,7 @@ mod tests {
         })
         .unwrap();
         let target = |t: &str| at_root.upstream.target(&t.parse().unwrap()).map(|u| u.to_string());
-        assert_eq!(target("/x/../y?z=%20").as_deref(), Some("http://127.0.0.1:9000/x/../y?z=%20"), "as sent");
+        assert_eq!(target("/x/../y?z=%20").as_deref(), Some("/x/../y?z=%20"), "as sent");
         assert_eq!(target("http://elsewhere/x"), None);
         assert_eq!(at_root.upstream.host, "127.0.0.1:9000");
     }

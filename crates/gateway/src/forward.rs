@@ -11,7 +11,6 @@
 
 use std::net::SocketAddr;
 
-use axum::body::Body;
 use axum::extract::Request;
 use axum::http::header::{self, HeaderName};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
@@ -20,7 +19,7 @@ use tessera_verify::Authenticated;
 use tessera_verify::http::identity;
 
 use crate::metrics::Outcome;
-use crate::{Gateway, error};
+use crate::{Gateway, error, upstream};
 
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -37,23 +36,27 @@ pub async fn proxy(gateway: &Gateway, peer: SocketAddr, caller: Option<&Authenti
     prepare_headers(gateway, peer, caller, &mut parts.headers, false);
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body);
-    match send(gateway, upstream).await {
+    match send(gateway, gateway.upstream.send(upstream)).await {
         Ok(mut response) => {
             gateway.metrics.count(Outcome::Forwarded);
             remove_hop_by_hop(response.headers_mut(), false);
-            response.map(Body::new)
+            response
         }
         Err(failure) => failure,
     }
 }
 
-/// Sends `request` upstream within `--upstream-timeout`; a failure is the client's `502` or `504`.
-pub async fn send(gateway: &Gateway, request: Request) -> Result<Response<hyper::body::Incoming>, Response> {
+/// Waits for the upstream's answer (`sending`) within `--upstream-timeout`; a failure is the
+/// client's `502` or `504`.
+pub async fn send<B>(
+    gateway: &Gateway,
+    sending: impl Future<Output = Result<Response<B>, upstream::Error>>,
+) -> Result<Response<B>, Response> {
     let timeout = gateway.settings.upstream_timeout;
-    match tokio::time::timeout(timeout, gateway.client.request(request)).await {
+    match tokio::time::timeout(timeout, sending).await {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => {
-            tracing::warn!(error = %tessera_server::telemetry::error_chain(&e), "the upstream cannot be reached");
+            tracing::warn!(error = %tessera_server::telemetry::error_chain(&*e), "the upstream cannot be reached");
             gateway.metrics.count(Outcome::BadGateway);
             Err(error(StatusCode::BAD_GATEWAY, "bad_gateway", "the service behind the gateway cannot be reached"))
         }

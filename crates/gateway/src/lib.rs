@@ -25,6 +25,7 @@ pub mod config;
 mod forward;
 mod metrics;
 mod socket;
+mod upstream;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -32,14 +33,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use tessera_verify::http::token_from_headers;
 use tessera_verify::{Authenticated, Verifier, VerifyError};
 use tokio::net::TcpListener;
@@ -52,7 +49,7 @@ use metrics::{Metrics, Outcome};
 pub struct Gateway {
     settings: GatewaySettings,
     verifier: Verifier,
-    client: Client<HttpConnector, Body>,
+    upstream: Arc<upstream::Upstream>,
     metrics: Arc<Metrics>,
     /// Turns true when the gateway stops: open sockets close with `1001`.
     stopping: watch::Receiver<bool>,
@@ -70,11 +67,8 @@ impl Gateway {
             .build()
             .await
             .with_context(|| format!("cannot reach tessera at {}", settings.tessera_url))?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(settings.upstream_timeout));
-        let client = Client::builder(TokioExecutor::new()).build(connector);
-        Ok(Arc::new(Self { settings, verifier, client, metrics: Arc::new(Metrics::default()), stopping }))
+        let upstream = upstream::Upstream::new(&settings.upstream.authority, settings.upstream_timeout);
+        Ok(Arc::new(Self { settings, verifier, upstream, metrics: Arc::new(Metrics::default()), stopping }))
     }
 }
 

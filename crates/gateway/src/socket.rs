@@ -100,7 +100,8 @@ pub async fn proxy(
     parts.headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     prepare_headers(&gateway, peer, caller.as_ref(), &mut parts.headers, true);
     parts.uri = uri;
-    let mut answer = match send(&gateway, Request::from_parts(parts, Body::empty())).await {
+    let handshake = gateway.upstream.send_upgrade(Request::from_parts(parts, Body::empty()));
+    let mut answer = match send(&gateway, handshake).await {
         Ok(answer) => answer,
         Err(failure) => return failure,
     };
