@@ -260,6 +260,38 @@ async fn the_open_file_limit_caps_connections_so_none_fails_for_want_of_a_file()
     assert_eq!(gateway.get("/echo", Some(&token)).await.status, StatusCode::OK, "still serving");
 }
 
+/// An upstream that closes each connection right after its answer, without saying so: every
+/// idle connection the gateway keeps is closed under it, sometimes while a request is on its
+/// way. Each request is answered all the same (sent again on a new connection).
+#[tokio::test]
+async fn an_upstream_closing_idle_connections_costs_no_request() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        loop {
+            let (mut conn, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") && conn.read_exact(&mut byte).await.is_ok() {
+                    head.push(byte[0]);
+                }
+                let _ = conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok").await;
+            });
+        }
+    });
+    let server = TestServer::start().await;
+    let gateway = Gateway::start(&server, &upstream, &[]).await;
+    let email = unique_email();
+    server.post("/api/auth/register", json!({"email": email, "password": PASSWORD})).await;
+    let token = server.login(&email).await.access;
+    for i in 0..100 {
+        let reply = gateway.get("/", Some(&token)).await;
+        assert_eq!(reply.status, StatusCode::OK, "request {i}: {}", reply.body);
+    }
+}
+
 #[tokio::test]
 async fn a_trusted_proxys_forwarding_headers_are_kept() {
     let (server, _upstream, gateway) = setup(&[], &["--trusted-proxies", "127.0.0.1"]).await;
