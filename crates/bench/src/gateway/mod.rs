@@ -100,14 +100,17 @@ pub fn start_gateway(
     Server::gateway(bin, name, &flags)
 }
 
-/// Files the gateway keeps besides its sockets' (its listener, its connection to tessera, the
-/// runtime's), with room to spare.
-const OTHER_FILES: u64 = 100;
+/// Files the gateway keeps out of its connection cap (`tessera_server::fit_to_file_limit`: its
+/// listener, its connection to tessera, the runtime's).
+const RESERVED_FILES: u64 = 256;
+/// Connections kept free under the cap (the warm-up socket's, a health check's).
+const SPARE: u64 = 16;
 
-/// How many of `wanted` idle sockets the open-file limit leaves the gateway room for: it holds
-/// two files for each, the client's connection and the upstream's.
+/// How many of `wanted` idle sockets the open-file limit leaves the gateway room for: it caps its
+/// connections at two files each, the client's and the upstream's.
 pub fn socket_room(wanted: usize) -> usize {
-    let room = crate::open_file_limit().map_or(u64::MAX, |limit| limit.saturating_sub(OTHER_FILES) / 2);
+    let room = crate::open_file_limit()
+        .map_or(u64::MAX, |limit| (limit.saturating_sub(RESERVED_FILES) / 2).saturating_sub(SPARE));
     wanted.min(usize::try_from(room).unwrap_or(usize::MAX))
 }
 
