@@ -67,7 +67,8 @@ impl Gateway {
             .build()
             .await
             .with_context(|| format!("cannot reach tessera at {}", settings.tessera_url))?;
-        let upstream = upstream::Upstream::new(&settings.upstream.authority, settings.upstream_timeout);
+        let authority = settings.upstream.authority.parse().context("the upstream's authority")?;
+        let upstream = upstream::Upstream::new(&authority, settings.upstream_timeout);
         Ok(Arc::new(Self { settings, verifier, upstream, metrics: Arc::new(Metrics::default()), stopping }))
     }
 }
@@ -169,7 +170,8 @@ async fn handle(
         }
     };
     if socket::is_upgrade(request.headers()) {
-        socket::proxy(gateway, peer, caller, request).await
+        // Boxed: the handshake's future is large, and every plain request would carry its room.
+        Box::pin(socket::proxy(gateway, peer, caller, request)).await
     } else {
         forward::proxy(&gateway, peer, caller.as_ref(), request).await
     }

@@ -18,6 +18,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::Response;
+use axum::http::uri::Authority;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -35,8 +36,10 @@ pub struct Upstream {
 }
 
 impl Upstream {
-    pub fn new(authority: &str, connect_timeout: Duration) -> Arc<Self> {
-        Arc::new(Self { authority: authority.to_owned(), connect_timeout, idle: Mutex::default() })
+    /// Connections to `authority` (`host[:port]`, port 80 when it names none).
+    pub fn new(authority: &Authority, connect_timeout: Duration) -> Arc<Self> {
+        let authority = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        Arc::new(Self { authority, connect_timeout, idle: Mutex::default() })
     }
 
     /// Sends `request` (its URI in origin form) on an idle connection or a new one; the answer's
@@ -153,5 +156,18 @@ impl Drop for Returned {
         if self.body.is_end_stream() {
             self.done();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_upstream_without_a_port_is_reached_on_80() {
+        let at = |authority: &str| Upstream::new(&authority.parse().unwrap(), Duration::from_secs(1)).authority.clone();
+        assert_eq!(at("app.internal"), "app.internal:80");
+        assert_eq!(at("127.0.0.1:5000"), "127.0.0.1:5000");
+        assert_eq!(at("[::1]:5000"), "[::1]:5000");
     }
 }
