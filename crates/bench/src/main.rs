@@ -357,10 +357,6 @@ async fn measure_gateway(
     measure_logouts(&target, LOGOUT_TARGET, args, outcome).await;
     let closing = gateway::sockets::close_on_logout(setup.addr, gateway, &setup.login_body, gateway::CLOSING_SESSIONS);
     let summary = closing.await?;
-    eprintln!(
-        "socket-close: {} sockets, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
-        summary.requests, summary.p50_ms, summary.p99_ms, summary.max_ms, summary.errors
-    );
     push_delay_row(outcome, "socket-close: gateway, 100 sessions", LOGOUT_TARGET, summary);
     let mut bearers = Vec::with_capacity(gateway::IDLE_SESSIONS);
     for _ in 0..gateway::IDLE_SESSIONS {
@@ -427,16 +423,16 @@ async fn measure_pair(pair: &Pair, args: &Args, outcome: &mut Outcome) -> Result
 
 /// Takes `--logouts` samples of `target` and adds its row to `outcome`.
 async fn measure_logouts(target: &logout::Target, goal: Target, args: &Args, outcome: &mut Outcome) {
-    let s = logout::measure(target, args.logouts).await;
-    eprintln!(
-        "{}: {} logouts, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
-        target.label, s.requests, s.p50_ms, s.p99_ms, s.max_ms, s.errors
-    );
-    push_delay_row(outcome, target.label, goal, s);
+    push_delay_row(outcome, target.label, goal, logout::measure(target, args.logouts).await);
 }
 
-/// Adds a row of delays (one sample per logout) to `outcome`.
+/// Adds a row of delays (one sample per logout) to `outcome`, and says it on stderr.
 fn push_delay_row(outcome: &mut Outcome, label: &str, target: Target, summary: Summary) {
+    let s = &summary;
+    eprintln!(
+        "{label}: {} samples, p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms, {} errors",
+        s.requests, s.p50_ms, s.p99_ms, s.max_ms, s.errors
+    );
     if let Some(error) = &summary.first_error {
         eprintln!("  first error: {error}");
     }

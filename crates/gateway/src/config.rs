@@ -146,6 +146,8 @@ pub struct Upstream {
     pub path: String,
     /// `Host` as the upstream gets it.
     pub host: HeaderValue,
+    /// Where to connect: `host:port`, port 80 when the URL names none.
+    pub address: String,
 }
 
 impl Upstream {
@@ -162,7 +164,8 @@ impl Upstream {
         }
         let path = uri.path().trim_end_matches('/').to_owned();
         let host = HeaderValue::from_str(authority.as_str()).with_context(|| format!("--upstream `{url}`"))?;
-        Ok(Self { scheme: scheme.to_owned(), authority: authority.as_str().to_owned(), path, host })
+        let address = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
+        Ok(Self { scheme: scheme.to_owned(), authority: authority.as_str().to_owned(), path, host, address })
     }
 }
 
@@ -355,6 +358,14 @@ mod tests {
         assert_eq!(target("/x/../y?z=%20").as_deref(), Some("/x/../y?z=%20"), "as sent");
         assert_eq!(target("http://elsewhere/x"), None);
         assert_eq!(at_root.upstream.host, "127.0.0.1:9000");
+        assert_eq!(at_root.upstream.address, "127.0.0.1:9000");
+    }
+
+    #[test]
+    fn an_upstream_without_a_port_is_reached_on_80() {
+        let address = |url: &str| Upstream::parse(url).unwrap().address;
+        assert_eq!(address("http://app.internal"), "app.internal:80");
+        assert_eq!(address("http://[::1]:5000/api"), "[::1]:5000");
     }
 
     #[test]

@@ -67,8 +67,7 @@ impl Gateway {
             .build()
             .await
             .with_context(|| format!("cannot reach tessera at {}", settings.tessera_url))?;
-        let authority = settings.upstream.authority.parse().context("the upstream's authority")?;
-        let upstream = upstream::Upstream::new(&authority, settings.upstream_timeout);
+        let upstream = upstream::Upstream::new(&settings.upstream.address, settings.upstream_timeout);
         Ok(Arc::new(Self { settings, verifier, upstream, metrics: Arc::new(Metrics::default()), stopping }))
     }
 }

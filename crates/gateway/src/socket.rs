@@ -45,8 +45,7 @@ pub const TOKEN_EXPIRED: u16 = 4002;
 
 /// How much each side of a socket reads at once. tungstenite's default (128 KiB) is allocated
 /// up front for each side (and zeroed, so resident), which idle sockets pay for: 10 000 of
-/// them would hold 2.5 GiB. A
-/// larger message is still read whole, in more reads.
+/// them would hold 2.5 GiB. A larger message is still read whole, in more reads.
 const READ_BUFFER: usize = 2048;
 
 /// The relay's WebSocket settings on both sides: tungstenite's, but for the read buffer.

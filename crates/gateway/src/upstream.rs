@@ -18,7 +18,6 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::Response;
-use axum::http::uri::Authority;
 use hyper::body::{Body as _, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -30,16 +29,16 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 const MAX_IDLE: usize = 1024;
 
 pub struct Upstream {
-    authority: String,
+    /// `host:port`.
+    address: String,
     connect_timeout: Duration,
     idle: Mutex<Vec<SendRequest<Body>>>,
 }
 
 impl Upstream {
-    /// Connections to `authority` (`host[:port]`, port 80 when it names none).
-    pub fn new(authority: &Authority, connect_timeout: Duration) -> Arc<Self> {
-        let authority = format!("{}:{}", authority.host(), authority.port_u16().unwrap_or(80));
-        Arc::new(Self { authority, connect_timeout, idle: Mutex::default() })
+    /// Connections to `address` (`host:port`, `config::Upstream::address`).
+    pub fn new(address: &str, connect_timeout: Duration) -> Arc<Self> {
+        Arc::new(Self { address: address.to_owned(), connect_timeout, idle: Mutex::default() })
     }
 
     /// Sends `request` (its URI in origin form) on an idle connection or a new one; the answer's
@@ -59,8 +58,8 @@ impl Upstream {
             }
             Err(failed) => return Err(failed.into_error().into()),
         };
-        let back = Returning { sender: Some(sender), upstream: self.clone() };
-        Ok(response.map(|body| Body::new(Returned { body, back })))
+        let upstream = self.clone();
+        Ok(response.map(|body| Body::new(Returned { body, sender: Some(sender), upstream })))
     }
 
     /// Sends a WebSocket handshake on a connection of its own, whose upgrade the caller takes.
@@ -80,9 +79,9 @@ impl Upstream {
     }
 
     async fn connect(&self, upgrades: bool) -> Result<SendRequest<Body>, Error> {
-        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+        let tcp = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
             .await
-            .map_err(|_| format!("connecting to {} timed out", self.authority))??;
+            .map_err(|_| format!("connecting to {} timed out", self.address))??;
         tcp.set_nodelay(true)?;
         let (sender, connection) = http1::handshake(TokioIo::new(tcp)).await?;
         tokio::spawn(async move {
@@ -105,23 +104,18 @@ impl Upstream {
     }
 }
 
-/// A connection waiting for its response body to end.
-struct Returning {
-    sender: Option<SendRequest<Body>>,
-    upstream: Arc<Upstream>,
-}
-
 /// The upstream's response body, which gives its connection back when it has been read to the
 /// end (dropped before that, the connection is dropped: hyper closes it).
 struct Returned {
     body: Incoming,
-    back: Returning,
+    sender: Option<SendRequest<Body>>,
+    upstream: Arc<Upstream>,
 }
 
 impl Returned {
     fn done(&mut self) {
-        if let Some(sender) = self.back.sender.take() {
-            self.back.upstream.give_back(sender);
+        if let Some(sender) = self.sender.take() {
+            self.upstream.give_back(sender);
         }
     }
 }
@@ -156,18 +150,5 @@ impl Drop for Returned {
         if self.body.is_end_stream() {
             self.done();
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_upstream_without_a_port_is_reached_on_80() {
-        let at = |authority: &str| Upstream::new(&authority.parse().unwrap(), Duration::from_secs(1)).authority.clone();
-        assert_eq!(at("app.internal"), "app.internal:80");
-        assert_eq!(at("127.0.0.1:5000"), "127.0.0.1:5000");
-        assert_eq!(at("[::1]:5000"), "[::1]:5000");
     }
 }

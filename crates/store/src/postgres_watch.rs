@@ -52,10 +52,9 @@ impl Drop for PostgresWatcher {
 impl FeedWatcher for PostgresWatcher {
     /// Ignores `after`: a notification says only that the feed grew, and the caller reads it.
     async fn wait(&mut self, _after: Option<FeedPosition>, within: Duration) -> StoreResult<bool> {
-        let (pool, channel) = (self.pool.clone(), self.channel.clone());
         let (heard, _) = self.heard.get_or_insert_with(|| {
             let (tell, heard) = watch::channel(0);
-            (heard, tokio::spawn(listen(pool, channel, tell)))
+            (heard, tokio::spawn(listen(self.pool.clone(), self.channel.clone(), tell)))
         });
         match tokio::time::timeout(within, heard.changed()).await {
             Ok(Ok(())) => Ok(true),
