@@ -143,8 +143,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let bound = listener.local_addr()?;
-    let background =
-        spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys")), settings.guest_retention).await;
+    let background = spawn_maintenance(state.clone(), KeyDir::new(settings.data_dir.join("keys")), settings).await;
     tracing::info!(addr = %bound, data_dir = %settings.data_dir.display(), "listening");
     let proxies = state.policy().proxies.clone();
     let stopping = state.clone();
@@ -175,11 +174,10 @@ pub async fn run(
 }
 
 /// Raises the soft limit on open files to the hard limit (as Go's runtime does), and returns
-/// `wanted`, lowered if the limit still leaves no room for it plus the server's own files, so
-/// that the connection cap, not `EMFILE`, is what refuses connections.
-/// `wanted` connections, or as many as the open-file limit (raised first as far as it may go)
-/// leaves room for, each holding `files_per_connection` files (a proxy's holds two: the client's
-/// and the upstream's); a warning says when they are fewer.
+/// `wanted`, lowered (with a warning) if the limit still leaves no room for that many
+/// connections of `files_per_connection` files each (a proxy's holds two: the client's and the
+/// upstream's) plus the server's own files, so that the connection cap, not `EMFILE`, is what
+/// refuses connections.
 pub fn fit_to_file_limit(wanted: usize, files_per_connection: u64) -> usize {
     const RESERVED: u64 = 256;
     let Some(limit) = raise_file_limit() else {
@@ -225,23 +223,22 @@ pub fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     }
 }
 
-/// How often the store's feed of ended sessions is read for ends made by other instances: at
-/// once where the store pushes them (PostgreSQL, Redis), and on this period everywhere, the
-/// safety net for a push that was lost.
-const REVOCATION_POLL: Duration = Duration::from_millis(250);
 const KEY_RELOAD: Duration = Duration::from_secs(1);
 
 /// Loads the sessions ended within the retention window, follows the ends the store pushes
 /// ([`AuthService::follow_pushed_ends`]), and runs the service's maintenance
 /// ([`Maintenance::tick`]: the revocation view and the feed's journal kept fresh, unconfirmed
-/// ends retried, the hourly purge) and keeps the key set fresh, in the background.
-async fn spawn_maintenance(state: AppState, key_dir: KeyDir, guest_retention: Duration) -> tokio::task::JoinHandle<()> {
+/// ends retried, the hourly purge) and keeps the key set fresh, in the background. Other
+/// instances' ends are read at once where the store pushes them (PostgreSQL, Redis), and every
+/// `settings.revocation_poll` everywhere, the safety net for a push that was lost.
+async fn spawn_maintenance(state: AppState, key_dir: KeyDir, settings: &Settings) -> tokio::task::JoinHandle<()> {
     if let Err(e) = state.auth().catch_up_revocations(state.now()).await {
         tracing::warn!(
             error = crate::telemetry::error_chain(&e),
             "could not load ended sessions; retrying in the background"
         );
     }
+    let (guest_retention, revocation_poll) = (settings.guest_retention, settings.revocation_poll);
     if let Some(watcher) = state.auth().feed_watcher() {
         let state = state.clone();
         tokio::spawn(async move { state.auth().follow_pushed_ends(watcher, state.clock()).await });
@@ -249,7 +246,7 @@ async fn spawn_maintenance(state: AppState, key_dir: KeyDir, guest_retention: Du
     tokio::spawn(async move {
         let mut maintenance = Maintenance::new(guest_retention);
         let mut known_keys = key_dir.signing_key_files().unwrap_or_default();
-        let mut revocation_tick = tokio::time::interval(REVOCATION_POLL);
+        let mut revocation_tick = tokio::time::interval(revocation_poll);
         let mut key_tick = tokio::time::interval(KEY_RELOAD);
         loop {
             tokio::select! {

@@ -56,7 +56,13 @@ pub struct Settings {
     pub sqlite_synchronous_full: bool,
     pub log_format: LogFormat,
     pub redis_key_prefix: String,
+    /// How often the store's feed is read for other instances' ends, besides what the store
+    /// pushes ([`REVOCATION_POLL`]; not a flag: tests set it to see the push alone).
+    pub revocation_poll: Duration,
 }
+
+/// The period of [`Settings::revocation_poll`]: the safety net for a push that was lost.
+pub const REVOCATION_POLL: Duration = Duration::from_millis(250);
 
 impl Settings {
     /// Resolves the settings from the file named by `--config` (if any), the environment
@@ -164,6 +170,7 @@ impl Settings {
             sqlite_synchronous_full,
             log_format,
             redis_key_prefix: args.redis_key_prefix.or(file.redis_key_prefix).unwrap_or_else(|| "tessera".into()),
+            revocation_poll: REVOCATION_POLL,
         })
     }
 }
