@@ -17,6 +17,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::Response;
 use tessera_verify::Authenticated;
 use tessera_verify::http::identity;
+use tokio::time::error::Elapsed;
 
 use crate::metrics::Outcome;
 use crate::{Gateway, error, upstream};
@@ -36,7 +37,8 @@ pub async fn proxy(gateway: &Gateway, peer: SocketAddr, caller: Option<&Authenti
     prepare_headers(gateway, peer, caller, &mut parts.headers, false);
     parts.uri = uri;
     let upstream = Request::from_parts(parts, body);
-    match send(gateway, gateway.upstream.send(upstream)).await {
+    let sent = tokio::time::timeout(gateway.settings.upstream_timeout, gateway.upstream.send(upstream)).await;
+    match answer(gateway, sent) {
         Ok(mut response) => {
             gateway.metrics.count(Outcome::Forwarded);
             remove_hop_by_hop(response.headers_mut(), false);
@@ -46,14 +48,15 @@ pub async fn proxy(gateway: &Gateway, peer: SocketAddr, caller: Option<&Authenti
     }
 }
 
-/// Waits for the upstream's answer (`sending`) within `--upstream-timeout`; a failure is the
-/// client's `502` or `504`.
-pub async fn send<B>(
+/// The upstream's answer, or the client's `502` or `504` when it failed or did not come within
+/// `--upstream-timeout` (`sent` is the answer under [`tokio::time::timeout`]; a plain function,
+/// so that the request's future holds the upstream's only once).
+#[allow(clippy::result_large_err, reason = "the error is the client's answer, sent as it is")]
+pub fn answer<B>(
     gateway: &Gateway,
-    sending: impl Future<Output = Result<Response<B>, upstream::Error>>,
+    sent: Result<Result<Response<B>, upstream::Error>, Elapsed>,
 ) -> Result<Response<B>, Response> {
-    let timeout = gateway.settings.upstream_timeout;
-    match tokio::time::timeout(timeout, sending).await {
+    match sent {
         Ok(Ok(response)) => Ok(response),
         Ok(Err(e)) => {
             tracing::warn!(error = %tessera_server::telemetry::error_chain(&*e), "the upstream cannot be reached");
@@ -62,6 +65,7 @@ pub async fn send<B>(
         }
         Err(_) => {
             gateway.metrics.count(Outcome::GatewayTimeout);
+            let timeout = gateway.settings.upstream_timeout;
             let description =
                 format!("the service behind the gateway did not answer within {}s", timeout.as_secs_f64());
             Err(error(StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", &description))

@@ -37,10 +37,13 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use futures_util::FutureExt;
+use futures_util::future::Either;
 use tessera_verify::http::token_from_headers;
 use tessera_verify::{Authenticated, Verifier, VerifyError};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower::ServiceExt;
 
 pub use config::{GatewayArgs, GatewaySettings};
 use metrics::{Metrics, Outcome};
@@ -72,17 +75,27 @@ impl Gateway {
     }
 }
 
-/// The gateway's routes: its own under `/.tessera/`, which never reach the upstream, and
-/// everything else checked and proxied.
-pub fn app(gateway: Arc<Gateway>) -> Router {
-    Router::new()
+/// The gateway's requests: its own routes under `/.tessera/`, which never reach the upstream,
+/// and everything else checked and proxied, straight to [`handle`] (no router on the way: that
+/// is most of the gateway's requests).
+pub fn service(gateway: Arc<Gateway>) -> impl tessera_server::conn::Handler {
+    let own = Router::new()
         .route("/.tessera/healthz", get(healthz))
         .route("/.tessera/metrics", get(metrics::render))
-        .route("/.tessera", axum::routing::any(not_here))
-        .route("/.tessera/", axum::routing::any(not_here))
-        .route("/.tessera/{*rest}", axum::routing::any(not_here))
-        .fallback(handle)
-        .with_state(gateway)
+        .fallback(not_here)
+        .with_state(gateway.clone());
+    tower::service_fn(move |request: Request| {
+        if is_own(request.uri().path()) {
+            Either::Left(own.clone().oneshot(request))
+        } else {
+            Either::Right(handle(gateway.clone(), request).map(Ok))
+        }
+    })
+}
+
+/// `/.tessera` and everything under `/.tessera/`.
+fn is_own(path: &str) -> bool {
+    path.strip_prefix("/.tessera").is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves.
@@ -103,7 +116,7 @@ pub async fn run(
         upstream = %format!("{}://{}{}", gateway.settings.upstream.scheme, gateway.settings.upstream.authority, gateway.settings.upstream.path),
         "listening"
     );
-    let serving = tessera_server::conn::serve(listener, app(gateway.clone()), limits, proxies, stop_rx);
+    let serving = tessera_server::conn::serve(listener, service(gateway.clone()), limits, proxies, stop_rx);
     tokio::pin!(serving);
     tokio::select! {
         () = &mut serving => {}
@@ -152,11 +165,10 @@ fn error(status: StatusCode, error: &str, description: &str) -> Response {
 }
 
 /// Checks a request and hands it to the proxy or the socket proxy.
-async fn handle(
-    State(gateway): State<Arc<Gateway>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+async fn handle(gateway: Arc<Gateway>, request: Request) -> Response {
+    let Some(&ConnectInfo(peer)) = request.extensions().get::<ConnectInfo<SocketAddr>>() else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "internal_error", "the connection's peer is unknown");
+    };
     let caller = match check(&gateway, request.headers(), request.uri().path()).await {
         Ok(caller) => caller,
         Err(e) => {

@@ -35,7 +35,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::forward::{prepare_headers, remove_hop_by_hop, send};
+use crate::forward::{answer, prepare_headers, remove_hop_by_hop};
 use crate::metrics::{Closed, Outcome};
 use crate::{Gateway, error};
 
@@ -100,7 +100,8 @@ pub async fn proxy(
     prepare_headers(&gateway, peer, caller.as_ref(), &mut parts.headers, true);
     parts.uri = uri;
     let handshake = gateway.upstream.send_upgrade(Request::from_parts(parts, Body::empty()));
-    let mut answer = match send(&gateway, handshake).await {
+    let sent = tokio::time::timeout(gateway.settings.upstream_timeout, handshake).await;
+    let mut answer = match answer(&gateway, sent) {
         Ok(answer) => answer,
         Err(failure) => return failure,
     };

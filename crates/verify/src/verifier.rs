@@ -256,7 +256,8 @@ impl Verifier {
         let inner = &self.inner;
         let claims = match inner.validator.validate(token, &inner.keys.current(), Timestamp::now()) {
             Err(TokenError::UnknownKey(_)) => {
-                inner.keys.refetch_for_unknown_kid().await;
+                // Boxed: the fetch's future is large, and every verification would carry its room.
+                Box::pin(inner.keys.refetch_for_unknown_kid()).await;
                 inner.validator.validate(token, &inner.keys.current(), Timestamp::now())
             }
             other => other,

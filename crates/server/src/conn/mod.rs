@@ -27,16 +27,18 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use axum::Router;
+use std::convert::Infallible;
+
 use axum::body::Body;
 use axum::extract::ConnectInfo;
 use axum::http::Request;
+use axum::response::Response;
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio::time::Instant;
-use tower::ServiceExt;
+use tower::{Service, ServiceExt};
 
 use crate::net::{AddressGroup, TrustedProxies};
 
@@ -123,12 +125,24 @@ pub struct KeptConnection {
 /// How often a kind of refusal is logged at most.
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// What answers the requests of a connection: an axum `Router`, or any service of the same shape
+/// (the gateway's, which sends most requests past any router).
+pub trait Handler:
+    Service<Request<Body>, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
+{
+}
+
+impl<S> Handler for S where
+    S: Service<Request<Body>, Response = Response, Error = Infallible, Future: Send + 'static> + Clone + Send + 'static
+{
+}
+
 /// Accepts and serves connections on `listener` until `stop` turns true; then asks every
 /// connection to finish its in-flight request and close, and returns once all have (the caller
 /// bounds that wait).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    router: impl Handler,
     limits: ConnLimits,
     proxies: Arc<TrustedProxies>,
     mut stop: watch::Receiver<bool>,
@@ -188,7 +202,7 @@ async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     hold: ConnectionHold,
-    router: Router,
+    router: impl Handler,
     limits: Arc<ConnLimits>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -213,7 +227,7 @@ async fn serve_connection(
             let response = router.clone().oneshot(request);
             futures_util::future::Either::Right(async move {
                 let response = response.await?;
-                Ok::<_, std::convert::Infallible>(busy.until_sent(response))
+                Ok::<_, Infallible>(busy.until_sent(response))
             })
         })
     };
@@ -263,8 +277,8 @@ fn head_len<B>(request: &Request<B>) -> usize {
 
 /// The answer to a head over the limit, as hyper gives it: a bare `431`, and the connection
 /// closed (what follows the head cannot be trusted to be a request).
-fn head_too_large() -> axum::response::Response {
-    let mut response = axum::response::Response::new(Body::empty());
+fn head_too_large() -> Response {
+    let mut response = Response::new(Body::empty());
     *response.status_mut() = axum::http::StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE;
     response.headers_mut().insert(axum::http::header::CONNECTION, axum::http::HeaderValue::from_static("close"));
     response
