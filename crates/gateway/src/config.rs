@@ -69,6 +69,10 @@ pub struct GatewayArgs {
     /// Open connections per client address (IPv6: per /64) at most [default: 128].
     #[arg(long, env = "TESSERA_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
     pub max_connections_per_address: Option<usize>,
+    /// Threads serving connections, each with its own event loop and upstream connections
+    /// [default: 1, which leaves the machine's other cores to the service beside it].
+    #[arg(long, env = "TESSERA_GATEWAY_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
     /// How long a stop waits for in-flight requests [default: 10s].
     #[arg(long, env = "TESSERA_GATEWAY_SHUTDOWN_TIMEOUT", value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
@@ -92,6 +96,7 @@ pub const VARIABLES: &[&str] = &[
     "TESSERA_GATEWAY_IDLE_TIMEOUT",
     "TESSERA_GATEWAY_MAX_CONNECTIONS",
     "TESSERA_GATEWAY_MAX_CONNECTIONS_PER_ADDRESS",
+    "TESSERA_GATEWAY_WORKERS",
     "TESSERA_GATEWAY_SHUTDOWN_TIMEOUT",
     "TESSERA_GATEWAY_LOG_FORMAT",
 ];
@@ -114,6 +119,7 @@ struct FileConfig {
     idle_timeout: Option<String>,
     max_connections: Option<usize>,
     max_connections_per_address: Option<usize>,
+    workers: Option<usize>,
     shutdown_timeout: Option<String>,
     log_format: Option<String>,
 }
@@ -134,6 +140,8 @@ pub struct GatewaySettings {
     pub upstream_timeout: Duration,
     pub trusted_proxies: TrustedProxies,
     pub connections: ConnLimits,
+    /// Threads serving connections (`--workers`), at least 1.
+    pub workers: usize,
     pub shutdown_timeout: Duration,
     pub log_format: LogFormat,
 }
@@ -230,6 +238,11 @@ impl GatewaySettings {
             bail!("--upstream-timeout must be longer than 0s");
         }
         let log_format = LogFormat::from_flag(args.log_format.or(file.log_format).as_deref())?;
+        let workers = match args.workers.or(file.workers) {
+            Some(0) => bail!("--workers must be at least 1"),
+            Some(workers) => workers,
+            None => 1,
+        };
         Ok(Self {
             listen: args.listen.or(file.listen).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8090))),
             upstream: Upstream::parse(&upstream)?,
@@ -242,6 +255,7 @@ impl GatewaySettings {
             upstream_timeout,
             trusted_proxies,
             connections,
+            workers,
             shutdown_timeout: duration(args.shutdown_timeout, file.shutdown_timeout, "10s", "shutdown-timeout")?,
             log_format,
         })
@@ -290,6 +304,14 @@ mod tests {
             issuer: Some("http://127.0.0.1:8080".into()),
             ..extra
         })
+    }
+
+    #[test]
+    fn workers_are_one_by_default_and_never_none() {
+        assert_eq!(settings(GatewayArgs::default()).unwrap().workers, 1);
+        assert_eq!(settings(GatewayArgs { workers: Some(4), ..GatewayArgs::default() }).unwrap().workers, 4);
+        let zero = settings(GatewayArgs { workers: Some(0), ..GatewayArgs::default() }).unwrap_err();
+        assert!(zero.to_string().contains("--workers"), "{zero}");
     }
 
     #[test]

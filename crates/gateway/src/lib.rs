@@ -39,10 +39,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures_util::FutureExt;
 use futures_util::future::Either;
+use tessera_server::conn::Admission;
 use tessera_verify::http::token_from_headers;
 use tessera_verify::{Authenticated, Verifier, VerifyError};
 use tokio::net::TcpListener;
-use tokio::sync::watch;
+use tokio::sync::{oneshot, watch};
 use tower::ServiceExt;
 
 pub use config::{GatewayArgs, GatewaySettings};
@@ -73,6 +74,18 @@ impl Gateway {
         let upstream = upstream::Upstream::new(&settings.upstream.address, settings.upstream_timeout);
         Ok(Arc::new(Self { settings, verifier, upstream, metrics: Arc::new(Metrics::default()), stopping }))
     }
+
+    /// The same gateway for another worker thread: one verifier and one set of metrics, and
+    /// upstream connections of its own (a connection is driven on the thread that opened it).
+    fn for_worker(&self) -> Arc<Self> {
+        Arc::new(Self {
+            settings: self.settings.clone(),
+            verifier: self.verifier.clone(),
+            upstream: upstream::Upstream::new(&self.settings.upstream.address, self.settings.upstream_timeout),
+            metrics: self.metrics.clone(),
+            stopping: self.stopping.clone(),
+        })
+    }
 }
 
 /// The gateway's requests: its own routes under `/.tessera/`, which never reach the upstream,
@@ -99,6 +112,11 @@ fn is_own(path: &str) -> bool {
 }
 
 /// Runs the gateway on `listener` until `shutdown` resolves.
+///
+/// Connections are served by `--workers` threads, each with an event loop of its own taking
+/// connections from the one listener: this task's, and one more thread per further worker. A
+/// request, its upstream connection and its socket stay on one thread, with no hand-over between
+/// threads (docs/benchmarks.md, "The gateway"). The connection caps are shared by all.
 pub async fn run(
     settings: GatewaySettings,
     listener: TcpListener,
@@ -108,34 +126,65 @@ pub async fn run(
     let mut limits = settings.connections.clone();
     // A proxied connection (a socket too) holds a file for the client and one for the upstream.
     limits.max_connections = tessera_server::fit_to_file_limit(limits.max_connections, 2);
-    let proxies = Arc::new(settings.trusted_proxies.clone());
+    let admission = Admission::new(limits, Arc::new(settings.trusted_proxies.clone()));
     let shutdown_timeout = settings.shutdown_timeout;
     let gateway = Gateway::new(settings, stop_rx.clone()).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
         upstream = %format!("{}://{}{}", gateway.settings.upstream.scheme, gateway.settings.upstream.authority, gateway.settings.upstream.path),
+        workers = gateway.settings.workers,
         "listening"
     );
-    let serving = tessera_server::conn::serve(listener, service(gateway.clone()), limits, proxies, stop_rx);
+    let listener = listener.into_std()?;
+    let mut others = Vec::new();
+    for index in 1..gateway.settings.workers {
+        let worker = (listener.try_clone()?, gateway.for_worker(), admission.clone(), stop_rx.clone());
+        others.push(spawn_worker(index, worker)?);
+    }
+    let first = work(TcpListener::from_std(listener)?, gateway, admission, stop_rx);
+    let serving = futures_util::future::join(first, futures_util::future::join_all(others));
     tokio::pin!(serving);
     tokio::select! {
-        () = &mut serving => {}
+        _ = &mut serving => {}
         () = shutdown => {
-            // Sockets close themselves (1001) and outlive their HTTP connections: wait for both.
+            // Sockets close themselves (1001) and outlive their HTTP connections: each worker
+            // waits for both.
             stop_tx.send_replace(true);
-            let drained = async {
-                serving.await;
-                while gateway.metrics.open_sockets() > 0 {
-                    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                }
-            };
-            if tokio::time::timeout(shutdown_timeout, drained).await.is_err() {
+            if tokio::time::timeout(shutdown_timeout, serving).await.is_err() {
                 tracing::warn!(timeout = ?shutdown_timeout, "in-flight requests and sockets did not finish within the shutdown timeout");
             }
         }
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// What a worker gets: the shared listener, its gateway, the shared caps, and the stop signal.
+type Worker = (std::net::TcpListener, Arc<Gateway>, Arc<Admission>, watch::Receiver<bool>);
+
+/// A worker on a thread of its own, with a single-threaded event loop; resolves once it is done.
+fn spawn_worker(index: usize, (listener, gateway, admission, stop): Worker) -> anyhow::Result<oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new().name(format!("gateway-{index}")).spawn(move || {
+        runtime.block_on(async move {
+            match TcpListener::from_std(listener) {
+                Ok(listener) => work(listener, gateway, admission, stop).await,
+                Err(e) => tracing::error!(error = %e, "a gateway worker cannot take the listener"),
+            }
+        });
+        let _ = done_tx.send(());
+    })?;
+    Ok(done_rx)
+}
+
+/// One worker's accept loop, until the gateway stops and the sockets it serves have closed.
+async fn work(listener: TcpListener, gateway: Arc<Gateway>, admission: Arc<Admission>, stop: watch::Receiver<bool>) {
+    tessera_server::conn::serve_admitted(listener, service(gateway.clone()), admission, stop).await;
+    // The sockets count across workers: a worker's event loop runs until all have closed.
+    while gateway.metrics.open_sockets() > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Binds `settings.listen` and runs until `shutdown`.

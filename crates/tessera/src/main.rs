@@ -166,7 +166,9 @@ fn gateway(args: tessera_gateway::GatewayArgs) -> anyhow::Result<()> {
     let settings = tessera_gateway::GatewaySettings::resolve(args)?;
     let _logs = tessera_server::telemetry::init(settings.log_format);
     warn_unknown_variables();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    // The first of the gateway's workers, which also keeps its verifier's keys and feed; the
+    // others have threads of their own (`--workers`).
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async { tessera_gateway::serve(settings, tessera_server::shutdown_signal()).await })
 }
 

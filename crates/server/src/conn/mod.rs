@@ -137,6 +137,26 @@ impl<S> Handler for S where
 {
 }
 
+/// The connections of one server, however many accept loops take them (the gateway runs one
+/// per worker thread): the caps, and who holds a place under them.
+pub struct Admission {
+    limits: Arc<ConnLimits>,
+    proxies: Arc<TrustedProxies>,
+    registry: Arc<Registry>,
+    refusals: Refusals,
+}
+
+impl Admission {
+    pub fn new(limits: ConnLimits, proxies: Arc<TrustedProxies>) -> Arc<Self> {
+        Arc::new(Self {
+            limits: Arc::new(limits),
+            proxies,
+            registry: Arc::new(Registry::default()),
+            refusals: Refusals::default(),
+        })
+    }
+}
+
 /// Accepts and serves connections on `listener` until `stop` turns true; then asks every
 /// connection to finish its in-flight request and close, and returns once all have (the caller
 /// bounds that wait).
@@ -145,11 +165,19 @@ pub async fn serve(
     router: impl Handler,
     limits: ConnLimits,
     proxies: Arc<TrustedProxies>,
+    stop: watch::Receiver<bool>,
+) {
+    serve_admitted(listener, router, Admission::new(limits, proxies), stop).await;
+}
+
+/// [`serve`], under caps shared with other accept loops.
+pub async fn serve_admitted(
+    listener: TcpListener,
+    router: impl Handler,
+    admission: Arc<Admission>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let limits = Arc::new(limits);
-    let registry = Arc::new(Registry::default());
-    let refusals = Refusals::default();
+    let Admission { limits, proxies, registry, refusals } = &*admission;
     let (closed_tx, mut closed_rx) = tokio::sync::mpsc::channel::<()>(1);
     loop {
         let (stream, peer) = tokio::select! {
@@ -166,7 +194,7 @@ pub async fn serve(
         };
         let group = (!proxies.contains(peer.ip())).then(|| AddressGroup::of(peer.ip()));
         let activity = Arc::new(Activity::new());
-        let ticket = match registry.admit(group, activity.clone(), &limits) {
+        let ticket = match registry.admit(group, activity.clone(), limits) {
             Ok((ticket, None)) => ticket,
             Ok((ticket, Some(full))) => {
                 refusals.note(Refusal::Evicted(full), &peer.ip().to_string());

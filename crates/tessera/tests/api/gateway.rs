@@ -588,3 +588,50 @@ async fn a_stopping_gateway_closes_its_sockets_with_1001() {
     .await;
     assert!(app_saw, "the app did not see the socket close");
 }
+
+#[tokio::test]
+async fn every_worker_proxies_requests_and_closes_its_sockets() {
+    let (server, _upstream, gateway) = setup(&[], &["--workers", "3"]).await;
+    assert!(gateway.logs().contains(r#""workers":3"#), "{}", gateway.logs());
+    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
+        .unwrap()
+        .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap().trim().to_owned())
+        .collect();
+    for worker in ["gateway-1", "gateway-2"] {
+        assert!(threads.iter().any(|t| t == worker), "no thread {worker}: {threads:?}");
+    }
+    // Sockets and plain requests on many connections, which the workers take from one listener.
+    let mut sockets = Vec::new();
+    for _ in 0..12 {
+        let tokens = server.user(&unique_email()).await;
+        let (mut socket, _) = gateway.socket(&tokens.access).await.expect("handshake");
+        socket.next().await.expect("the app's hello").unwrap();
+        sockets.push((tokens, socket));
+    }
+    let token = &sockets[0].0.access;
+    let requests = (0..48).map(|_| async {
+        let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+        client.get(format!("{}/echo", gateway.base)).bearer_auth(token).send().await.unwrap().status()
+    });
+    for status in futures_util::future::join_all(requests).await {
+        assert_eq!(status, StatusCode::OK);
+    }
+    // Each session's logout closes its socket, whichever worker holds it.
+    for (tokens, socket) in &mut sockets[6..] {
+        logout(&server, &tokens.access).await;
+        let frame = close_frame(socket, Duration::from_secs(2)).await.expect("a close frame with a code");
+        assert_eq!(frame.code, CloseCode::Library(4001));
+    }
+    // And a stop closes the rest with 1001, on every worker, then the process exits.
+    signal_term(gateway.pid());
+    for (_, socket) in &mut sockets[..6] {
+        let frame = close_frame(socket, Duration::from_secs(5)).await.expect("a close frame with a code");
+        assert_eq!(frame.code, CloseCode::Away);
+    }
+    let exited = eventually(Duration::from_secs(10), async || {
+        !std::path::Path::new(&format!("/proc/{}/task", gateway.pid())).exists()
+            || std::fs::read_to_string(format!("/proc/{}/stat", gateway.pid())).is_ok_and(|s| s.contains(") Z "))
+    })
+    .await;
+    assert!(exited, "the gateway did not exit after its sockets closed");
+}
