@@ -3,7 +3,8 @@
 //! authentication: the machine's proxy ceiling) and the same proxy behind `auth_request` to
 //! tessera's `GET /api/auth/verify`, set up as the README shows (forward-auth as deployed
 //! today). Both keep their upstream connections alive (`keepalive`, HTTP/1.1), nginx's best
-//! setting, and run a worker per core, as the gateway's runtime does.
+//! setting, and run a worker per core (`worker_processes auto`, Debian's setting): on the 2-core
+//! machine of docs/benchmarks.md that measured faster than one worker.
 
 use std::net::SocketAddr;
 use std::path::Path;

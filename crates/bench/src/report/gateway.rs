@@ -20,7 +20,7 @@ pub fn setup_lines(ctx: &Context, rows: &[Row]) -> Vec<String> {
              reverse proxy (`nginx-proxy`: a worker per core, keep-alive to the upstream, no authentication: the \
              machine's proxy ceiling), through nginx with `auth_request` to tessera's `/api/auth/verify` \
              (`nginx-auth-request`, keep-alive to both; its server CPU is tessera's) and through `tessera gateway` \
-             (`gateway`, every token checked locally), taking turns run by run on {} connections; the gateway's \
+             (`gateway`, its defaults: one worker, every token checked locally), taking turns run by run on {} connections; the gateway's \
              \"ratio to ceiling\" is to nginx-proxy",
             ctx.connections
         ));
