@@ -593,13 +593,19 @@ async fn a_stopping_gateway_closes_its_sockets_with_1001() {
 async fn every_worker_proxies_requests_and_closes_its_sockets() {
     let (server, _upstream, gateway) = setup(&[], &["--workers", "3"]).await;
     assert!(gateway.logs().contains(r#""workers":3"#), "{}", gateway.logs());
-    let threads: Vec<String> = std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
-        .unwrap()
-        .map(|task| std::fs::read_to_string(task.unwrap().path().join("comm")).unwrap().trim().to_owned())
-        .collect();
-    for worker in ["gateway-1", "gateway-2"] {
-        assert!(threads.iter().any(|t| t == worker), "no thread {worker}: {threads:?}");
-    }
+    // A thread names itself once it runs: until then it carries the process's name.
+    let threads = || -> Vec<String> {
+        std::fs::read_dir(format!("/proc/{}/task", gateway.pid()))
+            .unwrap()
+            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+            .map(|name| name.trim().to_owned())
+            .collect()
+    };
+    let named = eventually(Duration::from_secs(2), async || {
+        ["gateway-1", "gateway-2"].iter().all(|worker| threads().iter().any(|t| t == worker))
+    })
+    .await;
+    assert!(named, "a worker thread is missing: {:?}", threads());
     // Sockets and plain requests on many connections, which the workers take from one listener.
     let mut sockets = Vec::new();
     for _ in 0..12 {
